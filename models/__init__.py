@@ -1,0 +1,1 @@
+"""Systems built from the spec: the IOMMU with its caches, the vIOMMU, the Linux driver, iommufd."""

@@ -1,0 +1,1 @@
+"""Invariants and the checkers that prove or refute them."""
