@@ -1,0 +1,206 @@
+"""The ``amdvi`` command: decode, explain and document 48882 structures.
+
+Every sub-command takes ``--json``. Bad input prints one line on standard error and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+
+from amdvi.errors import InputError
+from amdvi.hexparse import parse_hex_value, parse_structure_hex
+from amdvi.spec import catalog
+from amdvi.spec.mmio import efr_context
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{message} (see '{self.prog} --help')")
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def _read_text(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise InputError(f"cannot read {source}: {e.strerror or e}") from None
+
+
+def _context(args: argparse.Namespace) -> dict[str, Any] | None:
+    if getattr(args, "efr", None) is None:
+        return None
+    return efr_context(parse_structure_hex(args.efr, 64, "EFR"))
+
+
+def _structure_for(kind: str, words: list[str]) -> tuple[Any, int]:
+    k = kind.lower()
+    if k in catalog.DECODE_KINDS:
+        s = catalog.DECODE_KINDS[k]
+        return s, parse_structure_hex(words, s.width, s.title)
+    if k in catalog.VARIANT_KINDS:
+        what = "command" if k == "cmd" else "event record"
+        bits = parse_structure_hex(words, catalog.VARIANT_KINDS[k], what)
+        s = catalog.command_or_event(k, bits)
+        if s is None:
+            code = bits >> 60 & 0xF
+            label = "opcode" if k == "cmd" else "event code"
+            raise InputError(f"unknown {what} {label} {code:#x}")
+        return s, bits
+    s = catalog.find_structure(kind)
+    if s is None:
+        kinds = ", ".join([*catalog.DECODE_KINDS, *catalog.VARIANT_KINDS, "dmesg"])
+        raise InputError(f"unknown structure {kind!r}: use one of {kinds}, or a register name such as EFR")
+    return s, parse_structure_hex(words, s.width, s.title)
+
+
+def cmd_decode(args: argparse.Namespace, console: Console) -> int:
+    from amdvi import render
+
+    if args.kind.lower() == "dmesg":
+        return cmd_decode_dmesg(args, console)
+    if not args.value:
+        raise InputError(f"give the {args.kind} value to decode")
+    s, bits = _structure_for(args.kind, args.value)
+    report = render.decode_report(s, bits, _context(args))
+    if args.json:
+        _emit_json(report)
+    else:
+        render.print_decode(console, report, show_zero=not args.nonzero)
+    return EXIT_OK
+
+
+def cmd_decode_dmesg(args: argparse.Namespace, console: Console) -> int:
+    from amdvi import dmesg_report
+
+    sources = args.value or ["-"]
+    if len(sources) > 1:
+        raise InputError("decode dmesg takes one FILE (or - for standard input)")
+    text = _read_text(sources[0])
+    records = dmesg_report.decode_log(text, _context(args))
+    if args.json:
+        _emit_json(records)
+    else:
+        dmesg_report.print_log(console, records)
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace, console: Console) -> int:
+    from amdvi import render
+
+    matches = catalog.resolve(args.name)
+    if not matches:
+        near = difflib.get_close_matches(args.name, catalog.all_names(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(near)}?" if near else "; try 'amdvi list'"
+        raise InputError(f"unknown structure or field {args.name!r}{hint}")
+    reports = [render.member_report(m) for m in matches]
+    if args.json:
+        _emit_json(reports if len(reports) > 1 else reports[0])
+    else:
+        for rep in reports:
+            render.print_member(console, rep)
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    rows = [{"name": s.name, "title": s.title, "width": s.width, "section": s.section,
+             "fields": len(s.named_fields)} for s in catalog.STRUCTURES]
+    if args.json:
+        _emit_json(rows)
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("name", "title", "bits", "section", "fields"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["title"], str(r["width"]), r["section"], str(r["fields"]))
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_docs(args: argparse.Namespace, console: Console) -> int:
+    from amdvi.reference_docs import write_reference
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    try:
+        written = write_reference(out)
+    except OSError as e:
+        raise InputError(f"cannot write to {out}: {e.strerror or e}") from None
+    if args.json:
+        _emit_json({"written": [str(p) for p in written]})
+    else:
+        console.print(f"wrote {len(written)} pages to {out} (index: {out / 'index.md'})")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from amdvi import builtin_examples
+
+    return builtin_examples.run_demo(console, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="amdvi", description="Executable AMD IOMMU specification (48882): decode, explain, document.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str, func: Any, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.set_defaults(func=func)
+        return sp
+
+    d = add("decode", cmd_decode, "decode a DTE, page-table entry, GCR3 entry, command, event, register, or a kernel log")
+    d.add_argument("kind", help="dte | pde | pte | gpte | gcr3 | cmd | event | dmesg | a register name (EFR, CONTROL, ...)")
+    d.add_argument("value", nargs="*", help="hex: one number, or 64-bit words / 32-bit dwords lowest first; "
+                                            "for dmesg a FILE or - (standard input, the default)")
+    d.add_argument("--efr", help="Extended Feature Register value, to check feature-dependent rules")
+    d.add_argument("--nonzero", action="store_true", help="show only fields that are not zero")
+
+    e = add("explain", cmd_explain, "explain a structure, field or command, e.g. DTE.GV or INVALIDATE_IOMMU_PAGES")
+    e.add_argument("name")
+
+    add("list", cmd_list, "list every structure the specification declares")
+
+    g = add("docs", cmd_docs, "write the Markdown reference, one page per structure")
+    g.add_argument("--out", required=True, help="directory to write into")
+
+    add("demo", cmd_demo, "decode built-in real artefacts (a kernel log with a DTE dump and page faults)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    console = Console(highlight=False, soft_wrap=False)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args, console)
+    except InputError as e:
+        print(f"amdvi: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("amdvi: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

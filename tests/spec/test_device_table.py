@@ -1,0 +1,105 @@
+"""The DTE table against the facts gathered from Linux, QEMU, Xen and VirtualBox, and the pinned choices."""
+
+import pytest
+
+from amdvi.spec.device_table import DTE, device_id_str
+
+Q = lambda *words: sum(w << (64 * i) for i, w in enumerate(words))  # noqa: E731  lowest word first
+
+
+def names(rules):
+    return sorted(r.name for r in rules)
+
+
+def test_linux_v1_domain_entry_decodes_as_written():
+    # Linux amd_iommu_set_dte_v1: root | Mode << 9 | IR | IW | TV | V in word 0, DomainID in word 1.
+    bits = Q(0x6000000123456603, 0x2A)
+    d = DTE.decode(bits)
+    assert (d["V"], d["TV"], d["Mode"], d["IR"], d["IW"], d["DomainID"]) == (1, 1, 3, 1, 1, 0x2A)
+    assert d["Host Page Table Root Pointer"] << 12 == 0x123456000
+    assert DTE.validate(bits) == []
+    assert DTE.encode(V=1, TV=1, Mode=3, IR=1, IW=1, DomainID=0x2A,
+                      host_page_table_root_pointer=0x123456) == bits
+
+
+def test_linux_interrupt_remapping_word():
+    # Linux set_dte_irq_entry: IRT address | IntCtl=remap (2 << 60) | IntTabLen 9 (<< 1) | IV, in word 2.
+    bits = Q(0, 0, 0x2000000123456793)
+    v = DTE.view(bits)
+    assert (v.iv, v.inttablen, v.intctl) == (1, 9, 2)
+    assert v.interrupt_table_root_pointer << 6 == 0x123456780
+    assert DTE.field("IntTabLen").describe(9) == "512 entries"
+
+
+def test_gcr3_root_pointer_is_split_in_three_as_linux_writes_it():
+    gcr3 = 0xABCDEF5000
+    # Linux: word0[60:58] = gcr3[14:12], word1[31:16] = gcr3[30:15], word1[63:43] = gcr3[51:31]
+    q0 = ((gcr3 >> 12) & 0x7) << 58 | 1 << 55 | 1
+    q1 = ((gcr3 >> 15) & 0xFFFF) << 16 | (gcr3 >> 31) << 43
+    view = DTE.view(Q(q0, q1))
+    assert view["GCR3 Table Root Pointer"] == gcr3
+    assert view.gv == 1
+
+
+@pytest.mark.parametrize("field,value,rule,largest_legal", [
+    ("GLX", 3, "GLX=3", 2),
+    ("IntTabLen", 12, "IntTabLen=12", 11),
+    ("IntTabLen", 15, "IntTabLen=15", 11),
+    ("IoCtl", 3, "IoCtl=3", 2),
+    ("IntCtl", 3, "IntCtl=3", 2),
+    ("GPM", 2, "GPM=2", 1),
+    ("GPM", 3, "GPM=3", 1),
+])
+def test_illegal_encodings_are_caught(field, value, rule, largest_legal):
+    bits = DTE.encode(V=1, TV=1, **{field: value})
+    assert names(DTE.validate(bits)) == [rule]
+    assert DTE.validate(DTE.encode(V=1, TV=1, **{field: largest_legal})) == []
+
+
+@pytest.mark.parametrize("bit", [2, 6, 63, 106, 180, 187, 192, 206, 240, 245])
+def test_each_reserved_bit_is_caught_with_illegal_dev_table_entry(bit):
+    rules = DTE.validate(DTE.encode(V=1, TV=1) | 1 << bit)
+    assert len(rules) == 1 and rules[0].event == "ILLEGAL_DEV_TABLE_ENTRY"
+
+
+def test_mode_7_is_reported_as_an_io_page_fault():
+    # Pinned choice: VirtualBox reports a reserved paging mode as IO_PAGE_FAULT (DteRsvdPagingMode);
+    # 48882's own wording was not available. Change this test only with the spec text in hand.
+    (rule,) = DTE.validate(DTE.encode(V=1, TV=1, Mode=7))
+    assert rule.event == "IO_PAGE_FAULT"
+    assert DTE.validate(DTE.encode(V=0, TV=0, Mode=7)) == []  # an invalid entry's Mode is not read
+
+
+def test_feature_dependent_rules():
+    root = DTE.encode(V=1, TV=1, Mode=4, host_page_table_root_pointer=0x1000)
+    assert names(DTE.validate(root, {"EFR.HATS": 3})) == ["host-root-without-HATS"]
+    assert DTE.validate(root, {"EFR.HATS": 0}) == []
+    six = DTE.encode(V=1, TV=1, Mode=6, host_page_table_root_pointer=0x1000)
+    assert names(DTE.validate(six, {"EFR.HATS": 1})) == ["Mode-beyond-HATS"]  # 5 levels supported
+    assert DTE.validate(six, {"EFR.HATS": 2}) == []
+    guest = DTE.encode(V=1, TV=1, GV=1, GIoV=1, GLX=1, GPM=1)
+    assert names(DTE.validate(guest, {"EFR.GTSup": 0, "EFR.GIoSup": 0, "EFR.GATS": 0})) == [
+        "GIoV-without-GIoSup", "GPM-beyond-GATS", "guest-fields-without-GTSup"]
+    assert DTE.validate(guest, {"EFR.GTSup": 1, "EFR.GIoSup": 1, "EFR.GATS": 1}) == []
+
+
+def test_pinned_layout_choices():
+    # GuestID / GDeviceID order follows the RFC's macro names (word 3 bit 16, then bit 32): unconfirmed.
+    assert (DTE.field("GuestID").lo, DTE.field("GDeviceID").lo) == (208, 224)
+    # Bits 183:182 carry the guest paging mode under the name GPM (spec spelling unconfirmed).
+    assert (DTE.field("GPM").hi, DTE.field("GPM").lo) == (183, 182)
+    assert "not confirmed" in DTE.field("GPM").note
+
+
+def test_every_bit_of_the_256_is_declared_once():
+    total = 0
+    for f in DTE.fields:
+        assert total & f.mask == 0
+        total |= f.mask
+    assert total == (1 << 256) - 1
+    assert len(DTE.named_fields) == 41
+
+
+def test_device_id_is_printed_as_linux_prints_it():
+    assert device_id_str(0x00A0) == "00:14.0"
+    assert device_id_str(0x0A08, segment=0) == "0000:0a:01.0"
