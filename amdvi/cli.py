@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from rich.console import Console
 
 from amdvi.errors import InputError
-from amdvi.hexparse import parse_hex_value, parse_structure_hex
+from amdvi.hexparse import parse_structure_hex
 from amdvi.spec import catalog
 from amdvi.spec.mmio import efr_context
 
@@ -60,8 +60,8 @@ def _structure_for(kind: str, words: list[str]) -> tuple[Any, int]:
         s = catalog.command_or_event(k, bits)
         if s is None:
             code = bits >> 60 & 0xF
-            label = "opcode" if k == "cmd" else "event code"
-            raise InputError(f"unknown {what} {label} {code:#x}")
+            label = "command opcode" if k == "cmd" else "event code"
+            raise InputError(f"unknown {label} {code:#x}")
         return s, bits
     s = catalog.find_structure(kind)
     if s is None:
