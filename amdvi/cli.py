@@ -17,7 +17,7 @@ from rich.console import Console
 from amdvi.errors import InputError
 from amdvi.hexparse import parse_structure_hex
 from amdvi.spec import catalog
-from amdvi.spec.mmio import efr_context
+from amdvi.spec.mmio import CONTROL, EFR, register_context
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -44,9 +44,13 @@ def _read_text(source: str) -> str:
 
 
 def _context(args: argparse.Namespace) -> dict[str, Any] | None:
-    if getattr(args, "efr", None) is None:
-        return None
-    return efr_context(parse_structure_hex(args.efr, 64, "EFR"))
+    """Register values given on the command line, as the context feature-dependent rules read."""
+    ctx: dict[str, Any] = {}
+    for option, register in (("efr", EFR), ("control", CONTROL)):
+        text = getattr(args, option, None)
+        if text is not None:
+            ctx.update(register_context(register, parse_structure_hex(text, 64, register.title)))
+    return ctx or None
 
 
 def _structure_for(kind: str, words: list[str]) -> tuple[Any, int]:
@@ -173,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("value", nargs="*", help="hex: one number, or 64-bit words / 32-bit dwords lowest first; "
                                             "for dmesg a FILE or - (standard input, the default)")
     d.add_argument("--efr", help="Extended Feature Register value, to check feature-dependent rules")
+    d.add_argument("--control", help="Control register value, to check rules that depend on what is enabled")
     d.add_argument("--nonzero", action="store_true", help="show only fields that are not zero")
 
     e = add("explain", cmd_explain, "explain a structure, field or command, e.g. DTE.GV or INVALIDATE_IOMMU_PAGES")

@@ -175,6 +175,16 @@ DTE = Structure(
             needs=("EFR.GIoSup",),
         ),
         Rule(
+            "PPR-without-EPHEn",
+            "PPR is set on an IOMMU with enhanced PPR handling (EFR.EPHSup = 1) that has not enabled it (Control.EPHEn = 0)",
+            lambda b, v, ctx: b.all_of(b.eq(v.ppr, 1), b.eq(ctx["EFR.EPHSup"], 1), b.eq(ctx["CONTROL.EPHEn"], 0)),
+            event=ILLEGAL_DTE,
+            section=SECTION,
+            needs=("EFR.EPHSup", "CONTROL.EPHEn"),
+            note=("Linux commit ef75966abf95 (bugzilla 219499): after resume Control.EPHEn was clear and a DTE with "
+                  "PPR = 1 raised ILLEGAL_DEV_TABLE_ENTRY; the spec wording itself was not seen"),
+        ),
+        Rule(
             "GPM-beyond-GATS",
             "GPM asks for a 5-level guest table but EFR.GATS does not advertise 5 levels",
             lambda b, v, ctx: b.all_of(b.eq(v.gv, 1), b.eq(v.gpm, 1), b.ne(ctx["EFR.GATS"], 1)),

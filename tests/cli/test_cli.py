@@ -160,3 +160,22 @@ def test_installed_console_script_runs(tmp_path):
     assert json.loads(proc.stdout)["bits"] == "55"
     bad = subprocess.run([str(script), "decode", "dte", "xyz"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("amdvi: error:")
+
+
+def test_demo_decodes_the_builtin_log_and_reproduces_the_thinkbook_illegal_dte(capsys):
+    rep = run_json(capsys, "demo")
+    events = [r["event"] for r in rep["records"] if r["kind"] == "event"]
+    assert events[0] == "ILLEGAL_DEV_TABLE_ENTRY" and events.count("IO_PAGE_FAULT") == 3
+    assert rep["records"][0]["dte"]["legal"] is True  # without register context
+    assert [v["rule"] for v in rep["why"]["violations"]] == ["PPR-without-EPHEn"]
+    code, out, _ = run(capsys, "demo")
+    assert code == 0 and "(Control.EPHEn = 0)" in out and "ILLEGAL_DEV_TABLE_ENTRY" in out
+
+
+def test_control_option_feeds_control_rules(capsys):
+    words = ["0x7d90000000000003", "0x0000100103fc0009", "0x2000000117840013", "0x0"]
+    efr = hex(1 << 50 | 1 << 48 | 1 << 4)  # EPHSup, GIoSup, GTSup
+    rep = run_json(capsys, "decode", "dte", *words, "--efr", efr, "--control", "0x1005")
+    assert [v["rule"] for v in rep["violations"]] == ["PPR-without-EPHEn"]
+    rep = run_json(capsys, "decode", "dte", *words, "--efr", efr, "--control", hex(0x1005 | 1 << 45))
+    assert rep["legal"] is True

@@ -16,6 +16,8 @@ from amdvi.spec.fields import FIELD
 STRUCTURES = catalog.STRUCTURES
 IDS = [s.name for s in STRUCTURES]
 EFR = catalog.find_structure("EFR")
+CONTROL = catalog.find_structure("CONTROL")
+CONTEXT_REGISTERS = (EFR, CONTROL)  # the registers legality rules may read
 
 
 def named_mask(s):
@@ -71,29 +73,27 @@ def test_round_trip_holds_for_all_values_symbolically(s):
     assert solver.check() == z3.unsat
 
 
-def _symbolic_context(efr_bits):
-    view = EFR.view(z3.BitVecVal(efr_bits, 64), Z3)
-    return {f"EFR.{f.name}": view[f.name] for f in EFR.named_fields}
-
-
-def _concrete_context(efr_bits):
-    view = EFR.view(efr_bits)
-    return {f"EFR.{f.name}": view[f.name] for f in EFR.named_fields}
+def _context(values, backend):
+    ctx = {}
+    for reg, bits in zip(CONTEXT_REGISTERS, values):
+        view = reg.view(bits, backend)
+        ctx.update({f"{reg.name}.{f.name}": view[f.name] for f in reg.named_fields})
+    return ctx
 
 
 @pytest.mark.parametrize("s", STRUCTURES, ids=IDS)
 @given(data=st.data())
 def test_int_and_z3_backends_agree(s, data):
     bits = data.draw(st.integers(0, (1 << s.width) - 1))
-    efr = data.draw(st.integers(0, (1 << 64) - 1))
+    regs = [data.draw(st.integers(0, (1 << 64) - 1)) for _ in CONTEXT_REGISTERS]
     sym = z3.BitVecVal(bits, s.width)
     concrete = s.decode(bits)
     symbolic = {k: Z3.value(v) for k, v in s.decode(sym, backend=Z3).items()}
     assert symbolic == concrete
     for comp in s.composites:
         assert Z3.value(s.view(sym, Z3)[comp.name]) == s.view(bits)[comp.name]
-    c_checks = s.check(bits, INT, _concrete_context(efr))
-    z_checks = s.check(sym, Z3, _symbolic_context(efr))
+    c_checks = s.check(bits, INT, _context(regs, INT))
+    z_checks = s.check(sym, Z3, _context([z3.BitVecVal(r, 64) for r in regs], Z3))
     assert [v.rule.name for v in c_checks] == [v.rule.name for v in z_checks]
     for cv, zv in zip(c_checks, z_checks):
         assert bool(cv.condition) == Z3.value(zv.condition), cv.rule.name
@@ -101,12 +101,13 @@ def test_int_and_z3_backends_agree(s, data):
 
 @pytest.mark.parametrize("s", STRUCTURES, ids=IDS)
 def test_each_rule_can_fire_and_can_hold(s):
-    """No rule is vacuous: Z3 finds an instance breaking it and one keeping it (some EFR)."""
+    """No rule is vacuous: Z3 finds an instance breaking it and one keeping it (some register values)."""
     bits = z3.BitVec("bits", s.width)
-    efr = z3.BitVec("efr", 64)
-    ctx = {f"EFR.{f.name}": EFR.view(efr, Z3)[f.name] for f in EFR.named_fields}
+    ctx = _context([z3.BitVec(f"reg_{r.name}", 64) for r in CONTEXT_REGISTERS], Z3)
+    checks = s.check(bits, Z3, ctx)
+    assert len(checks) == len(s.all_rules()), "a rule needs a register the test does not supply"
     fixed = [s.view(bits, Z3)[f.name] == f.fixed for f in s.named_fields if f.fixed is not None]
-    for v in s.check(bits, Z3, ctx):
+    for v in checks:
         for want in (True, False):
             solver = z3.Solver()
             solver.add(*fixed, v.condition == want)

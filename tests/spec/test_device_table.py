@@ -103,3 +103,14 @@ def test_every_bit_of_the_256_is_declared_once():
 def test_device_id_is_printed_as_linux_prints_it():
     assert device_id_str(0x00A0) == "00:14.0"
     assert device_id_str(0x0A08, segment=0) == "0000:0a:01.0"
+
+
+def test_ppr_needs_ephen_when_the_iommu_has_enhanced_ppr_handling():
+    # The Thinkbook DTE of Linux commit ef75966abf95: PPR = 1, logged as ILLEGAL_DEV_TABLE_ENTRY after a
+    # resume that left Control.EPHEn clear on an IOMMU with EFR.EPHSup = 1.
+    thinkbook = Q(0x7D90000000000003, 0x0000100103FC0009, 0x2000000117840013, 0)
+    assert DTE.validate(thinkbook) == []  # without register context nothing is wrong with it
+    after_resume = {"EFR.EPHSup": 1, "CONTROL.EPHEn": 0}
+    assert names(DTE.validate(thinkbook, after_resume)) == ["PPR-without-EPHEn"]
+    assert DTE.validate(thinkbook, {"EFR.EPHSup": 1, "CONTROL.EPHEn": 1}) == []
+    assert DTE.validate(thinkbook, {"EFR.EPHSup": 0, "CONTROL.EPHEn": 0}) == []
