@@ -283,12 +283,13 @@ def test_pasmax_is_width_minus_one():
     assert "PASmax + 1" in EFR.field("PASmax").meaning
 
 
-def test_efr_context_feeds_the_dte_rules():
+def test_efr_and_control_contexts_feed_the_dte_rules():
     ctx = mmio.efr_context(EFR.encode(HATS=3, GTSup=1))
     assert set(ctx) == {f"EFR.{f.name}" for f in EFR.named_fields}
     for key in ("EFR.HATS", "EFR.GTSup", "EFR.GIoSup", "EFR.GATS", "EFR.IASup", "EFR.PreFSup"):
         assert key in ctx
-    assert all(n in ctx for r in DTE.all_rules() for n in r.needs)
+    both = {**ctx, **mmio.register_context(mmio.CONTROL, 0)}
+    assert all(n in both for r in DTE.all_rules() for n in r.needs)
     dte = DTE.encode(V=1, TV=1, Mode=4, host_page_table_root_pointer=0x1000)
     assert [r.name for r in DTE.validate(dte, ctx)] == ["host-root-without-HATS"]
     assert DTE.validate(dte, mmio.efr_context(EFR.encode(HATS=0, GTSup=1))) == []
