@@ -125,8 +125,23 @@ class IntBackend:
     def implies(self, a: bool, b: bool) -> bool:
         return (not a) or b
 
-    def ite(self, c: bool, a: Any, b: Any) -> Any:
+    def ite(self, c: bool, a: Any, b: Any, width: int | None = None) -> Any:
         return a if c else b
+
+    def known_false(self, c: Any) -> bool:
+        """True when ``c`` is false on every input (lets a walk skip a branch that cannot matter)."""
+        return not c
+
+    def known_true(self, c: Any) -> bool:
+        return bool(c)
+
+    def bit(self, c: bool, width: int = 1) -> int:
+        """1 or 0 as a ``width``-bit vector."""
+        return 1 if c else 0
+
+    def trailing_ones(self, x: int, width: int) -> int:
+        """How many consecutive 1 bits ``x`` has from bit 0 (at most ``width``), as an 8-bit vector."""
+        return min(((x ^ (x + 1)).bit_length() - 1), width)
 
     # -- memory ---------------------------------------------------------------
     def empty_memory(self) -> Mapping[int, int]:
@@ -261,9 +276,17 @@ class Z3Backend:
     def implies(self, a: Any, b: Any) -> z3.BoolRef:
         return z3.Implies(self._bool(a), self._bool(b))
 
-    def ite(self, c: Any, a: Any, b: Any) -> Any:
+    def ite(self, c: Any, a: Any, b: Any, width: int | None = None) -> Any:
+        """``a`` if ``c`` else ``b``; give ``width`` when both branches may be Python ints."""
         if isinstance(c, bool):
             return a if c else b
+        if width is not None:
+            if isinstance(a, int) and not isinstance(a, bool):
+                a = z3.BitVecVal(a, width)
+            if isinstance(b, int) and not isinstance(b, bool):
+                b = z3.BitVecVal(b, width)
+        if isinstance(a, int) and not isinstance(a, bool) and isinstance(b, int) and not isinstance(b, bool):
+            raise BackendError("ite on two Python ints needs a width")
         if isinstance(a, int) and not isinstance(a, bool) and not isinstance(b, int):
             a = z3.BitVecVal(a, b.size())
         if isinstance(b, int) and not isinstance(b, bool) and not isinstance(a, int):
@@ -273,6 +296,23 @@ class Z3Backend:
         if isinstance(b, bool):
             b = z3.BoolVal(b)
         return z3.If(c, a, b)
+
+    def known_false(self, c: Any) -> bool:
+        return c is False or (not isinstance(c, bool) and z3.is_false(c))
+
+    def known_true(self, c: Any) -> bool:
+        return c is True or (not isinstance(c, bool) and z3.is_true(c))
+
+    def bit(self, c: Any, width: int = 1) -> z3.BitVecRef:
+        if isinstance(c, bool):
+            return z3.BitVecVal(int(c), width)
+        return z3.If(c, z3.BitVecVal(1, width), z3.BitVecVal(0, width))
+
+    def trailing_ones(self, x: Any, width: int) -> z3.BitVecRef:
+        out = z3.BitVecVal(width, 8)
+        for i in reversed(range(width)):
+            out = z3.If(z3.Extract(i, i, self._bv(x, width)) == 0, z3.BitVecVal(i, 8), out)
+        return out
 
     # -- memory ---------------------------------------------------------------
     def empty_memory(self) -> z3.ArrayRef:

@@ -48,6 +48,7 @@ class Field:
     fixed: int | None = None  # the value a structure variant requires (an opcode, an event code)
     section: str | None = None
     note: str = ""
+    scope: str = "all"  # which requests its legality rules concern: "all", "memory", "interrupt", "io"
 
     @property
     def width(self) -> int:
@@ -113,6 +114,7 @@ class Rule:
     section: str
     needs: tuple[str, ...] = ()
     note: str = ""
+    scope: str = "all"  # "all", "memory", "interrupt" or "io": which requests the IOMMU checks it for
 
 
 class FieldView:
@@ -284,6 +286,7 @@ class Structure:
                         event=self.reserved_event,
                         section=f.section or self.section,
                         note=f.note,
+                        scope=f.scope,
                     )
                 )
         return tuple(derived) + self.rules

@@ -76,3 +76,11 @@ def test_unaligned_access_is_refused_on_concrete_memory():
 def test_symbolic_width_mismatch_is_refused():
     with pytest.raises(BackendError):
         Z3.add(z3.BitVecVal(1, 8), z3.BitVecVal(1, 16), 8)
+
+
+@given(x=st.integers(0, (1 << 40) - 1), c=st.booleans())
+def test_trailing_ones_and_bit_agree(x, c):
+    assert Z3.value(Z3.trailing_ones(z(x, 40), 40)) == INT.trailing_ones(x, 40)
+    assert INT.trailing_ones((1 << 40) - 1, 40) == 40 and INT.trailing_ones(0b0111, 40) == 3
+    assert Z3.value(Z3.bit(z3.BoolVal(c), 4)) == INT.bit(c, 4)
+    assert Z3.value(Z3.ite(z3.BoolVal(c), 5, 9, width=8)) == INT.ite(c, 5, 9, width=8)

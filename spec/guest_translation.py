@@ -1,0 +1,181 @@
+"""The guest (v2) walk: the GCR3 table and the x86-64 page table, 48882 §2.2.6
+"I/O Page Tables for Guest Translations", nested over the host (v1) walk when DTE.Mode != 0.
+
+Written once over the backend as a bounded unrolling (at most 3 GCR3 levels and 5 guest levels).
+
+* GCR3 table: DTE.GLX + 1 levels, 512 entries each, indexed by PASID bits (PASID[19:18] / [17:9] /
+  [8:0], top level first). V = 0 -> guest-dimension fault; reserved bits -> RZ. The last level gives
+  the guest CR3, the root of that PASID's guest table.
+* Guest table: 4 levels (DTE.GPM = 0) or 5 (GPM = 1); the address must be canonical for that depth
+  (choice: sign-extended from bit 47 / 56; the rule for requests without PASID is unconfirmed).
+  P = 0 -> not present; R/W and U/S are ANDed down the walk, NX ORed; PS = 1 makes a 1 GiB (level 3)
+  or 2 MiB (level 2) leaf, PS at level 4 or 5 is reserved (RZ), a PS leaf with address bits below its
+  size set is RZ; level 1 is always a leaf (its bit 7 is PAT, ignored).
+* A/D bits are read and never written: the model leaves hardware A/D updates out.
+* Nested (DTE.Mode != 0): the GCR3 root, every GCR3 entry, every guest table pointer and the final
+  GPA are guest physical and go through the host walk (table reads need host read permission; the
+  final GPA needs the request's access). A host fault there is a host-dimension fault logged against
+  that GPA (modelling choice, unconfirmed).
+
+Facts: ``shared/reference/page-tables.md`` §4–§6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .guest_page_table import GCR3_ENTRY, GPTE
+from .host_translation import HostWalk, host_walk
+from .walk_types import GUEST, SHIFT_WIDTH, FaultState, WalkStep, by_level, low_mask
+
+GCR3_LEVELS = 3
+GUEST_LEVELS = range(1, 6)
+ADDRESS_FIELD = GPTE.field("Address")
+
+
+def guest_shift(level: int) -> int:
+    """log2 of the page a level-``level`` guest entry maps (4 KiB, 2 MiB, 1 GiB, ...)."""
+    return 12 + 9 * (level - 1)
+
+
+@dataclass(frozen=True)
+class HostContext:
+    """What a nested walk needs to translate guest-physical pointers: the DTE's host table."""
+
+    nested: Any  # DTE.Mode != 0
+    root: Any
+    mode: Any
+    readable: Any  # DTE.IR / IW
+    writable: Any
+
+
+@dataclass(frozen=True)
+class GuestWalk:
+    ok: Any
+    spa: Any
+    page_shift: Any
+    readable: Any
+    writable: Any
+    fault: FaultState
+    steps: tuple[WalkStep, ...]
+
+
+def _to_system(b: Any, memory: Any, host: HostContext, gpa: Any, write: Any, fault: FaultState,
+               steps: list[WalkStep]) -> tuple[Any, HostWalk | None, FaultState]:
+    """A guest-physical address as a system address (through the host walk when nested)."""
+    if b.known_false(host.nested):
+        return gpa, None, fault
+    walk = host_walk(b, memory, host.root, host.mode, gpa, write, host.readable, host.writable, fault=fault)
+    steps.extend(WalkStep(s.table, s.dimension, s.level, s.entry_address, s.entry, s.readable, s.writable,
+                          b.all_of(host.nested, s.active)) for s in walk.steps)
+    spa = b.ite(host.nested, walk.spa, gpa)
+    merged = FaultState(**{k: b.ite(host.nested, getattr(walk.fault, k), getattr(fault, k))
+                           for k in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
+    return spa, walk, merged
+
+
+def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid: Any, address: Any,
+               write: Any, user: Any, execute: Any, host: HostContext, fault_address: Any = None) -> GuestWalk:
+    """Translate ``address`` (a GVA of ``pasid``) through the GCR3 table and the guest page table."""
+    fault_address = address if fault_address is None else fault_address
+    f = FaultState.none(b)
+    steps: list[WalkStep] = []
+    read = b.false()
+
+    # -- the GCR3 table -----------------------------------------------------------------------
+    table, _, f = _to_system(b, memory, host, gcr3_root, read, f, steps)
+    for k in range(GCR3_LEVELS):
+        level = b.sub(b.zext(glx, 8), k, 8)  # GCR3 level counting down to 0
+        active = b.all_of(b.ule(k, b.zext(glx, 8)), b.lnot(f.raised))
+        index = by_level(b, level, range(0, GCR3_LEVELS), lambda n: (b.zext(b.extract(pasid, min(9 * n + 8, 19), 9 * n), 64)), 64)
+        entry_address = b.add(table, b.shl(index, 3, 64), 64)
+        e = b.read64(memory, entry_address)
+        steps.append(WalkStep("GCR3", GUEST, level, entry_address, e, b.true(), b.true(), active))
+        f = f.raise_if(b, b.all_of(active, b.eq(b.extract(e, 0, 0), 0)), GUEST, fault_address)
+        f = f.raise_if(b, b.all_of(active, b.ne(b.band(e, GCR3_ENTRY.reserved_mask), 0)), GUEST, fault_address,
+                       pr=True, rz=True)
+        nxt = b.band(e, b.const(GCR3_ENTRY.field("GCR3").mask, 64))
+        nxt_spa, _, f2 = _to_system(b, memory, host, nxt, read, f, steps)
+        # only an active level moves on (its host walk's fault counts only then)
+        f = FaultState(**{key: b.ite(active, getattr(f2, key), getattr(f, key))
+                          for key in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
+        table = b.ite(active, nxt_spa, table)
+
+    # -- the guest page table -----------------------------------------------------------------
+    depth = b.ite(b.eq(gpm, 1), b.const(5, 8), b.const(4, 8))
+    sign4 = b.extract(address, 63, 47)
+    sign5 = b.extract(address, 63, 56)
+    canonical = b.ite(b.eq(depth, 5),
+                      b.any_of(b.eq(sign5, 0), b.eq(sign5, (1 << 8) - 1)),
+                      b.any_of(b.eq(sign4, 0), b.eq(sign4, (1 << 17) - 1)))
+    f = f.raise_if(b, b.lnot(canonical), GUEST, fault_address)
+    level = depth
+    writable, user_ok, nx = b.true(), b.true(), b.false()
+    done = b.false()
+    gpa, shift = b.const(0, 64), b.const(0, SHIFT_WIDTH)
+    for k in GUEST_LEVELS:
+        active = b.all_of(b.lnot(done), b.lnot(f.raised))
+        index = by_level(b, level, GUEST_LEVELS, lambda n: b.zext(b.extract(address, guest_shift(n) + 8, guest_shift(n)), 64), 64)
+        entry_address = b.add(table, b.shl(index, 3, 64), 64)
+        e = b.read64(memory, entry_address)
+        present = b.eq(b.extract(e, 0, 0), 1)
+        writable = b.ite(active, b.all_of(writable, b.eq(b.extract(e, 1, 1), 1)), writable)
+        user_ok = b.ite(active, b.all_of(user_ok, b.eq(b.extract(e, 2, 2), 1)), user_ok)
+        nx = b.ite(active, b.any_of(nx, b.eq(b.extract(e, 63, 63), 1)), nx)
+        steps.append(WalkStep("GPTE", GUEST, level, entry_address, e, b.true(), writable, active))
+        f = f.raise_if(b, b.all_of(active, b.lnot(present)), GUEST, fault_address)
+        here = b.all_of(active, present)
+        ps = b.eq(b.extract(e, 7, 7), 1)
+        big = b.all_of(ps, b.any_of(b.eq(level, 2), b.eq(level, 3)))
+        leaf = b.all_of(here, b.any_of(b.eq(level, 1), big))
+        level_shift = by_level(b, level, GUEST_LEVELS, guest_shift, SHIFT_WIDTH)
+        page = b.band(e, b.const(ADDRESS_FIELD.mask, 64))
+        offset = low_mask(b, level_shift)
+        misaligned = b.all_of(big, b.ne(b.band(page, offset), 0))
+        ps_reserved = b.all_of(ps, b.uge(level, 4))
+        f = f.raise_if(b, b.all_of(here, b.any_of(misaligned, ps_reserved)), GUEST, fault_address, pr=True, rz=True)
+        good_leaf = b.all_of(leaf, b.lnot(f.raised))
+        gpa = b.ite(good_leaf, b.bor(page, b.band(address, offset)), gpa)
+        shift = b.ite(good_leaf, level_shift, shift)
+        done = b.any_of(done, good_leaf)
+        go_down = b.all_of(here, b.lnot(leaf), b.lnot(f.raised))
+        if k < len(GUEST_LEVELS):
+            next_table, _, f2 = _to_system(b, memory, host, page, read, f, steps)
+            f = FaultState(**{key: b.ite(go_down, getattr(f2, key), getattr(f, key))
+                              for key in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
+            table = b.ite(go_down, next_table, table)
+        level = b.ite(go_down, b.sub(level, 1, 8), level)
+
+    # -- guest permissions, then the final GPA through the host table --------------------------
+    denied_write = b.all_of(write, b.lnot(writable))
+    denied_user = b.all_of(user, b.lnot(user_ok))
+    denied_exec = b.all_of(execute, nx)
+    f = f.raise_if(b, b.all_of(done, b.any_of(denied_write, denied_user, denied_exec)), GUEST, fault_address,
+                   pr=True, pe=True, us=denied_user, nx=denied_exec)
+    if b.known_false(host.nested):
+        final = HostWalk(ok=b.false(), spa=gpa, page_shift=shift, readable=host.readable, writable=host.writable,
+                         fault=f, steps=())
+    else:
+        final = host_walk(b, memory, host.root, host.mode, gpa, write, host.readable, host.writable, fault=f)
+    steps.extend(WalkStep(s.table, s.dimension, s.level, s.entry_address, s.entry, s.readable, s.writable,
+                          b.all_of(host.nested, done, s.active)) for s in final.steps)
+    nested = host.nested
+    spa = b.ite(nested, final.spa, gpa)
+    host_r = b.ite(nested, final.readable, host.readable)
+    host_w = b.ite(nested, final.writable, host.writable)
+    # Mode 0: the DTE's IR/IW still apply to the guest-translated access
+    dte_denied = b.all_of(b.lnot(nested), done, b.lnot(b.ite(write, host.writable, host.readable)))
+    f_final = FaultState(**{key: b.ite(nested, getattr(final.fault, key), getattr(f, key))
+                            for key in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
+    f_final = f_final.raise_if(b, dte_denied, GUEST, fault_address, pr=True, pe=True)
+    final_shift = b.ite(b.all_of(nested, b.ult(final.page_shift, shift)), final.page_shift, shift)
+    return GuestWalk(
+        ok=b.all_of(done, b.lnot(f_final.raised)),
+        spa=spa,
+        page_shift=final_shift,
+        readable=host_r,
+        writable=b.all_of(writable, host_w),
+        fault=f_final,
+        steps=tuple(steps),
+    )

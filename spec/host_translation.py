@@ -1,0 +1,134 @@
+"""The host (v1) page-table walk: 48882 §2.2.3 "I/O Page Tables for Host Translations".
+
+Written once over the backend (a bounded unrolling of at most six levels). What it does, in order,
+at each level L (default page size 2^(12+9(L-1)), index = address bits 12+9L-1 .. 12+9(L-1)):
+
+* PR = 0 -> not-present fault (PR flag 0);
+* permissions: IR/IW are ANDed down the walk, starting from the DTE's;
+* Next Level 0 or 7 is a leaf: NL = 0 maps the level's default size; NL = 7 encodes the size in the
+  address field (the lowest 0 bit z at or above bit 12 gives 2^(z+1), Table 14). An NL = 7 size must
+  exceed the level's default and not exceed the next level's (choice, unconfirmed); a leaf at level 6
+  is invalid (Table 15: the top level of a 6-level table has no translation entries);
+* 1 <= NL < L is a PDE: the index bits of the skipped levels must be 0; NL >= L is an invalid level
+  encoding. Reserved bits (PDE 60:52, PTE 58:52), invalid encodings and sizes -> fault with RZ = 1;
+* an address beyond the range of DTE.Mode -> not-present fault (flag choice unconfirmed);
+* after the leaf, a write needs IW and a read needs IR, else a permission fault (PR = 1, PE = 1).
+
+Facts: ``shared/reference/page-tables.md`` §1–§3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .host_page_table import PDE, PTE
+from .walk_types import HOST, SHIFT_WIDTH, FaultState, WalkStep, by_level, low_mask
+
+MAX_LEVELS = 6
+LEVELS = range(1, MAX_LEVELS + 1)
+ADDRESS_FIELD = PTE.field("Page Address")  # bits 51:12 in both PDE and PTE
+
+
+def default_shift(level: int) -> int:
+    """log2 of the page a level-``level`` entry maps with Next Level 0 (4 KiB at level 1)."""
+    return 12 + 9 * (level - 1)
+
+
+def index_bits(level: int) -> tuple[int, int]:
+    """The (hi, lo) address bits that index a level-``level`` table (level 6 has only bits 63:57)."""
+    lo = default_shift(level)
+    return min(lo + 8, 63), lo
+
+
+def _reserved(structure: Any) -> int:
+    return structure.reserved_mask
+
+
+@dataclass(frozen=True)
+class HostWalk:
+    """The result of one v1 walk: a page (spa, page_shift, permissions) or a fault."""
+
+    ok: Any  # the walk reached a leaf and the access is allowed
+    spa: Any
+    page_shift: Any
+    readable: Any
+    writable: Any
+    fault: FaultState
+    steps: tuple[WalkStep, ...]
+
+
+def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: Any,
+              readable: Any, writable: Any, *, fault_address: Any = None,
+              fault: FaultState | None = None) -> HostWalk:
+    """Walk the v1 table at ``root`` with ``mode`` levels (1..6) for ``address``.
+
+    ``readable``/``writable`` are the permissions granted so far (the DTE's IR/IW). A fault is
+    recorded against ``fault_address`` (default: ``address``) in the host dimension. Given a
+    ``fault`` state that has already fired, the walk is inactive (a nested caller's earlier fault wins).
+    """
+    fault_address = address if fault_address is None else fault_address
+    incoming = FaultState.none(b) if fault is None else fault
+    f = FaultState.none(b)
+    live = b.lnot(incoming.raised)
+    too_wide = b.any_of(*[
+        b.all_of(b.eq(mode, m), b.ne(b.lshr(address, default_shift(m + 1), 64), 0)) for m in range(1, MAX_LEVELS)
+    ])
+    f = f.raise_if(b, b.all_of(live, too_wide), HOST, fault_address)
+    level, table = mode, root
+    r, w = readable, writable
+    done = b.false()
+    spa, shift = b.const(0, 64), b.const(0, SHIFT_WIDTH)
+    steps = []
+    for _ in LEVELS:
+        active = b.all_of(live, b.lnot(done), b.lnot(f.raised))
+        index = by_level(b, level, LEVELS, lambda n: b.zext(b.extract(address, *index_bits(n)), 64), 64)
+        entry_address = b.add(table, b.shl(index, 3, 64), 64)
+        e = b.read64(memory, entry_address)
+        present = b.eq(b.extract(e, 0, 0), 1)
+        nl = b.extract(e, 11, 9)
+        r = b.ite(active, b.all_of(r, b.eq(b.extract(e, 61, 61), 1)), r)
+        w = b.ite(active, b.all_of(w, b.eq(b.extract(e, 62, 62), 1)), w)
+        steps.append(WalkStep("PDE/PTE", HOST, level, entry_address, e, r, w, active))
+
+        here = b.all_of(active, present)
+        f = f.raise_if(b, b.all_of(active, b.lnot(present)), HOST, fault_address)
+        is_leaf = b.any_of(b.eq(nl, 0), b.eq(nl, 7))
+        leaf, pde = b.all_of(here, is_leaf), b.all_of(here, b.lnot(is_leaf))
+
+        # A page-directory entry: a lower level, reserved bits clear, skipped index bits zero.
+        bad_level = b.uge(b.zext(nl, 8), b.zext(level, 8))
+        skipped = b.sub(
+            by_level(b, level, LEVELS, lambda n: 1 << default_shift(n) if n > 1 else 0, 64),
+            by_level(b, nl, LEVELS, lambda n: 1 << default_shift(n + 1), 64), 64)
+        bad_skip = b.ne(b.band(address, skipped), 0)
+        pde_rsv = b.ne(b.band(e, _reserved(PDE)), 0)
+        f = f.raise_if(b, b.all_of(pde, b.any_of(bad_level, pde_rsv, bad_skip)), HOST, fault_address, pr=True, rz=True)
+
+        # A leaf: its page size, reserved bits, and where it sits.
+        ones = b.trailing_ones(b.extract(e, ADDRESS_FIELD.hi, ADDRESS_FIELD.lo), ADDRESS_FIELD.width)
+        encoded = b.add(b.zext(ones, SHIFT_WIDTH), 13, SHIFT_WIDTH)
+        level_shift = by_level(b, level, LEVELS, default_shift, SHIFT_WIDTH)
+        next_shift = by_level(b, level, LEVELS, lambda n: default_shift(n + 1), SHIFT_WIDTH)
+        leaf_shift = b.ite(b.eq(nl, 7), encoded, level_shift)
+        bad_size = b.all_of(b.eq(nl, 7), b.any_of(
+            b.eq(ones, ADDRESS_FIELD.width), b.ule(encoded, level_shift), b.ugt(encoded, next_shift)))
+        leaf_rsv = b.ne(b.band(e, _reserved(PTE)), 0)
+        top_leaf = b.eq(level, 6)
+        f = f.raise_if(b, b.all_of(leaf, b.any_of(bad_size, leaf_rsv, top_leaf)), HOST, fault_address,
+                       pr=True, rz=True)
+
+        good_leaf = b.all_of(leaf, b.lnot(f.raised))
+        page = b.band(e, b.const(ADDRESS_FIELD.mask, 64))
+        offset = low_mask(b, leaf_shift)
+        spa = b.ite(good_leaf, b.bor(b.band(page, b.bnot(offset, 64)), b.band(address, offset)), spa)
+        shift = b.ite(good_leaf, leaf_shift, shift)
+        done = b.any_of(done, good_leaf)
+        go_down = b.all_of(pde, b.lnot(f.raised))
+        level = b.ite(go_down, nl, level)
+        table = b.ite(go_down, page, table)
+
+    allowed = b.ite(write, w, r)
+    f = f.raise_if(b, b.all_of(done, b.lnot(allowed)), HOST, fault_address, pr=True, pe=True)
+    return HostWalk(ok=b.all_of(done, b.lnot(f.raised)), spa=spa, page_shift=shift, readable=r, writable=w,
+                    fault=incoming.merge(b, f), steps=tuple(steps))
