@@ -162,6 +162,96 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     return builtin_examples.run_demo(console, as_json=args.json)
 
 
+def _parse_number(text: str, what: str, bits: int) -> int:
+    try:
+        n = int(text.strip(), 0)
+    except ValueError:
+        raise InputError(f"{what} {text!r} is not a number (write 0x1000 or 4096)") from None
+    if n < 0 or n >> bits:
+        raise InputError(f"{what} {text!r} does not fit in {bits} bits")
+    return n
+
+
+ACCESSES = {"r": (False,), "read": (False,), "w": (True,), "write": (True,), "rw": (False, True)}
+
+
+def cmd_walk(args: argparse.Namespace, console: Console) -> int:
+    from amdvi import scenario
+
+    device = scenario.parse_device_id(args.device, "--device")
+    address = _parse_number(args.addr, "--addr", 64)
+    access = ACCESSES.get(args.access.lower())
+    if access is None:
+        raise InputError(f"--access {args.access!r}: use r, w or rw")
+    pasid = None if args.pasid is None else _parse_number(args.pasid, "--pasid", 20)
+    s = scenario.load(args.scenario)
+    reports = [scenario.walk_report(s, device, address, write, pasid=pasid, ats=args.ats, user=args.user,
+                                    execute=args.exec) for write in access]
+    if args.json:
+        _emit_json({"scenario": s.source, "walks": reports})
+    else:
+        for rep in reports:
+            scenario.print_walk(console, s, rep)
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace, console: Console) -> int:
+    import shutil
+    import subprocess
+
+    from amdvi import scenario
+    from amdvi.properties import reachability as reach
+    from amdvi.reference_docs import write_atomically
+
+    s = scenario.load(args.scenario)
+    graph = reach.build_graph(s.memory, s.dev_tab_bar, s.devices)
+    dot = reach.to_dot(graph, Path(s.source).stem)
+    written: dict[str, str | None] = {"dot": None, "svg": None}
+    note = None
+    try:
+        if args.out:
+            write_atomically(Path(args.out), dot)
+            written["dot"] = args.out
+        if args.svg:
+            exe = shutil.which("dot")
+            if exe is None:
+                note = f"Graphviz 'dot' is not on PATH: {args.svg} not written (the DOT text is the same)"
+            else:
+                run = subprocess.run([exe, "-Tsvg"], input=dot, capture_output=True, text=True, timeout=60)
+                if run.returncode != 0:
+                    raise InputError(f"dot -Tsvg failed: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
+                write_atomically(Path(args.svg), run.stdout)
+                written["svg"] = args.svg
+    except OSError as e:
+        raise InputError(f"cannot write: {e.strerror or e}") from None
+    if args.json:
+        devices = {}
+        for d in s.devices:
+            frames = reach.reachable_frames(graph, d)
+            devices[f"{d:#06x}"] = {
+                "status": graph.nodes[("device", d)].get("status", ""),
+                "frames": [{"address": hex(a), "size": hex(size), "readable": r, "writable": w}
+                           for (a, size), (r, w) in sorted(frames.items())],
+            }
+        _emit_json({"scenario": s.source, "devices": devices, "truncated": graph.graph["truncated"],
+                    "written": written, "note": note})
+        return EXIT_OK
+    if note:
+        print(f"amdvi: note: {note}", file=sys.stderr)
+    if not args.out and not args.svg:
+        sys.stdout.write(dot)
+        return EXIT_OK
+    for d in s.devices:
+        frames = reach.reachable_frames(graph, d)
+        console.print(f"device {d:#06x}: {graph.nodes[('device', d)].get('status', '')}", soft_wrap=True)
+        for (a, size), (r, w) in sorted(frames.items()):
+            console.print(f"  {reach.perm_str(r, w)} {a:#x} ({reach.size_str(size)})")
+    for kind, path in written.items():
+        if path:
+            console.print(f"wrote {kind.upper()} to {path}", soft_wrap=True)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="amdvi", description="Executable AMD IOMMU specification (48882): decode, explain, document.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -189,6 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="directory to write into")
 
     add("demo", cmd_demo, "decode built-in real artefacts (a kernel log with a DTE dump and page faults)")
+
+    w = add("walk", cmd_walk, "translate one DMA request through a scenario's tables, step by step")
+    w.add_argument("scenario", help="scenario JSON file (see examples/)")
+    w.add_argument("--device", required=True, help="DeviceID: 0x10, 16 or bus:dev.fn such as 00:02.0")
+    w.add_argument("--addr", required=True, help="the request's address (IOVA or GVA)")
+    w.add_argument("--access", required=True, help="r, w, or rw (a read and a write, both shown)")
+    w.add_argument("--pasid", help="the request carries this PASID (20 bits)")
+    w.add_argument("--ats", action="store_true", help="an ATS translation request")
+    w.add_argument("--user", action="store_true", help="a user-level request")
+    w.add_argument("--exec", action="store_true", help="an execute request")
+
+    gr = add("graph", cmd_graph, "the graph of a scenario's tables and the pages each device reaches (DOT/SVG)")
+    gr.add_argument("scenario", help="scenario JSON file (see examples/)")
+    gr.add_argument("--out", help="write the Graphviz DOT here (without --out/--svg/--json it goes to stdout)")
+    gr.add_argument("--svg", help="also render an SVG with Graphviz 'dot', when it is installed")
     return p
 
 

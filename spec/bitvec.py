@@ -16,6 +16,7 @@ Conventions shared by both backends:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import z3
@@ -135,6 +136,10 @@ class IntBackend:
     def known_true(self, c: Any) -> bool:
         return bool(c)
 
+    def constant(self, x: Any) -> int | None:
+        """The value of ``x`` when it is known on every input, else None."""
+        return x
+
     def bit(self, c: bool, width: int = 1) -> int:
         """1 or 0 as a ``width``-bit vector."""
         return 1 if c else 0
@@ -164,6 +169,22 @@ class IntBackend:
     def value(self, x: Any) -> Any:
         """The Python value of ``x`` (identity here)."""
         return x
+
+
+@dataclass(frozen=True)
+class OverlayMemory:
+    """A symbolic memory whose ``regions`` hold known words (absent ones read 0) over a ``base`` array.
+
+    It states "this part of memory is owned and fixed, the rest is anything" without quantifiers:
+    a read at a constant address folds to its word, a read at a symbolic one is one if-then-else.
+    """
+
+    base: Any
+    regions: tuple[tuple[int, int], ...]  # [start, end) byte ranges
+    words: Mapping[int, Any]  # address -> int or 64-bit term, inside the regions
+
+    def inside(self, address: int) -> bool:
+        return any(lo <= address < hi for lo, hi in self.regions)
 
 
 class Z3Backend:
@@ -196,24 +217,61 @@ class Z3Backend:
         """A fresh symbolic bit-vector (symbolic backend only)."""
         return z3.BitVec(name, width)
 
+    # -- constant folding: operands that are values give values, so loops over concrete data fold --
+    @staticmethod
+    def _c(x: Any) -> int | None:
+        """The value of a constant bit-vector operand, else None."""
+        if isinstance(x, int) and not isinstance(x, bool):
+            return x
+        return x.as_long() if z3.is_bv_value(x) else None
+
+    @staticmethod
+    def _cb(c: Any) -> bool | None:
+        """The value of a constant boolean operand, else None."""
+        if isinstance(c, bool):
+            return c
+        if z3.is_true(c):
+            return True
+        if z3.is_false(c):
+            return False
+        return None
+
+    def _fold(self, op: str, width: int | None, *args: Any) -> Any:
+        if width is not None:
+            for a in args:
+                if not isinstance(a, int) and a.size() != width:
+                    raise BackendError(f"expected a {width}-bit term, got {a.size()} bits")
+        vals = [self._c(a) for a in args]
+        if any(v is None for v in vals):
+            return None
+        out = getattr(INT, op)(*vals, *(() if width is None else (width,)))
+        return z3.BitVecVal(out, width) if width is not None else out
+
     # -- bit ranges -----------------------------------------------------------
     def extract(self, x: Any, hi: int, lo: int) -> z3.BitVecRef:
-        if isinstance(x, int):
-            return z3.BitVecVal((x >> lo) & mask(hi - lo + 1), hi - lo + 1)
+        v = self._c(x)
+        if v is not None:
+            return z3.BitVecVal((v >> lo) & mask(hi - lo + 1), hi - lo + 1)
         return z3.Extract(hi, lo, x)
 
     def concat(self, *parts: tuple[Any, int]) -> z3.BitVecRef:
+        if all(self._c(v) is not None for v, _ in parts):
+            return z3.BitVecVal(INT.concat(*[(self._c(v), w) for v, w in parts]), sum(w for _, w in parts))
         terms = [self._bv(value, width) for value, width in parts]
         return terms[0] if len(terms) == 1 else z3.Concat(*terms)
 
     def zext(self, x: Any, width: int) -> z3.BitVecRef:
-        if isinstance(x, int):
-            return z3.BitVecVal(x, width)
+        v = self._c(x)
+        if v is not None:
+            return z3.BitVecVal(v, width)
         if x.size() == width:
             return x
         return z3.ZeroExt(width - x.size(), x)
 
     def deposit(self, word: Any, hi: int, lo: int, value: Any, width: int) -> z3.BitVecRef:
+        cw, cv = self._c(word), self._c(value)
+        if cw is not None and cv is not None:
+            return z3.BitVecVal(INT.deposit(cw, hi, lo, cv, width), width)
         field_mask = mask(hi - lo + 1) << lo
         w = self._bv(word, width)
         v = self.zext(value, width) if not isinstance(value, int) else z3.BitVecVal(value, width)
@@ -221,65 +279,98 @@ class Z3Backend:
 
     # -- arithmetic and logic -------------------------------------------------
     def add(self, a: Any, b: Any, width: int) -> z3.BitVecRef:
-        return self._bv(a, width) + self._bv(b, width)
+        f = self._fold("add", width, a, b)
+        return f if f is not None else self._bv(a, width) + self._bv(b, width)
 
     def sub(self, a: Any, b: Any, width: int) -> z3.BitVecRef:
-        return self._bv(a, width) - self._bv(b, width)
+        f = self._fold("sub", width, a, b)
+        return f if f is not None else self._bv(a, width) - self._bv(b, width)
 
     def shl(self, a: Any, amount: Any, width: int) -> z3.BitVecRef:
-        return self._bv(a, width) << self._bv(amount, width)
+        f = self._fold("shl", width, a, amount)
+        return f if f is not None else self._bv(a, width) << self._bv(amount, width)
 
     def lshr(self, a: Any, amount: Any, width: int) -> z3.BitVecRef:
-        return z3.LShR(self._bv(a, width), self._bv(amount, width))
+        f = self._fold("lshr", width, a, amount)
+        return f if f is not None else z3.LShR(self._bv(a, width), self._bv(amount, width))
+
+    def _bitwise(self, op: str, a: Any, b: Any) -> Any:
+        ca, cb = self._c(a), self._c(b)
+        sized = a if not isinstance(a, int) else b
+        if ca is not None and cb is not None:
+            out = getattr(INT, op)(ca, cb)
+            return out if isinstance(sized, int) else z3.BitVecVal(out, sized.size())
+        return {"band": lambda: a & b, "bor": lambda: a | b, "bxor": lambda: a ^ b}[op]()
 
     def band(self, a: Any, b: Any) -> z3.BitVecRef:
-        return a & b
+        return self._bitwise("band", a, b)
 
     def bor(self, a: Any, b: Any) -> z3.BitVecRef:
-        return a | b
+        return self._bitwise("bor", a, b)
 
     def bxor(self, a: Any, b: Any) -> z3.BitVecRef:
-        return a ^ b
+        return self._bitwise("bxor", a, b)
 
     def bnot(self, a: Any, width: int) -> z3.BitVecRef:
-        return ~self._bv(a, width)
+        f = self._fold("bnot", width, a)
+        return f if f is not None else ~self._bv(a, width)
 
     # -- comparisons ----------------------------------------------------------
+    def _compare(self, op: str, a: Any, b: Any, make: Any) -> Any:
+        f = self._fold(op, None, a, b)
+        return f if f is not None else make(a, b)
+
     def eq(self, a: Any, b: Any) -> z3.BoolRef:
-        return a == b
+        return self._compare("eq", a, b, lambda x, y: x == y)
 
     def ne(self, a: Any, b: Any) -> z3.BoolRef:
-        return a != b
+        return self._compare("ne", a, b, lambda x, y: x != y)
 
     def ult(self, a: Any, b: Any) -> z3.BoolRef:
-        return z3.ULT(a, b)
+        return self._compare("ult", a, b, z3.ULT)
 
     def ule(self, a: Any, b: Any) -> z3.BoolRef:
-        return z3.ULE(a, b)
+        return self._compare("ule", a, b, z3.ULE)
 
     def ugt(self, a: Any, b: Any) -> z3.BoolRef:
-        return z3.UGT(a, b)
+        return self._compare("ugt", a, b, z3.UGT)
 
     def uge(self, a: Any, b: Any) -> z3.BoolRef:
-        return z3.UGE(a, b)
+        return self._compare("uge", a, b, z3.UGE)
 
     # -- booleans -------------------------------------------------------------
-    def all_of(self, *conds: Any) -> z3.BoolRef:
-        return z3.And(*[self._bool(c) for c in conds]) if conds else z3.BoolVal(True)
+    def all_of(self, *conds: Any) -> Any:
+        rest = []
+        for c in conds:
+            v = self._cb(c)
+            if v is False:
+                return False
+            if v is None:
+                rest.append(c)
+        return True if not rest else rest[0] if len(rest) == 1 else z3.And(*rest)
 
-    def any_of(self, *conds: Any) -> z3.BoolRef:
-        return z3.Or(*[self._bool(c) for c in conds]) if conds else z3.BoolVal(False)
+    def any_of(self, *conds: Any) -> Any:
+        rest = []
+        for c in conds:
+            v = self._cb(c)
+            if v is True:
+                return True
+            if v is None:
+                rest.append(c)
+        return False if not rest else rest[0] if len(rest) == 1 else z3.Or(*rest)
 
-    def lnot(self, c: Any) -> z3.BoolRef:
-        return z3.Not(self._bool(c))
+    def lnot(self, c: Any) -> Any:
+        v = self._cb(c)
+        return (not v) if v is not None else z3.Not(c)
 
-    def implies(self, a: Any, b: Any) -> z3.BoolRef:
-        return z3.Implies(self._bool(a), self._bool(b))
+    def implies(self, a: Any, b: Any) -> Any:
+        return self.any_of(self.lnot(a), b)
 
     def ite(self, c: Any, a: Any, b: Any, width: int | None = None) -> Any:
         """``a`` if ``c`` else ``b``; give ``width`` when both branches may be Python ints."""
-        if isinstance(c, bool):
-            return a if c else b
+        v = self._cb(c)
+        if v is not None:
+            return a if v else b
         if width is not None:
             if isinstance(a, int) and not isinstance(a, bool):
                 a = z3.BitVecVal(a, width)
@@ -295,20 +386,29 @@ class Z3Backend:
             a = z3.BoolVal(a)
         if isinstance(b, bool):
             b = z3.BoolVal(b)
+        if a is b:
+            return a
         return z3.If(c, a, b)
 
     def known_false(self, c: Any) -> bool:
-        return c is False or (not isinstance(c, bool) and z3.is_false(c))
+        return self._cb(c) is False
 
     def known_true(self, c: Any) -> bool:
-        return c is True or (not isinstance(c, bool) and z3.is_true(c))
+        return self._cb(c) is True
+
+    def constant(self, x: Any) -> int | None:
+        return self._c(x)
 
     def bit(self, c: Any, width: int = 1) -> z3.BitVecRef:
-        if isinstance(c, bool):
-            return z3.BitVecVal(int(c), width)
+        v = self._cb(c)
+        if v is not None:
+            return z3.BitVecVal(int(v), width)
         return z3.If(c, z3.BitVecVal(1, width), z3.BitVecVal(0, width))
 
     def trailing_ones(self, x: Any, width: int) -> z3.BitVecRef:
+        v = self._c(x)
+        if v is not None:
+            return z3.BitVecVal(INT.trailing_ones(v, width), 8)
         out = z3.BitVecVal(width, 8)
         for i in reversed(range(width)):
             out = z3.If(z3.Extract(i, i, self._bv(x, width)) == 0, z3.BitVecVal(i, 8), out)
@@ -329,8 +429,22 @@ class Z3Backend:
             mem = z3.Store(mem, z3.BitVecVal(address, ADDRESS_WIDTH), z3.BitVecVal(value, WORD_WIDTH))
         return mem
 
-    def read64(self, memory: z3.ArrayRef, address: Any) -> z3.BitVecRef:
+    def read64(self, memory: Any, address: Any) -> z3.BitVecRef:
+        if isinstance(memory, OverlayMemory):
+            return self._read_overlay(memory, address)
         return z3.Select(memory, self._bv(address, ADDRESS_WIDTH))
+
+    def _read_overlay(self, memory: OverlayMemory, address: Any) -> z3.BitVecRef:
+        c = self._c(address)
+        if c is not None:
+            if memory.inside(c):
+                return self._bv(memory.words.get(c, 0), WORD_WIDTH)
+            return z3.Select(memory.base, z3.BitVecVal(c, ADDRESS_WIDTH))
+        known = self.empty_memory()
+        for a, w in sorted(memory.words.items()):
+            known = z3.Store(known, z3.BitVecVal(a, ADDRESS_WIDTH), self._bv(w, WORD_WIDTH))
+        owned = z3.Or([z3.And(z3.UGE(address, lo), z3.ULT(address, hi)) for lo, hi in memory.regions])
+        return z3.If(owned, z3.Select(known, address), z3.Select(memory.base, address))
 
     def write64(self, memory: z3.ArrayRef, address: Any, value: Any) -> z3.ArrayRef:
         return z3.Store(memory, self._bv(address, ADDRESS_WIDTH), self._bv(value, WORD_WIDTH))

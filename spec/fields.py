@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field as dc_field
+from functools import cached_property, lru_cache
 from typing import Any, Callable, Iterable, Mapping
 
 from .bitvec import INT, mask
@@ -21,6 +22,7 @@ RESERVED = "reserved"  # must be zero; a set bit is an error the IOMMU reports
 IGNORED = "ignored"  # hardware ignores it; software may use it
 
 
+@lru_cache(maxsize=None)
 def python_name(spec_name: str) -> str:
     """``GCR3 Table Root Pointer[14:12]`` -> ``gcr3_table_root_pointer_14_12``."""
     s = re.sub(r"[^0-9A-Za-z]+", "_", spec_name).strip("_")
@@ -58,7 +60,7 @@ class Field:
     def mask(self) -> int:
         return mask(self.width) << self.lo
 
-    @property
+    @cached_property
     def pyname(self) -> str:
         return python_name(self.name)
 
@@ -95,7 +97,7 @@ class Composite:
     meaning: str
     section: str | None = None
 
-    @property
+    @cached_property
     def pyname(self) -> str:
         return python_name(self.name)
 
@@ -203,6 +205,12 @@ class Structure:
         if seen != mask(self.width):
             missing = [i for i in range(self.width) if not (seen >> i) & 1]
             raise ValueError(f"{self.name}: bits {missing[:8]}... are not declared")
+        index: dict[str, Field] = {}
+        for f in self.named_fields:
+            index[f.name.lower()] = index[f.pyname] = f
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_composite_index",
+                           {k: c for c in self.composites for k in (c.name.lower(), c.pyname)})
         for c in self.composites:
             for fname, _ in c.parts:
                 if self._find(fname) is None:
@@ -210,23 +218,18 @@ class Structure:
 
     # -- lookup ---------------------------------------------------------------
     def _find(self, name: str) -> Field | None:
-        key = name.lower()
-        for f in self.fields:
-            if f.kind == FIELD and (f.name.lower() == key or f.pyname == python_name(name)):
-                return f
-        return None
+        index = self._index  # type: ignore[attr-defined]
+        return index.get(name.lower()) or index.get(python_name(name))
 
     def field(self, name: str) -> Field | None:
         """The named (non-reserved) field, by spec spelling or python name, any case."""
         return self._find(name)
 
     def composite(self, name: str) -> Composite | None:
-        for c in self.composites:
-            if c.name.lower() == name.lower() or c.pyname == python_name(name):
-                return c
-        return None
+        index = self._composite_index  # type: ignore[attr-defined]
+        return index.get(name.lower()) or index.get(python_name(name))
 
-    @property
+    @cached_property
     def named_fields(self) -> tuple[Field, ...]:
         return tuple(f for f in self.fields if f.kind == FIELD)
 
@@ -264,6 +267,10 @@ class Structure:
 
     def all_rules(self) -> tuple[Rule, ...]:
         """The structure's rules plus those derived from reserved ranges and illegal values."""
+        return self._all_rules
+
+    @cached_property
+    def _all_rules(self) -> tuple[Rule, ...]:
         derived: list[Rule] = []
         for f in self.fields:
             if f.kind == RESERVED:

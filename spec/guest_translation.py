@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from .guest_page_table import GCR3_ENTRY, GPTE
 from .host_translation import HostWalk, host_walk
+from .mutants import NONE
 from .walk_types import GUEST, SHIFT_WIDTH, FaultState, WalkStep, by_level, low_mask
 
 GCR3_LEVELS = 3
@@ -62,13 +63,16 @@ class GuestWalk:
 
 
 def _to_system(b: Any, memory: Any, host: HostContext, gpa: Any, write: Any, fault: FaultState,
-               steps: list[WalkStep]) -> tuple[Any, HostWalk | None, FaultState]:
-    """A guest-physical address as a system address (through the host walk when nested)."""
-    if b.known_false(host.nested):
+               steps: list[WalkStep], when: Any = True) -> tuple[Any, HostWalk | None, FaultState]:
+    """A guest-physical address as a system address (through the host walk when nested).
+
+    ``when`` says whether the caller really uses this pointer; the host steps count only then.
+    """
+    if b.known_false(host.nested) or b.known_false(when):
         return gpa, None, fault
     walk = host_walk(b, memory, host.root, host.mode, gpa, write, host.readable, host.writable, fault=fault)
     steps.extend(WalkStep(s.table, s.dimension, s.level, s.entry_address, s.entry, s.readable, s.writable,
-                          b.all_of(host.nested, s.active)) for s in walk.steps)
+                          b.all_of(host.nested, when, s.active)) for s in walk.steps)
     spa = b.ite(host.nested, walk.spa, gpa)
     merged = FaultState(**{k: b.ite(host.nested, getattr(walk.fault, k), getattr(fault, k))
                            for k in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
@@ -76,7 +80,8 @@ def _to_system(b: Any, memory: Any, host: HostContext, gpa: Any, write: Any, fau
 
 
 def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid: Any, address: Any,
-               write: Any, user: Any, execute: Any, host: HostContext, fault_address: Any = None) -> GuestWalk:
+               write: Any, user: Any, execute: Any, host: HostContext, fault_address: Any = None,
+               mutants: frozenset[str] = NONE) -> GuestWalk:
     """Translate ``address`` (a GVA of ``pasid``) through the GCR3 table and the guest page table."""
     fault_address = address if fault_address is None else fault_address
     f = FaultState.none(b)
@@ -85,7 +90,8 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
 
     # -- the GCR3 table -----------------------------------------------------------------------
     table, _, f = _to_system(b, memory, host, gcr3_root, read, f, steps)
-    for k in range(GCR3_LEVELS):
+    known_glx = b.constant(glx)
+    for k in range(GCR3_LEVELS if known_glx is None else min(known_glx + 1, GCR3_LEVELS)):
         level = b.sub(b.zext(glx, 8), k, 8)  # GCR3 level counting down to 0
         active = b.all_of(b.ule(k, b.zext(glx, 8)), b.lnot(f.raised))
         index = by_level(b, level, range(0, GCR3_LEVELS), lambda n: (b.zext(b.extract(pasid, min(9 * n + 8, 19), 9 * n), 64)), 64)
@@ -96,7 +102,7 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
         f = f.raise_if(b, b.all_of(active, b.ne(b.band(e, GCR3_ENTRY.reserved_mask), 0)), GUEST, fault_address,
                        pr=True, rz=True)
         nxt = b.band(e, b.const(GCR3_ENTRY.field("GCR3").mask, 64))
-        nxt_spa, _, f2 = _to_system(b, memory, host, nxt, read, f, steps)
+        nxt_spa, _, f2 = _to_system(b, memory, host, nxt, read, f, steps, when=active)
         # only an active level moves on (its host walk's fault counts only then)
         f = FaultState(**{key: b.ite(active, getattr(f2, key), getattr(f, key))
                           for key in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
@@ -114,7 +120,8 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     writable, user_ok, nx = b.true(), b.true(), b.false()
     done = b.false()
     gpa, shift = b.const(0, 64), b.const(0, SHIFT_WIDTH)
-    for k in GUEST_LEVELS:
+    known_depth = b.constant(depth)  # each step goes down a level: a known depth bounds the entries read
+    for k in GUEST_LEVELS if known_depth is None else range(1, known_depth + 1):
         active = b.all_of(b.lnot(done), b.lnot(f.raised))
         index = by_level(b, level, GUEST_LEVELS, lambda n: b.zext(b.extract(address, guest_shift(n) + 8, guest_shift(n)), 64), 64)
         entry_address = b.add(table, b.shl(index, 3, 64), 64)
@@ -141,7 +148,10 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
         done = b.any_of(done, good_leaf)
         go_down = b.all_of(here, b.lnot(leaf), b.lnot(f.raised))
         if k < len(GUEST_LEVELS):
-            next_table, _, f2 = _to_system(b, memory, host, page, read, f, steps)
+            if "guest-table-pointer-untranslated" in mutants:
+                next_table, f2 = page, f
+            else:
+                next_table, _, f2 = _to_system(b, memory, host, page, read, f, steps, when=go_down)
             f = FaultState(**{key: b.ite(go_down, getattr(f2, key), getattr(f, key))
                               for key in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
             table = b.ite(go_down, next_table, table)

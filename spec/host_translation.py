@@ -80,7 +80,9 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
     done = b.false()
     spa, shift = b.const(0, 64), b.const(0, SHIFT_WIDTH)
     steps = []
-    for _ in LEVELS:
+    # every step goes down at least one level, so a known Mode bounds the number of entries read
+    known_mode = b.constant(mode)
+    for _ in range(known_mode if known_mode in LEVELS else MAX_LEVELS):
         active = b.all_of(live, b.lnot(done), b.lnot(f.raised))
         index = by_level(b, level, LEVELS, lambda n: b.zext(b.extract(address, *index_bits(n)), 64), 64)
         entry_address = b.add(table, b.shl(index, 3, 64), 64)

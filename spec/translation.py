@@ -33,6 +33,7 @@ from .events import IO_PAGE_FAULT as IO_PAGE_FAULT_RECORD
 from .guest_translation import HostContext, guest_walk
 from .host_translation import host_walk
 from .mmio import DEV_TAB_BAR
+from .mutants import NONE, check_known
 from .walk_types import (
     DEVICE_TABLE, DIMENSION_NAMES, DIMENSION_WIDTH, GUEST, HOST, NO_FAULT, SHIFT_WIDTH, FaultState, WalkStep,
 )
@@ -131,14 +132,15 @@ def _violated(b: Any, view_bits: Any, event: str) -> Any:
                       if v.rule.event == event and v.rule.scope in MEMORY_SCOPES])
 
 
-def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request) -> Outcome:
-    """Where the IOMMU sends ``request``, or the event it logs instead."""
+def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, mutants: frozenset[str] = NONE) -> Outcome:
+    """Where the IOMMU sends ``request``, or the event it logs instead (``mutants``: see ``spec.mutants``)."""
+    mutants = check_known(mutants)
     r = request
     dte, inside, dte_address = read_dte(b, memory, dev_tab_bar, r.device_id)
     v = DTE.view(dte, b)
     valid, tv = b.eq(v.v, 1), b.eq(v.tv, 1)
     ir, iw = b.eq(v.ir, 1), b.eq(v.iw, 1)
-    dte_step = WalkStep("DTE", DEVICE_TABLE, 0, dte_address, dte, ir, iw, b.true())
+    dte_step = WalkStep("DTE", DEVICE_TABLE, 0, dte_address, dte, ir, iw, inside)
 
     # -- the device table entry itself ---------------------------------------------------------
     untranslated = b.all_of(inside, b.lnot(valid))
@@ -161,7 +163,8 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request) -> Outcom
     def guest() -> _Path:
         host = HostContext(nested=nested, root=root, mode=v.mode, readable=ir, writable=iw)
         g = guest_walk(b, memory, gcr3_root=b.zext(v["GCR3 Table Root Pointer"], 64), glx=v.glx, gpm=v.gpm,
-                       pasid=pasid, address=r.address, write=r.write, user=r.user, execute=r.execute, host=host)
+                       pasid=pasid, address=r.address, write=r.write, user=r.user, execute=r.execute, host=host,
+                       mutants=mutants)
         return _Path(g.ok, g.spa, g.page_shift, g.readable, g.writable, g.fault, g.steps)
 
     def host() -> _Path:

@@ -52,6 +52,8 @@ class FaultState:
     def raise_if(self, b: Any, cond: Any, dimension: int, address: Any, *, pr: Any = False, rz: Any = False,
                  pe: Any = False, us: Any = False, nx: Any = False) -> "FaultState":
         """This state, or a new fault if ``cond`` holds and no fault was raised before."""
+        if b.known_false(cond):
+            return self
         fire = b.all_of(cond, b.lnot(self.raised))
         pick = lambda new, old: b.ite(fire, new, old)  # noqa: E731
         return FaultState(
@@ -84,6 +86,9 @@ def _bool(b: Any, x: Any) -> Any:
 
 def select_by(b: Any, key: Any, choices: Mapping[int, Any], width: int, default: Any = 0) -> Any:
     """``choices[key]`` for a key that may be symbolic: an if-then-else chain over the known keys."""
+    known = b.constant(key)
+    if known is not None:
+        return choices.get(known, default)
     out = default
     for k, v in choices.items():
         out = b.ite(b.eq(key, k), v, out, width=width)
@@ -92,6 +97,9 @@ def select_by(b: Any, key: Any, choices: Mapping[int, Any], width: int, default:
 
 def by_level(b: Any, level: Any, levels: range, fn: Callable[[int], Any], width: int) -> Any:
     """``fn(level)`` for a level that may be symbolic."""
+    known = b.constant(level)
+    if known is not None:
+        return fn(known) if known in levels else 0
     return select_by(b, level, {n: fn(n) for n in levels}, width)
 
 

@@ -1,0 +1,166 @@
+"""Isolation of a nested (v2 over v1) device against an adversarial guest.
+
+The hypervisor owns the device table and the host (v1) table; the guest owns everything else:
+the GCR3 root pointer and guest fields of the DTE, the GCR3 table and its page tables, wherever
+they are. Claim: whatever the guest writes, every system address the IOMMU reaches for the
+device, its final target and every guest-table read, lies in a frame the host table maps (the
+hypervisor's own tables aside). The same query refutes the mutant that skips translating guest
+table pointers through the host table, and the counterexample is a concrete memory image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import z3
+
+from amdvi.spec.bitvec import INT, Z3, OverlayMemory
+from amdvi.spec.device_table import DTE
+from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
+from amdvi.spec.host_page_table import PDE, PTE
+from amdvi.spec.mmio import DEV_TAB_BAR
+from amdvi.spec.mutants import NONE
+from amdvi.spec.translation import GUEST, Outcome, Request, translate
+
+from .proof import REFUTED, ProofResult, Witness, prove
+
+DEVICE = 0x10
+DEVICE_TABLE = 0x100000
+HOST_ROOT = 0x200000  # three host table pages follow
+HYPERVISOR_REGION = (DEVICE_TABLE, 0x300000)  # the device table and the host tables
+SMALL_PAGES = 16  # GPA 0 .. 64 KiB -> SPA 0x4000_0000 .., 4 KiB pages
+SMALL_SPA = 0x4000_0000
+LARGE_GPA, LARGE_SPA = 0x20_0000, 0x8000_0000  # one 2 MiB page
+
+
+# The DTE fields the guest chooses (through the vIOMMU). GLX and GPM are fixed (1-level GCR3 table,
+# 4-level guest table) to keep the query small; every other guest choice is free.
+GUEST_DTE_FIELDS = ("GIoV", "GCR3 Table Root Pointer[14:12]", "GCR3 Table Root Pointer[30:15]",
+                    "GCR3 Table Root Pointer[51:31]")
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """The hypervisor's part of memory, as a concrete image, and the frames its v1 table maps."""
+
+    words: dict[int, int]
+    dev_tab_bar: int
+    mapped: tuple[tuple[int, int], ...]  # (system address, size)
+    dte_fixed: dict[str, int]
+
+
+def host_layout() -> HostLayout:
+    """A 3-level host table mapping 16 small pages and one 2 MiB page for device 0x10."""
+    words: dict[int, int] = {}
+    l3, l2, l1 = HOST_ROOT, HOST_ROOT + 0x1000, HOST_ROOT + 0x2000
+    rw = {"IR": 1, "IW": 1}
+    words[l3] = PDE.encode({"PR": 1, "Next Level": 2, "Next Table Address": l2 >> 12, **rw})
+    words[l2] = PDE.encode({"PR": 1, "Next Level": 1, "Next Table Address": l1 >> 12, **rw})
+    words[l2 + 8] = PTE.encode({"PR": 1, "Next Level": 0, "Page Address": LARGE_SPA >> 12, **rw})
+    for i in range(SMALL_PAGES):
+        words[l1 + 8 * i] = PTE.encode({"PR": 1, "Page Address": (SMALL_SPA >> 12) + i, "IR": 1, "IW": int(i != 3)})
+    dte_fixed = {"V": 1, "TV": 1, "Mode": 3, "Host Page Table Root Pointer": l3 >> 12, "IR": 1, "IW": 1,
+                 "DomainID": 1, "GV": 1, "GLX": 0, "GPM": 0}
+    mapped = ((SMALL_SPA, SMALL_PAGES * 0x1000), (LARGE_SPA, 0x20_0000))
+    return HostLayout(words, DEV_TAB_BAR.encode(DevTabBase=DEVICE_TABLE >> 12, Size=0), mapped, dte_fixed)
+
+
+def _inside(address: Any, ranges: tuple[tuple[int, int], ...]) -> Any:
+    return z3.Or([z3.And(z3.UGE(address, lo), z3.ULT(address, lo + size)) for lo, size in ranges])
+
+
+@dataclass(frozen=True)
+class IsolationQuery:
+    result: ProofResult
+    layout: HostLayout
+    image: dict[int, int] | None  # a concrete counterexample memory image when refuted
+    request: Request | None
+
+
+def nested_isolation(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> IsolationQuery:
+    """Prove (or refute, for a mutant) isolation of the nested device against any guest."""
+    layout = host_layout()
+    guest_memory = Z3.memory_var("guest_memory")
+    guest_dte = {name: z3.BitVec(f"dte_{name}", DTE.field(name).width) for name in GUEST_DTE_FIELDS}
+    dte = DTE.encode({**layout.dte_fixed, **guest_dte}, backend=Z3)
+    words: dict[int, Any] = dict(layout.words)
+    for i in range(4):
+        words[DEVICE_TABLE + DEVICE * 32 + 8 * i] = z3.Extract(64 * i + 63, 64 * i, dte)
+    memory = OverlayMemory(guest_memory, (HYPERVISOR_REGION,), words)
+    request = Request(device_id=DEVICE, address=z3.BitVec("address", 64), write=z3.Bool("write"),
+                      pasid=z3.BitVec("pasid", 20), has_pasid=z3.Bool("has_pasid"))
+    out = translate(Z3, memory, layout.dev_tab_bar, request, mutants=mutants)
+    reads_inside = [z3.Implies(s.active, _inside(s.entry_address, layout.mapped))
+                    for s in out.steps if s.dimension == GUEST]
+    claim = z3.And(z3.Implies(out.ok, _inside(out.spa, layout.mapped)), *reads_inside)
+    uses_guest = z3.Or(request.has_pasid, guest_dte["GIoV"] == 1)
+    result = prove(
+        f"nested-isolation{'[' + ','.join(sorted(mutants)) + ']' if mutants else ''}",
+        assumptions=[],
+        claim=claim,
+        witnesses=[Witness("a nested translation that succeeds", z3.And(out.ok, uses_guest),
+                           _good_guest(guest_memory, guest_dte, request))],
+        timeout_ms=timeout_ms,
+    )
+    if result.status != REFUTED:
+        return IsolationQuery(result, layout, None, None)
+    return IsolationQuery(result, layout, *_counterexample(result.model, layout, out, request, guest_dte))
+
+
+def good_guest_image() -> tuple[dict[int, int], dict[str, int], Request]:
+    """A well-behaved guest: GCR3 table at GPA 0x1000, PASID 1's 4-level table mapping GVA 0 to GPA 0x6000.
+
+    Guest pages sit in the host's small-page window (GPA x -> SPA 0x4000_0000 + x).
+    """
+    spa = lambda gpa: SMALL_SPA + gpa  # noqa: E731
+    table = {"P": 1, "R/W": 1, "U/S": 1}
+    image = {spa(0x1000 + 8 * 1): GCR3_ENTRY.encode(V=1, GCR3=0x2)}
+    for level, gpa in enumerate((0x2000, 0x3000, 0x4000, 0x5000)):
+        image[spa(gpa)] = GPTE.encode({**table, "Address": (gpa >> 12) + 1})
+    gcr3 = 0x1000
+    dte = {"GIoV": 0, "GCR3 Table Root Pointer[14:12]": (gcr3 >> 12) & 7,
+           "GCR3 Table Root Pointer[30:15]": (gcr3 >> 15) & 0xFFFF, "GCR3 Table Root Pointer[51:31]": gcr3 >> 31}
+    return image, dte, Request(device_id=DEVICE, address=0x0, write=False, pasid=1, has_pasid=True)
+
+
+def _good_guest(guest_memory: Any, guest_dte: dict[str, Any], request: Request) -> tuple[tuple[Any, Any], ...]:
+    image, dte, concrete = good_guest_image()
+    return (
+        (guest_memory, Z3.memory_from(image)),
+        *[(var, z3.BitVecVal(dte[name], var.size())) for name, var in guest_dte.items()],
+        (request.address, z3.BitVecVal(concrete.address, 64)),
+        (request.write, z3.BoolVal(concrete.write)),
+        (request.pasid, z3.BitVecVal(concrete.pasid, 20)),
+        (request.has_pasid, z3.BoolVal(concrete.has_pasid)),
+    )
+
+
+def _counterexample(model: z3.ModelRef, layout: HostLayout, out: Outcome, request: Request,
+                    guest_dte: dict[str, Any]) -> tuple[dict[int, int], Request]:
+    """The model as a concrete memory image (every word the walk read) and request."""
+    def ev(t: Any) -> Any:
+        if isinstance(t, bool):
+            return z3.BoolVal(t)
+        if isinstance(t, int):
+            return z3.BitVecVal(t, 64)
+        return model.eval(t, model_completion=True)
+
+    image = dict(layout.words)
+    dte = DTE.encode({**layout.dte_fixed, **{k: ev(v).as_long() for k, v in guest_dte.items()}})
+    for i in range(4):
+        image[DEVICE_TABLE + DEVICE * 32 + 8 * i] = (dte >> (64 * i)) & ((1 << 64) - 1)
+    for s in out.steps:
+        if z3.is_true(ev(s.active)):
+            image.setdefault(ev(s.entry_address).as_long(), ev(s.entry).as_long())
+    concrete = Request(device_id=DEVICE, address=ev(request.address).as_long(), write=z3.is_true(ev(request.write)),
+                       pasid=ev(request.pasid).as_long(), has_pasid=z3.is_true(ev(request.has_pasid)))
+    return image, concrete
+
+
+def escapes(image: dict[int, int], request: Request, layout: HostLayout, mutants: frozenset[str] = NONE) -> bool:
+    """Replay on Python ints: does this image make the device reach outside the mapped frames?"""
+    out = translate(INT, image, layout.dev_tab_bar, request, mutants=mutants)
+    inside = lambda x: any(lo <= x < lo + size for lo, size in layout.mapped)  # noqa: E731
+    bad_reads = [s for s in out.active_steps() if s.dimension == GUEST and not inside(s.entry_address)]
+    return bool(bad_reads) or (out.ok and not inside(out.spa))

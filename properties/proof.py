@@ -1,0 +1,82 @@
+"""Running a Z3 proof honestly: assumptions must be satisfiable, unknown stays unknown.
+
+``prove`` first checks that the assumptions (and each witness: a situation the property is about,
+e.g. "a nested translation succeeds") are satisfiable, so a proof cannot hold vacuously; then it
+asks for a counterexample to the claim. Statuses: ``proved``, ``refuted`` (with a model),
+``unknown`` (timeout or solver gave up, with its reason), ``vacuous`` (assumptions or a witness
+unsatisfiable: nothing was proved).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import z3
+
+PROVED, REFUTED, UNKNOWN, VACUOUS = "proved", "refuted", "unknown", "vacuous"
+
+
+@dataclass(frozen=True)
+class ProofResult:
+    name: str
+    status: str
+    seconds: float
+    detail: str = ""
+    model: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def proved(self) -> bool:
+        return self.status == PROVED
+
+
+def _solver(timeout_ms: int) -> z3.Solver:
+    s = z3.Solver()
+    s.set(timeout=timeout_ms)
+    return s
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A situation the property is about (``condition``), shown possible together with the assumptions:
+    by the solver, or, when ``assignment`` is given, by evaluating under that concrete assignment
+    of the free variables (cheap where the solver would search)."""
+
+    label: str
+    condition: Any
+    assignment: tuple[tuple[Any, Any], ...] = ()
+
+
+def _holds_under(assignment: tuple[tuple[Any, Any], ...], formula: Any) -> bool:
+    return z3.is_true(z3.simplify(z3.substitute(formula, *assignment)))
+
+
+def prove(name: str, assumptions: Sequence[Any], claim: Any, *, witnesses: Sequence[Witness] = (),
+          timeout_ms: int = 120_000) -> ProofResult:
+    """Prove ``assumptions => claim``; see the module docstring for what each status means."""
+    start = time.perf_counter()
+    for w in [Witness("the assumptions", z3.BoolVal(True)), *witnesses]:
+        label, extra = w.label, w.condition
+        if w.assignment:
+            if _holds_under(w.assignment, z3.And(*assumptions, extra)):
+                continue
+            return ProofResult(name, VACUOUS, time.perf_counter() - start,
+                               f"the witness for {label} does not satisfy it")
+        s = _solver(timeout_ms)
+        s.add(*assumptions, extra)
+        r = s.check()
+        if r == z3.unsat:
+            return ProofResult(name, VACUOUS, time.perf_counter() - start, f"{label} cannot hold")
+        if r == z3.unknown:
+            return ProofResult(name, UNKNOWN, time.perf_counter() - start,
+                               f"could not show {label} satisfiable: {s.reason_unknown()}")
+    s = _solver(timeout_ms)
+    s.add(*assumptions, z3.Not(claim))
+    r = s.check()
+    elapsed = time.perf_counter() - start
+    if r == z3.unsat:
+        return ProofResult(name, PROVED, elapsed)
+    if r == z3.sat:
+        return ProofResult(name, REFUTED, elapsed, "counterexample found", s.model())
+    return ProofResult(name, UNKNOWN, elapsed, s.reason_unknown())

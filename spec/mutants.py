@@ -1,0 +1,24 @@
+"""Deliberately broken variants of the semantics, for showing that a property can fail.
+
+A property is believed only when a test shows it failing on a broken model and holding on the
+correct one. Semantic functions take ``mutants`` (a set of names from :data:`MUTANTS`); the empty
+set is the specification. A mutant is a static switch, never a data-dependent branch.
+"""
+
+from __future__ import annotations
+
+MUTANTS: dict[str, str] = {
+    "guest-table-pointer-untranslated": (
+        "nested walk: the table address in a guest page-table entry is used as a system address "
+        "instead of being translated through the host (v1) table"),
+}
+
+NONE: frozenset[str] = frozenset()
+
+
+def check_known(mutants: frozenset[str]) -> frozenset[str]:
+    """``mutants`` itself, or ValueError naming an unknown one."""
+    unknown = set(mutants) - set(MUTANTS)
+    if unknown:
+        raise ValueError(f"unknown mutant(s): {', '.join(sorted(unknown))}; known: {', '.join(MUTANTS)}")
+    return frozenset(mutants)
