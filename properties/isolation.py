@@ -18,7 +18,7 @@ import z3
 from amdvi.spec.bitvec import INT, Z3, OverlayMemory
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
-from amdvi.spec.host_page_table import PDE, PTE
+from amdvi.spec.host_page_table import PTE
 from amdvi.spec.mmio import DEV_TAB_BAR
 from amdvi.spec.mutants import NONE
 from amdvi.spec.translation import GUEST, Outcome, Request, translate
@@ -27,11 +27,11 @@ from .proof import REFUTED, ProofResult, Witness, prove
 
 DEVICE = 0x10
 DEVICE_TABLE = 0x100000
-HOST_ROOT = 0x200000  # three host table pages follow
-HYPERVISOR_REGION = (DEVICE_TABLE, 0x300000)  # the device table and the host tables
+HOST_ROOT = 0x200000
+HYPERVISOR_REGION = (DEVICE_TABLE, 0x201000)  # the device table and the host table
 SMALL_PAGES = 16  # GPA 0 .. 64 KiB -> SPA 0x4000_0000 .., 4 KiB pages
 SMALL_SPA = 0x4000_0000
-LARGE_GPA, LARGE_SPA = 0x20_0000, 0x8000_0000  # one 2 MiB page
+LARGE_GPA, LARGE_SPA = 0x1_0000, 0x8000_0000  # one 64 KiB page
 
 
 # The DTE fields the guest chooses (through the vIOMMU). GLX and GPM are fixed (1-level GCR3 table,
@@ -51,18 +51,21 @@ class HostLayout:
 
 
 def host_layout() -> HostLayout:
-    """A 3-level host table mapping 16 small pages and one 2 MiB page for device 0x10."""
+    """A 1-level host table (2 MiB of guest-physical space) for device 0x10: sixteen 4 KiB pages at
+    GPA 0 (one read-only) and one 64 KiB page at GPA 0x10000 (Next Level 7, sixteen copies).
+
+    One level keeps the query small; the host walk's deeper levels have their own tests.
+    """
     words: dict[int, int] = {}
-    l3, l2, l1 = HOST_ROOT, HOST_ROOT + 0x1000, HOST_ROOT + 0x2000
-    rw = {"IR": 1, "IW": 1}
-    words[l3] = PDE.encode({"PR": 1, "Next Level": 2, "Next Table Address": l2 >> 12, **rw})
-    words[l2] = PDE.encode({"PR": 1, "Next Level": 1, "Next Table Address": l1 >> 12, **rw})
-    words[l2 + 8] = PTE.encode({"PR": 1, "Next Level": 0, "Page Address": LARGE_SPA >> 12, **rw})
     for i in range(SMALL_PAGES):
-        words[l1 + 8 * i] = PTE.encode({"PR": 1, "Page Address": (SMALL_SPA >> 12) + i, "IR": 1, "IW": int(i != 3)})
-    dte_fixed = {"V": 1, "TV": 1, "Mode": 3, "Host Page Table Root Pointer": l3 >> 12, "IR": 1, "IW": 1,
+        words[HOST_ROOT + 8 * i] = PTE.encode(
+            {"PR": 1, "Page Address": (SMALL_SPA >> 12) + i, "IR": 1, "IW": int(i != 3)})
+    encoded_64k = (LARGE_SPA >> 12) | 0b0111  # bits 14:12 set, bit 15 clear: 2^(15+1) = 64 KiB
+    for i in range(16):
+        words[HOST_ROOT + 8 * (16 + i)] = PTE.encode({"PR": 1, "Next Level": 7, "Page Address": encoded_64k, "IR": 1, "IW": 1})
+    dte_fixed = {"V": 1, "TV": 1, "Mode": 1, "Host Page Table Root Pointer": HOST_ROOT >> 12, "IR": 1, "IW": 1,
                  "DomainID": 1, "GV": 1, "GLX": 0, "GPM": 0}
-    mapped = ((SMALL_SPA, SMALL_PAGES * 0x1000), (LARGE_SPA, 0x20_0000))
+    mapped = ((SMALL_SPA, SMALL_PAGES * 0x1000), (LARGE_SPA, 0x1_0000))
     return HostLayout(words, DEV_TAB_BAR.encode(DevTabBase=DEVICE_TABLE >> 12, Size=0), mapped, dte_fixed)
 
 
@@ -81,7 +84,7 @@ class IsolationQuery:
 def nested_isolation(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> IsolationQuery:
     """Prove (or refute, for a mutant) isolation of the nested device against any guest."""
     layout = host_layout()
-    guest_memory = Z3.memory_var("guest_memory")
+    guest_memory = Z3.memory_function("guest_memory")
     guest_dte = {name: z3.BitVec(f"dte_{name}", DTE.field(name).width) for name in GUEST_DTE_FIELDS}
     dte = DTE.encode({**layout.dte_fixed, **guest_dte}, backend=Z3)
     words: dict[int, Any] = dict(layout.words)
@@ -102,6 +105,7 @@ def nested_isolation(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) 
         witnesses=[Witness("a nested translation that succeeds", z3.And(out.ok, uses_guest),
                            _good_guest(guest_memory, guest_dte, request))],
         timeout_ms=timeout_ms,
+        strategy="bit-blast",
     )
     if result.status != REFUTED:
         return IsolationQuery(result, layout, None, None)
@@ -127,13 +131,22 @@ def good_guest_image() -> tuple[dict[int, int], dict[str, int], Request]:
 def _good_guest(guest_memory: Any, guest_dte: dict[str, Any], request: Request) -> tuple[tuple[Any, Any], ...]:
     image, dte, concrete = good_guest_image()
     return (
-        (guest_memory, Z3.memory_from(image)),
+        (guest_memory, _as_function_body(image)),
         *[(var, z3.BitVecVal(dte[name], var.size())) for name, var in guest_dte.items()],
         (request.address, z3.BitVecVal(concrete.address, 64)),
         (request.write, z3.BoolVal(concrete.write)),
         (request.pasid, z3.BitVecVal(concrete.pasid, 20)),
         (request.has_pasid, z3.BoolVal(concrete.has_pasid)),
     )
+
+
+def _as_function_body(image: dict[int, int]) -> Any:
+    """The memory function's body for a concrete image (z3.Var(0) is the address; 0 elsewhere)."""
+    address = z3.Var(0, z3.BitVecSort(64))
+    body: Any = z3.BitVecVal(0, 64)
+    for a, v in sorted(image.items()):
+        body = z3.If(address == a, z3.BitVecVal(v, 64), body)
+    return body
 
 
 def _counterexample(model: z3.ModelRef, layout: HostLayout, out: Outcome, request: Request,

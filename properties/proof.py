@@ -31,8 +31,16 @@ class ProofResult:
         return self.status == PROVED
 
 
-def _solver(timeout_ms: int) -> z3.Solver:
-    s = z3.Solver()
+# For quantifier-free bit-vectors with uninterpreted functions (adversarial memory as a function):
+# Ackermann-reduce the functions and bit-blast to SAT. Outside that fragment it answers unknown.
+STRATEGIES = {
+    "default": lambda: z3.Solver(),
+    "bit-blast": lambda: z3.Then("simplify", "ackermannize_bv", "simplify", "bit-blast", "sat").solver(),
+}
+
+
+def _solver(timeout_ms: int, strategy: str = "default") -> z3.Solver:
+    s = STRATEGIES[strategy]()
     s.set(timeout=timeout_ms)
     return s
 
@@ -49,21 +57,23 @@ class Witness:
 
 
 def _holds_under(assignment: tuple[tuple[Any, Any], ...], formula: Any) -> bool:
-    return z3.is_true(z3.simplify(z3.substitute(formula, *assignment)))
+    """Whether ``formula`` is true once each variable (or function) is replaced by its given value."""
+    consts = [(k, v) for k, v in assignment if not isinstance(k, z3.FuncDeclRef)]
+    funs = [(k, v) for k, v in assignment if isinstance(k, z3.FuncDeclRef)]
+    if funs:
+        formula = z3.substitute_funs(formula, *funs)
+    return z3.is_true(z3.simplify(z3.substitute(formula, *consts)))
 
 
 def prove(name: str, assumptions: Sequence[Any], claim: Any, *, witnesses: Sequence[Witness] = (),
-          timeout_ms: int = 120_000) -> ProofResult:
+          timeout_ms: int = 120_000, strategy: str = "default") -> ProofResult:
     """Prove ``assumptions => claim``; see the module docstring for what each status means."""
     start = time.perf_counter()
     for w in [Witness("the assumptions", z3.BoolVal(True)), *witnesses]:
         label, extra = w.label, w.condition
-        if w.assignment:
-            if _holds_under(w.assignment, z3.And(*assumptions, extra)):
-                continue
-            return ProofResult(name, VACUOUS, time.perf_counter() - start,
-                               f"the witness for {label} does not satisfy it")
-        s = _solver(timeout_ms)
+        if w.assignment and _holds_under(w.assignment, z3.And(*assumptions, extra)):
+            continue  # shown by evaluation; otherwise the solver must find one
+        s = _solver(timeout_ms, strategy)
         s.add(*assumptions, extra)
         r = s.check()
         if r == z3.unsat:
@@ -71,7 +81,7 @@ def prove(name: str, assumptions: Sequence[Any], claim: Any, *, witnesses: Seque
         if r == z3.unknown:
             return ProofResult(name, UNKNOWN, time.perf_counter() - start,
                                f"could not show {label} satisfiable: {s.reason_unknown()}")
-    s = _solver(timeout_ms)
+    s = _solver(timeout_ms, strategy)
     s.add(*assumptions, z3.Not(claim))
     r = s.check()
     elapsed = time.perf_counter() - start

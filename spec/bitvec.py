@@ -179,7 +179,7 @@ class OverlayMemory:
     a read at a constant address folds to its word, a read at a symbolic one is one if-then-else.
     """
 
-    base: Any
+    base: Any  # a Z3 array, or an uninterpreted function from address to word (cheaper to solve)
     regions: tuple[tuple[int, int], ...]  # [start, end) byte ranges
     words: Mapping[int, Any]  # address -> int or 64-bit term, inside the regions
 
@@ -422,6 +422,11 @@ class Z3Backend:
         """A memory whose every word is unconstrained."""
         return z3.Array(name, z3.BitVecSort(ADDRESS_WIDTH), z3.BitVecSort(WORD_WIDTH))
 
+    def memory_function(self, name: str) -> z3.FuncDeclRef:
+        """An unconstrained memory as an uninterpreted function (usable as an OverlayMemory base):
+        without array theory the solver can bit-blast, which is much faster for adversarial memory."""
+        return z3.Function(name, z3.BitVecSort(ADDRESS_WIDTH), z3.BitVecSort(WORD_WIDTH))
+
     def memory_from(self, words: Mapping[int, int], base: z3.ArrayRef | None = None) -> z3.ArrayRef:
         """The symbolic image of a concrete memory (words not listed read as in ``base``)."""
         mem = self.empty_memory() if base is None else base
@@ -439,12 +444,16 @@ class Z3Backend:
         if c is not None:
             if memory.inside(c):
                 return self._bv(memory.words.get(c, 0), WORD_WIDTH)
-            return z3.Select(memory.base, z3.BitVecVal(c, ADDRESS_WIDTH))
-        known = self.empty_memory()
+            at = z3.BitVecVal(c, ADDRESS_WIDTH)
+            return memory.base(at) if isinstance(memory.base, z3.FuncDeclRef) else z3.Select(memory.base, at)
+        # an if-then-else chain rather than an array store chain: no array theory, so it can bit-blast
+        known: Any = z3.BitVecVal(0, WORD_WIDTH)
         for a, w in sorted(memory.words.items()):
-            known = z3.Store(known, z3.BitVecVal(a, ADDRESS_WIDTH), self._bv(w, WORD_WIDTH))
+            known = z3.If(address == a, self._bv(w, WORD_WIDTH), known)
+        base_at = (memory.base(address) if isinstance(memory.base, z3.FuncDeclRef)
+                   else z3.Select(memory.base, address))
         owned = z3.Or([z3.And(z3.UGE(address, lo), z3.ULT(address, hi)) for lo, hi in memory.regions])
-        return z3.If(owned, z3.Select(known, address), z3.Select(memory.base, address))
+        return z3.If(owned, known, base_at)
 
     def write64(self, memory: z3.ArrayRef, address: Any, value: Any) -> z3.ArrayRef:
         return z3.Store(memory, self._bv(address, ADDRESS_WIDTH), self._bv(value, WORD_WIDTH))
