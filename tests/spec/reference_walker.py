@@ -4,7 +4,10 @@ Plain Python over ints: loops, ``if`` and bit masks written out by hand from the
 document and the 48882 bit positions, sharing no code with ``amdvi.spec`` (the field tables
 are used only by the tests, to build memory images). Clarity over speed.
 
-Choices where the design text leaves a detail open are marked ``CHOICE:``.
+Choices where the design text leaves a detail open are marked ``CHOICE:``; each was then
+compared with ``amdvi.spec.translation`` and is pinned by ``test_translation_examples.py``. Two
+rules follow the spec where it refines the design note, each with its reason: a level-6 leaf
+is invalid, and the DTE's interrupt / port-I/O encodings do not stop a memory request.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def bit(x: int, n: int) -> int:
 class Req:
     device_id: int
     address: int
-    write: bool
+    write: bool = False
     pasid: int = 0
     has_pasid: bool = False
     user: bool = False
@@ -100,20 +103,19 @@ def read_dte(memory: dict, address: int) -> int:
 
 
 def dte_is_illegal(dte: int) -> bool:
-    """Reserved bits or illegal encodings of the DTE (the rules that need no context)."""
+    """Reserved bits or illegal encodings of the DTE that matter to a memory request.
+
+    The reserved encodings of IoCtl (port I/O) and of IntTabLen / IntCtl (interrupts) do not
+    stop a DMA request: the spec scopes those rules to the requests they concern, a refinement
+    of the design note's "DTE.check with no context".
+    """
     reserved_ranges = [(6, 2), (63, 63), (106, 106), (181, 180), (187, 187), (206, 192), (245, 240)]
     for hi, lo in reserved_ranges:
         if bits(dte, hi, lo) != 0:
             return True
     if bits(dte, 57, 56) == 3:  # GLX
         return True
-    if bits(dte, 100, 99) == 3:  # IoCtl
-        return True
-    if bits(dte, 132, 129) >= 12:  # IntTabLen
-        return True
     if bits(dte, 183, 182) >= 2:  # GPM
-        return True
-    if bits(dte, 189, 188) == 3:  # IntCtl
         return True
     return False
 
@@ -150,6 +152,10 @@ def host_walk(memory: dict, root: int, mode: int, iova: int, r: bool, w: bool, w
         w = w and bit(entry, 62) == 1
         nl = bits(entry, 11, 9)
         if nl == 0 or nl == 7:
+            if level == 6:
+                # not in the design note; the spec cites 48882 Table 15: the top level of a 6-level
+                # table has no translation entries, so a level-6 leaf is an invalid encoding
+                fault(PR, RZ)
             if bits(entry, 58, 52) != 0:
                 fault(PR, RZ)
             if nl == 0:
@@ -254,16 +260,22 @@ def guest_walk(memory: dict, dte: int, req: Req, nested: bool, host_root: int, m
     size = 1 << shift
     gpa = (address & ~(size - 1)) | (gva & (size - 1))
 
-    # CHOICE: the checks below are tried in this order and the first one that fails is reported;
-    # the DTE's IR/IW are part of the guest check.
-    if req.write and not (writable and dte_w):
-        gfault(PR, PE)
-    if not req.write and not dte_r:
-        gfault(PR, PE)
+    # CHOICE: every failed check adds its flags to one record (PE for any of them, US for the
+    # user check, NX for the execute check). The DTE's IR/IW are part of the guest check only
+    # without a host table; when nested they are checked by the host walk of the final GPA.
+    r_here = dte_r if not nested else True
+    w_here = dte_w if not nested else True
+    flags = []
+    if req.write and not (writable and w_here):
+        flags += [PR, PE]
+    if not req.write and not r_here:
+        flags += [PR, PE]
     if req.user and not user:
-        gfault(PR, PE, US)
+        flags += [PR, PE, US]
     if req.execute and nx:
-        gfault(PR, PE, NX)
+        flags += [PR, PE, NX]
+    if flags:
+        gfault(*flags)
 
     if not nested:
         return gpa, shift, dte_r, writable and dte_w
@@ -321,9 +333,10 @@ def reference_translate(memory: dict, dev_tab_bar: int, req: Req) -> Result:
 
     try:
         if not use_guest and not use_host:
-            # CHOICE: Mode 0 passthrough still checks IR/IW; a denial is a device-table fault PR=1 PE=1.
+            # CHOICE: Mode 0 passthrough still checks IR/IW; a denial is a device-table fault with
+            # PE = 1 and PR = 0 (no page-table entry was read).
             if (req.write and not w) or (not req.write and not r):
-                raise Fault(DIM_DEVICE_TABLE, [PR, PE], req.address, guest_record=False)
+                raise Fault(DIM_DEVICE_TABLE, [PE], req.address, guest_record=False)
             spa, shift = req.address, 64
         elif not use_guest:
             spa, shift, r, w = host_walk(memory, host_root, mode, req.address, r, w, req.write, req.address)
