@@ -188,10 +188,18 @@ class OverlayMemory:
 
 
 class Z3Backend:
-    """Bit-vectors are Z3 ``BitVecRef`` terms, booleans ``BoolRef``; memory is a Z3 array."""
+    """Bit-vectors are Z3 ``BitVecRef`` terms, booleans ``BoolRef``; memory is a Z3 array.
+
+    With ``fold`` (the default) operations on constant terms give constants, so walks over concrete
+    data stay small. ``Z3_TERMS`` (``fold=False``) always builds terms: differential tests use it so
+    that Z3's own evaluator, not the Python-int backend, computes the answer they compare.
+    """
 
     name = "z3"
     symbolic = True
+
+    def __init__(self, fold: bool = True):
+        self.fold = fold
 
     def _bv(self, x: Any, width: int) -> z3.BitVecRef:
         if isinstance(x, int):
@@ -218,18 +226,18 @@ class Z3Backend:
         return z3.BitVec(name, width)
 
     # -- constant folding: operands that are values give values, so loops over concrete data fold --
-    @staticmethod
-    def _c(x: Any) -> int | None:
-        """The value of a constant bit-vector operand, else None."""
+    def _c(self, x: Any) -> int | None:
+        """The value of a constant bit-vector operand (a Python int always), else None."""
         if isinstance(x, int) and not isinstance(x, bool):
             return x
-        return x.as_long() if z3.is_bv_value(x) else None
+        return x.as_long() if self.fold and z3.is_bv_value(x) else None
 
-    @staticmethod
-    def _cb(c: Any) -> bool | None:
-        """The value of a constant boolean operand, else None."""
+    def _cb(self, c: Any) -> bool | None:
+        """The value of a constant boolean operand (a Python bool always), else None."""
         if isinstance(c, bool):
             return c
+        if not self.fold:
+            return None
         if z3.is_true(c):
             return True
         if z3.is_false(c):
@@ -475,4 +483,5 @@ class Z3Backend:
 
 INT = IntBackend()
 Z3 = Z3Backend()
+Z3_TERMS = Z3Backend(fold=False)
 BACKENDS = (INT, Z3)

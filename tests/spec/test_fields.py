@@ -3,7 +3,7 @@
 import pytest
 import z3
 
-from amdvi.spec.bitvec import INT, Z3
+from amdvi.spec.bitvec import INT, Z3_TERMS as Z3  # terms, never folded: Z3 itself evaluates
 from amdvi.spec.fields import Composite, Field, Rule, Structure, flag, reserved
 
 
