@@ -25,7 +25,7 @@ ILLEGAL_DEV_TABLE_ENTRY. DTE bits are read from memory, 32 bytes per DeviceID.
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
-from typing import Any
+from typing import Any, Mapping
 
 from .device_table import DTE, ENTRY_BYTES, ILLEGAL_DTE, IO_PAGE_FAULT
 from .events import ILLEGAL_DEV_TABLE_ENTRY as ILLEGAL_DTE_RECORD
@@ -126,14 +126,23 @@ def _gate(b: Any, s: WalkStep, cond: Any) -> WalkStep:
                     b.all_of(cond, s.active))
 
 
-def _violated(b: Any, view_bits: Any, event: str) -> Any:
-    """Whether the DTE breaks a rule that concerns memory requests and logs ``event``."""
-    return b.any_of(*[v.condition for v in DTE.check(view_bits, b)
+def _violated(b: Any, view_bits: Any, event: str, context: Mapping[str, Any] | None) -> Any:
+    """Whether the DTE breaks a rule that concerns memory requests and logs ``event``.
+
+    Rules that read registers (``EFR.GATS``, ``EFR.HATS``, ...) are checked when ``context`` gives them.
+    """
+    return b.any_of(*[v.condition for v in DTE.check(view_bits, b, context)
                       if v.rule.event == event and v.rule.scope in MEMORY_SCOPES])
 
 
-def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, mutants: frozenset[str] = NONE) -> Outcome:
-    """Where the IOMMU sends ``request``, or the event it logs instead (``mutants``: see ``spec.mutants``)."""
+def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, context: Mapping[str, Any] | None = None,
+              mutants: frozenset[str] = NONE) -> Outcome:
+    """Where the IOMMU sends ``request``, or the event it logs instead.
+
+    ``context`` holds register fields (``{"EFR.GATS": 1, ...}``, see ``mmio.register_context``) for the
+    DTE rules that depend on features, such as a 5-level guest table without EFR.GATS = 1;
+    ``mutants``: see ``spec.mutants``.
+    """
     mutants = check_known(mutants)
     r = request
     dte, inside, dte_address = read_dte(b, memory, dev_tab_bar, r.device_id)
@@ -144,12 +153,12 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, mutant
 
     # -- the device table entry itself ---------------------------------------------------------
     untranslated = b.all_of(inside, b.lnot(valid))
-    illegal = b.all_of(valid, _violated(b, dte, ILLEGAL_DTE))
+    illegal = b.all_of(valid, _violated(b, dte, ILLEGAL_DTE, context))
     illegal_entry = b.any_of(b.lnot(inside), illegal)
     f = FaultState.none(b)
     checked = b.all_of(inside, valid, b.lnot(illegal))
     f = f.raise_if(b, b.all_of(checked, b.lnot(tv)), DEVICE_TABLE, r.address)
-    f = f.raise_if(b, b.all_of(checked, _violated(b, dte, IO_PAGE_FAULT)), DEVICE_TABLE, r.address, rz=True)
+    f = f.raise_if(b, b.all_of(checked, _violated(b, dte, IO_PAGE_FAULT, context)), DEVICE_TABLE, r.address, rz=True)
     gv = b.eq(v.gv, 1)
     f = f.raise_if(b, b.all_of(checked, r.has_pasid, b.lnot(gv)), DEVICE_TABLE, r.address)
     dte_fault = b.any_of(illegal_entry, f.raised)

@@ -576,3 +576,45 @@ def test_device_table_fault_of_a_pasid_request_carries_the_pasid(dte):
     flags = ("RZ",) if "mode" in dte else ()
     expect_fault(mem, event=fault_record(flags=flags, address=0x1000, pasid=0x5_4321), dimension=1,
                  device_id=DEV, address=0x1000, pasid=0x5_4321, has_pasid=True)
+
+
+def test_guest_depth_is_bounded_by_efr_gats_when_registers_are_given():
+    """GPM (DTE bits 183:182) selects a 5-level guest table; EFR.GATS must advertise it (Linux refuses
+    such DTEs otherwise; the hardware event is inferred). GLX sets only the GCR3 table's depth."""
+    from amdvi.spec.mmio import EFR, register_context
+    from amdvi.spec.translation import DEVICE_TABLE as DEVICE_TABLE_DIMENSION, Request, translate
+
+    mem, bar, req = _five_level_image_for_gats()
+    assert translate(INT, mem, bar, req).ok  # no register context: nothing to bound it
+    assert translate(INT, mem, bar, req, context=register_context(EFR, EFR.encode(GATS=1, GTSup=1, GIoSup=1))).ok
+    refused = translate(INT, mem, bar, req, context=register_context(EFR, EFR.encode(GATS=0, GTSup=1, GIoSup=1)))
+    assert not refused.ok and refused.dimension == DEVICE_TABLE_DIMENSION
+    assert event_structure(refused.event).name == "ILLEGAL_DEV_TABLE_ENTRY"
+
+
+def _five_level_image_for_gats():
+    from amdvi.spec.device_table import DTE
+    from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
+    from amdvi.spec.mmio import DEV_TAB_BAR
+    from amdvi.spec.translation import Request
+
+    dt, gcr3, cr3 = 0x100000, 0x300000, 0x310000
+    mem = {}
+    dte = DTE.encode({"V": 1, "TV": 1, "GV": 1, "GIoV": 1, "GPM": 1, "IR": 1, "IW": 1, "DomainID": 4,
+                      "GCR3 Table Root Pointer[14:12]": (gcr3 >> 12) & 7,
+                      "GCR3 Table Root Pointer[30:15]": (gcr3 >> 15) & 0xFFFF})
+    for i in range(4):
+        mem[dt + 0x40 * 32 + 8 * i] = (dte >> (64 * i)) & ((1 << 64) - 1)
+    mem[gcr3] = GCR3_ENTRY.encode(V=1, GCR3=cr3 >> 12)
+    for k in range(5):
+        mem[cr3 + 0x1000 * k] = GPTE.encode({"P": 1, "R/W": 1, "U/S": 1, "Address": (cr3 >> 12) + k + 1})
+    return mem, DEV_TAB_BAR.encode(DevTabBase=dt >> 12, Size=0), Request(0x40, 0x123, False)
+
+
+def test_feature_rules_apply_to_translation_too():
+    """With the registers given, guest fields on an IOMMU without GTSup make the entry illegal."""
+    from amdvi.spec.mmio import EFR, register_context
+
+    mem, bar, req = _five_level_image_for_gats()
+    out = translate(INT, mem, bar, req, context=register_context(EFR, EFR.encode(GATS=1, GIoSup=1)))
+    assert not out.ok and event_structure(out.event).name == "ILLEGAL_DEV_TABLE_ENTRY"
