@@ -186,6 +186,7 @@ def cmd_walk(args: argparse.Namespace, console: Console) -> int:
     pasid = None if args.pasid is None else _parse_number(args.pasid, "--pasid", 20)
     s = scenario.load(args.scenario)
     reports = [scenario.walk_report(s, device, address, write, pasid=pasid, ats=args.ats, user=args.user,
+                                    context=_context(args),
                                     execute=args.exec) for write in access]
     if args.json:
         _emit_json({"scenario": s.source, "walks": reports})
@@ -289,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--ats", action="store_true", help="an ATS translation request")
     w.add_argument("--user", action="store_true", help="a user-level request")
     w.add_argument("--exec", action="store_true", help="an execute request")
+    w.add_argument("--efr", help="Extended Feature Register value: also check feature-dependent DTE rules")
+    w.add_argument("--control", help="Control register value, for rules that depend on what is enabled")
 
     gr = add("graph", cmd_graph, "the graph of a scenario's tables and the pages each device reaches (DOT/SVG)")
     gr.add_argument("scenario", help="scenario JSON file (see examples/)")

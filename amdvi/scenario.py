@@ -401,7 +401,8 @@ def entry_summary(structure: Structure, entry: int) -> dict[str, Any]:
 
 
 def walk_report(s: Scenario, device_id: int, address: int, write: bool, *, pasid: int | None = None,
-                ats: bool = False, user: bool = False, execute: bool = False) -> dict[str, Any]:
+                ats: bool = False, user: bool = False, execute: bool = False,
+                context: dict[str, Any] | None = None) -> dict[str, Any]:
     """Translate one request through the spec and describe every active step and the result."""
     from amdvi import render
     from amdvi.spec.bitvec import INT
@@ -410,7 +411,7 @@ def walk_report(s: Scenario, device_id: int, address: int, write: bool, *, pasid
 
     req = Request(device_id=device_id, address=address, write=write, pasid=pasid or 0,
                   has_pasid=pasid is not None, user=user, execute=execute, ats=ats)
-    out = translate(INT, s.memory, s.dev_tab_bar, req)
+    out = translate(INT, s.memory, s.dev_tab_bar, req, context=context)
     steps = []
     for st in out.steps:
         if not st.active:

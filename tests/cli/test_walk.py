@@ -322,3 +322,15 @@ def test_graph_writes_dot_atomically_and_notes_missing_graphviz(capsys, tmp_path
 def test_graph_without_outputs_prints_dot(capsys):
     code, out, _ = run(capsys, "graph", EXAMPLES / "faults.json")
     assert code == 0 and out.startswith("digraph") and "fault: TV = 0" in out
+
+
+def test_walk_checks_feature_rules_when_efr_is_given(capsys):
+    args = ("v2-5level.json", "--device", "0x30", "--pasid", "0x205", "--addr", "0x1234", "--access", "r")
+    (plain,) = walk_json(capsys, *args)
+    assert plain["result"]["ok"] is True
+    efr = hex(1 << 4 | 1 << 48 | 1 << 12)  # GTSup, GIoSup, GATS = 1 (5-level guest tables)
+    (five,) = walk_json(capsys, *args, "--efr", efr)
+    assert five["result"]["ok"] is True
+    (four_only,) = walk_json(capsys, *args, "--efr", hex(1 << 4 | 1 << 48))  # GATS = 0
+    assert four_only["result"]["ok"] is False
+    assert four_only["result"]["event"]["structure"] == "ILLEGAL_DEV_TABLE_ENTRY"
