@@ -347,25 +347,22 @@ class Z3Backend:
         return self._compare("uge", a, b, z3.UGE)
 
     # -- booleans -------------------------------------------------------------
-    def all_of(self, *conds: Any) -> Any:
+    def _connective(self, conds: tuple[Any, ...], absorbing: bool, make: Any) -> Any:
+        """And (``absorbing`` False) or Or (True) of ``conds``, dropping constants that do not decide it."""
         rest = []
         for c in conds:
             v = self._cb(c)
-            if v is False:
-                return False
+            if v is absorbing:
+                return absorbing
             if v is None:
                 rest.append(c)
-        return True if not rest else rest[0] if len(rest) == 1 else z3.And(*rest)
+        return (not absorbing) if not rest else rest[0] if len(rest) == 1 else make(*rest)
+
+    def all_of(self, *conds: Any) -> Any:
+        return self._connective(conds, False, z3.And)
 
     def any_of(self, *conds: Any) -> Any:
-        rest = []
-        for c in conds:
-            v = self._cb(c)
-            if v is True:
-                return True
-            if v is None:
-                rest.append(c)
-        return False if not rest else rest[0] if len(rest) == 1 else z3.Or(*rest)
+        return self._connective(conds, True, z3.Or)
 
     def lnot(self, c: Any) -> Any:
         v = self._cb(c)

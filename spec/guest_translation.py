@@ -73,10 +73,7 @@ def _to_system(b: Any, memory: Any, host: HostContext, gpa: Any, write: Any, fau
     walk = host_walk(b, memory, host.root, host.mode, gpa, write, host.readable, host.writable, fault=fault)
     steps.extend(WalkStep(s.table, s.dimension, s.level, s.entry_address, s.entry, s.readable, s.writable,
                           b.all_of(host.nested, when, s.active)) for s in walk.steps)
-    spa = b.ite(host.nested, walk.spa, gpa)
-    merged = FaultState(**{k: b.ite(host.nested, getattr(walk.fault, k), getattr(fault, k))
-                           for k in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
-    return spa, walk, merged
+    return b.ite(host.nested, walk.spa, gpa), walk, fault.select(b, host.nested, walk.fault)
 
 
 def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid: Any, address: Any,
@@ -103,9 +100,7 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
                        pr=True, rz=True)
         nxt = b.band(e, b.const(GCR3_ENTRY.field("GCR3").mask, 64))
         nxt_spa, _, f2 = _to_system(b, memory, host, nxt, read, f, steps, when=active)
-        # only an active level moves on (its host walk's fault counts only then)
-        f = FaultState(**{key: b.ite(active, getattr(f2, key), getattr(f, key))
-                          for key in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
+        f = f.select(b, active, f2)  # only an active level moves on (its host walk's fault counts only then)
         table = b.ite(active, nxt_spa, table)
 
     # -- the guest page table -----------------------------------------------------------------
@@ -152,8 +147,7 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
                 next_table, f2 = page, f
             else:
                 next_table, _, f2 = _to_system(b, memory, host, page, read, f, steps, when=go_down)
-            f = FaultState(**{key: b.ite(go_down, getattr(f2, key), getattr(f, key))
-                              for key in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
+            f = f.select(b, go_down, f2)
             table = b.ite(go_down, next_table, table)
         level = b.ite(go_down, b.sub(level, 1, 8), level)
 
@@ -176,9 +170,7 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     host_w = b.ite(nested, final.writable, host.writable)
     # Mode 0: the DTE's IR/IW still apply to the guest-translated access
     dte_denied = b.all_of(b.lnot(nested), done, b.lnot(b.ite(write, host.writable, host.readable)))
-    f_final = FaultState(**{key: b.ite(nested, getattr(final.fault, key), getattr(f, key))
-                            for key in ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")})
-    f_final = f_final.raise_if(b, dte_denied, GUEST, fault_address, pr=True, pe=True)
+    f_final = f.select(b, nested, final.fault).raise_if(b, dte_denied, GUEST, fault_address, pr=True, pe=True)
     final_shift = b.ite(b.all_of(nested, b.ult(final.page_shift, shift)), final.page_shift, shift)
     return GuestWalk(
         ok=b.all_of(done, b.lnot(f_final.raised)),

@@ -42,7 +42,6 @@ __all__ = ["Request", "Outcome", "WalkStep", "translate", "read_dte", "DIMENSION
            "NO_FAULT", "DEVICE_TABLE", "GUEST", "HOST"]
 
 MEMORY_SCOPES = ("all", "memory")
-FAULT_FIELDS = ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ def _choose(b: Any, cond: Any, then: Any, otherwise: Any) -> _Path:
         shift=b.ite(cond, p.shift, q.shift, width=SHIFT_WIDTH),
         readable=b.ite(cond, p.readable, q.readable),
         writable=b.ite(cond, p.writable, q.writable),
-        fault=FaultState(**{k: b.ite(cond, getattr(p.fault, k), getattr(q.fault, k)) for k in FAULT_FIELDS}),
+        fault=q.fault.select(b, cond, p.fault),
         steps=tuple(_gate(b, s, cond) for s in p.steps) + tuple(_gate(b, s, b.lnot(cond)) for s in q.steps),
     )
 
@@ -192,7 +191,7 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
     # -- the outcome and the event record ------------------------------------------------------
     walk_fault = b.all_of(translated, path.fault.raised)
     ok = b.any_of(untranslated, b.all_of(translated, path.ok))
-    fault = FaultState(**{k: b.ite(f.raised, getattr(f, k), getattr(path.fault, k)) for k in FAULT_FIELDS})
+    fault = path.fault.select(b, f.raised, f)
     dimension = b.ite(illegal_entry, b.const(DEVICE_TABLE, DIMENSION_WIDTH),
                       b.ite(b.any_of(f.raised, walk_fault), fault.dimension, b.const(NO_FAULT, DIMENSION_WIDTH)))
     gn = b.all_of(r.has_pasid, b.lnot(b.eq(fault.dimension, HOST)))

@@ -69,15 +69,21 @@ class FaultState:
 
     def merge(self, b: Any, other: "FaultState") -> "FaultState":
         """Keep this state's fault if any, else ``other``'s (a nested walk's fault joins the outer one)."""
-        keep = self.raised
-        return FaultState(
-            raised=b.any_of(self.raised, other.raised),
-            **{name: b.ite(keep, getattr(self, name), getattr(other, name))
-               for name in ("dimension", "address", "pr", "rz", "pe", "us", "nx")},
-        )
+        return other.select(b, self.raised, self)
+
+    def select(self, b: Any, cond: Any, other: "FaultState") -> "FaultState":
+        """``other`` where ``cond`` holds, else this state (field by field)."""
+        if b.known_true(cond):
+            return other
+        if b.known_false(cond):
+            return self
+        return FaultState(**{name: b.ite(cond, getattr(other, name), getattr(self, name)) for name in FIELDS})
 
     def with_(self, **kw: Any) -> "FaultState":
         return replace(self, **kw)
+
+
+FIELDS = ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")
 
 
 def _bool(b: Any, x: Any) -> Any:
