@@ -23,7 +23,7 @@ Facts: ``shared/reference/page-tables.md`` §4–§6.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .guest_page_table import GCR3_ENTRY, GPTE
 from .host_translation import HostWalk, host_walk

@@ -11,7 +11,6 @@ from hypothesis import given, strategies as st
 
 from amdvi.spec import catalog
 from amdvi.spec.bitvec import INT, Z3_TERMS as Z3  # terms, never folded: Z3 itself evaluates
-from amdvi.spec.fields import FIELD
 
 STRUCTURES = catalog.STRUCTURES
 IDS = [s.name for s in STRUCTURES]

@@ -152,8 +152,7 @@ def skipping_image() -> dict:
     """Mode 4; the level-4 PDE has Next Level 2, so level 3 is skipped (IOVA bits 38:30 must be 0)."""
     mem: dict = {}
     root = 0x20_0000
-    put_dte(mem, mode=4, root=root)
-    iova = (5 << 39) | (7 << 21) | (9 << 12)
+    put_dte(mem, mode=4, root=root)  # used with IOVA (5 << 39) | (7 << 21) | (9 << 12)
     mem[root + 8 * 5] = pde(0x20_2000, 2)
     mem[0x20_2000 + 8 * 7] = pde(0x20_3000, 1)
     mem[0x20_3000 + 8 * 9] = pte(0x5555_5000)
@@ -582,7 +581,7 @@ def test_guest_depth_is_bounded_by_efr_gats_when_registers_are_given():
     """GPM (DTE bits 183:182) selects a 5-level guest table; EFR.GATS must advertise it (Linux refuses
     such DTEs otherwise; the hardware event is inferred). GLX sets only the GCR3 table's depth."""
     from amdvi.spec.mmio import EFR, register_context
-    from amdvi.spec.translation import DEVICE_TABLE as DEVICE_TABLE_DIMENSION, Request, translate
+    from amdvi.spec.translation import DEVICE_TABLE as DEVICE_TABLE_DIMENSION
 
     mem, bar, req = _five_level_image_for_gats()
     assert translate(INT, mem, bar, req).ok  # no register context: nothing to bound it
