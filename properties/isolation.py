@@ -4,8 +4,10 @@ The hypervisor owns the device table and the host (v1) table; the guest owns eve
 the GCR3 root pointer and guest fields of the DTE, the GCR3 table and its page tables, wherever
 they are. Claim: whatever the guest writes, every system address the IOMMU reaches for the
 device, its final target and every guest-table read, lies in a frame the host table maps (the
-hypervisor's own tables aside). The same query refutes the mutant that skips translating guest
-table pointers through the host table, and the counterexample is a concrete memory image.
+hypervisor's own tables aside). Everything the guest chooses is free: the DTE's guest fields
+(GIoV, GLX, GPM, the GCR3 root), the request (address, PASID, read or write) and every word of
+memory outside the hypervisor's region. The same query refutes the mutant that skips translating
+guest table pointers through the host table, and the counterexample is a concrete memory image.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import z3
 from amdvi.spec.bitvec import INT, Z3, OverlayMemory
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
-from amdvi.spec.host_page_table import PTE
+from amdvi.spec.host_page_table import PDE, PTE
 from amdvi.spec.mmio import DEV_TAB_BAR
 from amdvi.spec.mutants import NONE
 from amdvi.spec.translation import GUEST, Outcome, Request, translate
@@ -28,15 +30,16 @@ from .proof import REFUTED, ProofResult, Witness, prove
 DEVICE = 0x10
 DEVICE_TABLE = 0x100000
 HOST_ROOT = 0x200000
-HYPERVISOR_REGION = (DEVICE_TABLE, 0x201000)  # the device table and the host table
+HYPERVISOR_REGION = (DEVICE_TABLE, 0x203000)  # the device table and the three host table pages
 SMALL_PAGES = 16  # GPA 0 .. 64 KiB -> SPA 0x4000_0000 .., 4 KiB pages
 SMALL_SPA = 0x4000_0000
 LARGE_GPA, LARGE_SPA = 0x1_0000, 0x8000_0000  # one 64 KiB page
+HUGE_GPA, HUGE_SPA = 0x20_0000, 0xC000_0000  # one 2 MiB page
 
 
-# The DTE fields the guest chooses (through the vIOMMU). GLX and GPM are fixed (1-level GCR3 table,
-# 4-level guest table) to keep the query small; every other guest choice is free.
-GUEST_DTE_FIELDS = ("GIoV", "GCR3 Table Root Pointer[14:12]", "GCR3 Table Root Pointer[30:15]",
+# The DTE fields the guest chooses (through the vIOMMU): all free, including the GCR3 table depth
+# (GLX) and the guest table depth (GPM); reserved encodings make the entry illegal.
+GUEST_DTE_FIELDS = ("GIoV", "GLX", "GPM", "GCR3 Table Root Pointer[14:12]", "GCR3 Table Root Pointer[30:15]",
                     "GCR3 Table Root Pointer[51:31]")
 
 
@@ -51,21 +54,23 @@ class HostLayout:
 
 
 def host_layout() -> HostLayout:
-    """A 1-level host table (2 MiB of guest-physical space) for device 0x10: sixteen 4 KiB pages at
-    GPA 0 (one read-only) and one 64 KiB page at GPA 0x10000 (Next Level 7, sixteen copies).
-
-    One level keeps the query small; the host walk's deeper levels have their own tests.
+    """A 3-level host table (a skipped level is left to the walk tests) for device 0x10: sixteen 4 KiB pages at GPA 0 (one read-only), one 64 KiB
+    page at GPA 0x10000 (Next Level 7, sixteen copies) and one 2 MiB page at GPA 0x20_0000 (a level-2 leaf).
     """
     words: dict[int, int] = {}
+    l3, l2, l1 = HOST_ROOT, HOST_ROOT + 0x1000, HOST_ROOT + 0x2000
+    rw = {"IR": 1, "IW": 1}
+    words[l3] = PDE.encode({"PR": 1, "Next Level": 2, "Next Table Address": l2 >> 12, **rw})
+    words[l2] = PDE.encode({"PR": 1, "Next Level": 1, "Next Table Address": l1 >> 12, **rw})
+    words[l2 + 8] = PTE.encode({"PR": 1, "Page Address": HUGE_SPA >> 12, **rw})
     for i in range(SMALL_PAGES):
-        words[HOST_ROOT + 8 * i] = PTE.encode(
-            {"PR": 1, "Page Address": (SMALL_SPA >> 12) + i, "IR": 1, "IW": int(i != 3)})
+        words[l1 + 8 * i] = PTE.encode({"PR": 1, "Page Address": (SMALL_SPA >> 12) + i, "IR": 1, "IW": int(i != 3)})
     encoded_64k = (LARGE_SPA >> 12) | 0b0111  # bits 14:12 set, bit 15 clear: 2^(15+1) = 64 KiB
     for i in range(16):
-        words[HOST_ROOT + 8 * (16 + i)] = PTE.encode({"PR": 1, "Next Level": 7, "Page Address": encoded_64k, "IR": 1, "IW": 1})
-    dte_fixed = {"V": 1, "TV": 1, "Mode": 1, "Host Page Table Root Pointer": HOST_ROOT >> 12, "IR": 1, "IW": 1,
-                 "DomainID": 1, "GV": 1, "GLX": 0, "GPM": 0}
-    mapped = ((SMALL_SPA, SMALL_PAGES * 0x1000), (LARGE_SPA, 0x1_0000))
+        words[l1 + 8 * (16 + i)] = PTE.encode({"PR": 1, "Next Level": 7, "Page Address": encoded_64k, **rw})
+    dte_fixed = {"V": 1, "TV": 1, "Mode": 3, "Host Page Table Root Pointer": l3 >> 12, "IR": 1, "IW": 1,
+                 "DomainID": 1, "GV": 1}
+    mapped = ((SMALL_SPA, SMALL_PAGES * 0x1000), (LARGE_SPA, 0x1_0000), (HUGE_SPA, 0x20_0000))
     return HostLayout(words, DEV_TAB_BAR.encode(DevTabBase=DEVICE_TABLE >> 12, Size=0), mapped, dte_fixed)
 
 
@@ -123,7 +128,7 @@ def good_guest_image() -> tuple[dict[int, int], dict[str, int], Request]:
     for level, gpa in enumerate((0x2000, 0x3000, 0x4000, 0x5000)):
         image[spa(gpa)] = GPTE.encode({**table, "Address": (gpa >> 12) + 1})
     gcr3 = 0x1000
-    dte = {"GIoV": 0, "GCR3 Table Root Pointer[14:12]": (gcr3 >> 12) & 7,
+    dte = {"GIoV": 0, "GLX": 0, "GPM": 0, "GCR3 Table Root Pointer[14:12]": (gcr3 >> 12) & 7,
            "GCR3 Table Root Pointer[30:15]": (gcr3 >> 15) & 0xFFFF, "GCR3 Table Root Pointer[51:31]": gcr3 >> 31}
     return image, dte, Request(device_id=DEVICE, address=0x0, write=False, pasid=1, has_pasid=True)
 
