@@ -1,0 +1,71 @@
+"""The event log writer: 48882 §2.5 "Event Logging" (subsection numbers: see ``amdvi.spec.events``),
+with the registers of §3.4.3 (EVT_LOG_BAR), §3.4.4 (CONTROL), §3.4.11/§3.4.12 (EVT_LOG_HEAD/TAIL)
+and §3.4.13 (STATUS).
+
+:func:`log_event` is a pure function over the backend ``b``: it never branches in Python on a
+register or memory value, so ``log_event(INT, ...)`` replays one event and ``log_event(Z3, ...)``
+gives the same step as formulas.
+
+Behaviour (facts from ``shared/reference/commands-and-events.md`` §3):
+
+* the 128-bit record is written at ``EventBase + tail`` as two 64-bit words, Q0 (bits 63:0) at the
+  lower address; the tail then advances by 16 bytes modulo the ring (2^EventLen entries of 16 bytes)
+  and Status.EventLogInt is set (the interrupt itself, when Control.EventIntEn, is not modelled here);
+* the log is full when advancing the tail would make it equal to the head: the record is dropped,
+  nothing is written, the tail stays and Status.EventOverflow is set (QEMU ``amdvi_log_event``);
+* while Status.EventOverflow is set no record is written at all, whether or not the log is still
+  full (48882's EventOverflow description, quoted in Linux commit "iommu/amd: Recover from event log
+  overflow": "No new event log entries are written while this bit is set"; QEMU returns early too);
+* when Control.EventLogEn = 0 nothing happens: no write, no tail change, no Status bit.
+  Status.EventLogRun is not consulted (it follows EventLogEn; register writes are not modelled).
+
+Modelling choice: recent QEMU sets EventOverflow on a full log only when EventIntEn is set; this
+model sets it regardless (older QEMU and the reference's description).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amdvi.spec.bitvec import WORD_WIDTH
+from amdvi.spec.mmio import RING_WIDTH
+
+from .registers import Registers, advance, base_address, ring_offset, ring_size, with_ring_offset
+
+ENTRY_BYTES = 16
+
+
+def event_log_state(b: Any, regs: Registers) -> dict[str, Any]:
+    """The derived quantities :func:`log_event` decides on (backend values), for tests and proofs."""
+    tail = ring_offset(b, regs, "evt_tail")
+    nxt = advance(b, tail, ring_size(b, regs, "evt_log_bar", "EventLen"), ENTRY_BYTES)
+    return {
+        "enabled": regs.flag(b, "control", "EventLogEn"),
+        "overflowed": regs.flag(b, "status", "EventOverflow"),
+        "full": b.eq(nxt, ring_offset(b, regs, "evt_head")),
+        "tail": tail,
+        "next_tail": nxt,
+        "address": b.add(base_address(b, regs, "evt_log_bar", "EventBase"), b.zext(tail, WORD_WIDTH), WORD_WIDTH),
+    }
+
+
+def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = True) -> tuple[Any, Registers]:
+    """Log the 128-bit ``record`` (when ``when`` holds): ``(memory', regs')``.
+
+    ``when`` lets a caller log conditionally without branching (the command processor logs
+    ILLEGAL_COMMAND_ERROR only for an illegal command); where it is false nothing changes.
+    """
+    s = event_log_state(b, regs)
+    attempt = b.all_of(when, s["enabled"], b.lnot(s["overflowed"]))
+    write = b.all_of(attempt, b.lnot(s["full"]))
+    drop = b.all_of(attempt, s["full"])
+
+    addr = s["address"]
+    written = b.write64(memory, addr, b.extract(record, 63, 0))
+    written = b.write64(written, b.add(addr, b.const(8, WORD_WIDTH), WORD_WIDTH), b.extract(record, 127, 64))
+    memory_out = b.ite(write, written, memory)
+
+    out = with_ring_offset(b, regs, "evt_tail", b.ite(write, s["next_tail"], s["tail"], RING_WIDTH))
+    out = out.set_flag_when(b, "status", "EventLogInt", write)
+    out = out.set_flag_when(b, "status", "EventOverflow", drop)
+    return memory_out, out
