@@ -617,3 +617,15 @@ def test_feature_rules_apply_to_translation_too():
     mem, bar, req = _five_level_image_for_gats()
     out = translate(INT, mem, bar, req, context=register_context(EFR, EFR.encode(GATS=1, GIoSup=1)))
     assert not out.ok and event_structure(out.event).name == "ILLEGAL_DEV_TABLE_ENTRY"
+
+
+def test_the_reference_comparison_catches_a_broken_spec():
+    """The mutant that skips host-translating guest table pointers disagrees with the reference walker
+    on the nested example (so the agreement checked everywhere else is not vacuous)."""
+    mem, pasid, gva = guest_4level_image(nested=True)
+    req = dict(device_id=DEV, address=gva, write=True, pasid=pasid, has_pasid=True)
+    ref = reference_translate(mem, BAR, Req(**req))
+    broken = translate(INT, mem, BAR, Request(**req), mutants=frozenset({"guest-table-pointer-untranslated"}))
+    assert (bool(ref.ok), ref.spa) != (bool(broken.ok), broken.spa)
+    correct = translate(INT, mem, BAR, Request(**req))
+    assert (bool(ref.ok), ref.spa) == (bool(correct.ok), correct.spa)
