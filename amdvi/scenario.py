@@ -166,8 +166,8 @@ def encode_fields(structure: Structure, obj: Mapping[str, Any], where: str) -> i
         low = min(at for _, at in parts)
         top = max(f.width + at for f, at in parts)
         n = _address(value, path, align=1 << low, bits=top, what=f"{structure.name} {c.name}")
-        for f, at in parts:
-            put(f.name, (n >> at) & mask(f.width), key)
+        for fname, raw in structure.split(c.name, n).items():
+            put(fname, raw, key)
     try:
         return structure.encode(values)
     except ValueError as e:  # the field table's own checks (should not trigger after the above)

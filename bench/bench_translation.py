@@ -72,9 +72,7 @@ def images() -> dict[str, tuple[dict, Request]]:
 
 
 def _gcr3(address: int) -> dict:
-    return {"GCR3 Table Root Pointer[14:12]": (address >> 12) & 7,
-            "GCR3 Table Root Pointer[30:15]": (address >> 15) & 0xFFFF,
-            "GCR3 Table Root Pointer[51:31]": address >> 31}
+    return {"GCR3 Table Root Pointer": address}
 
 
 def walks_per_second(mem: dict, req: Request, seconds: float) -> float:

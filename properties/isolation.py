@@ -128,8 +128,7 @@ def good_guest_image() -> tuple[dict[int, int], dict[str, int], Request]:
     for level, gpa in enumerate((0x2000, 0x3000, 0x4000, 0x5000)):
         image[spa(gpa)] = GPTE.encode({**table, "Address": (gpa >> 12) + 1})
     gcr3 = 0x1000
-    dte = {"GIoV": 0, "GLX": 0, "GPM": 0, "GCR3 Table Root Pointer[14:12]": (gcr3 >> 12) & 7,
-           "GCR3 Table Root Pointer[30:15]": (gcr3 >> 15) & 0xFFFF, "GCR3 Table Root Pointer[51:31]": gcr3 >> 31}
+    dte = {"GIoV": 0, "GLX": 0, "GPM": 0, **DTE.split("GCR3 Table Root Pointer", gcr3)}
     return image, dte, Request(device_id=DEVICE, address=0x0, write=False, pasid=1, has_pasid=True)
 
 

@@ -245,12 +245,30 @@ class Structure:
         """Every named field's raw value, keyed by spec name, in bit order."""
         return {f.name: backend.extract(bits, f.hi, f.lo) for f in self.named_fields}
 
+    def split(self, composite: str, value: Any, backend: Any = INT) -> dict[str, Any]:
+        """The raw value of each field a composite is made of (``ValueError`` if a concrete value has
+        bits no part holds, e.g. an unaligned GCR3 table address)."""
+        c = self.composite(composite)
+        if c is None:
+            raise ValueError(f"{self.name} has no composite {composite!r}")
+        parts = [(self.field(n), at) for n, at in c.parts]
+        if isinstance(value, int):
+            covered = sum(f.mask >> f.lo << at for f, at in parts)
+            if value < 0 or value & ~covered:
+                raise ValueError(f"{self.name}.{c.name}: {value:#x} has bits outside {c.name}'s pieces")
+        return {f.name: backend.extract(value, at + f.width - 1, at) for f, at in parts}
+
     def encode(self, values: Mapping[str, Any] | None = None, backend: Any = INT, **kw: Any) -> Any:
-        """Bits with the given fields set (others 0, fixed fields at their fixed value).
+        """Bits with the given fields (or composites) set, others 0, fixed fields at their fixed value.
 
         Unknown names and values too wide for their field raise ``ValueError``.
         """
-        given = dict(values or {}, **kw)
+        given: dict[str, Any] = {}
+        for name, value in dict(values or {}, **kw).items():
+            if self.field(name) is None and self.composite(name) is not None:
+                given.update(self.split(name, value, backend))
+            else:
+                given[name] = value
         bits = backend.const(0, self.width)
         for f in self.named_fields:
             if f.fixed is not None:

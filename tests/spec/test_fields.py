@@ -71,3 +71,22 @@ def test_view_reads_the_same_fields_on_both_backends():
     sym = s.view(z3.BitVecVal(bits, 16), Z3)
     assert Z3.value(sym["B"]) == s.view(bits, INT)["B"] == 0x34
     assert Z3.value(sym["AB"]) == s.view(bits)["AB"] == 0x3412
+
+
+def test_composites_encode_through_their_pieces():
+    s = make([Field("A", 7, 0), Field("B", 15, 8)], composites=(Composite("AB", (("A", 0), ("B", 8)), ""),))
+    assert s.encode(AB=0x3412) == s.encode(A=0x12, B=0x34)
+    assert s.view(s.encode(AB=0xBEEF))["AB"] == 0xBEEF
+    with pytest.raises(ValueError, match="outside"):
+        s.encode(AB=0x1_0000)
+    sym = s.encode({"AB": z3.BitVec("ab", 16)}, backend=Z3)
+    assert Z3.value(z3.substitute(sym, (z3.BitVec("ab", 16), z3.BitVecVal(0x3412, 16)))) == 0x3412
+
+
+def test_dte_gcr3_root_encodes_from_the_address():
+    from amdvi.spec.device_table import DTE
+
+    bits = DTE.encode({"GCR3 Table Root Pointer": 0xABCDEF5000})
+    assert DTE.view(bits)["GCR3 Table Root Pointer"] == 0xABCDEF5000
+    with pytest.raises(ValueError):
+        DTE.encode({"GCR3 Table Root Pointer": 0xABCDEF5008})  # not 4 KiB aligned
