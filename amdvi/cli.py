@@ -36,7 +36,7 @@ def _emit_json(obj: Any) -> None:
 
 def _read_text(source: str) -> str:
     if source == "-":
-        return sys.stdin.read()
+        return sys.stdin.buffer.read().decode("utf-8", errors="replace")
     try:
         return Path(source).read_text(encoding="utf-8", errors="replace")
     except OSError as e:

@@ -179,3 +179,15 @@ def test_control_option_feeds_control_rules(capsys):
     assert [v["rule"] for v in rep["violations"]] == ["PPR-without-EPHEn"]
     rep = run_json(capsys, "decode", "dte", *words, "--efr", efr, "--control", hex(0x1005 | 1 << 45))
     assert rep["legal"] is True
+
+
+def test_dmesg_from_stdin_tolerates_bytes_that_are_not_utf8(tmp_path):
+    script = Path(sys.executable).with_name("amdvi")
+    if not script.exists():
+        pytest.skip("console script not installed next to this interpreter")
+    line = b"AMD-Vi: Event logged [IO_PAGE_FAULT device=00:14.0 domain=0x0000 address=0x1000 flags=0x0008]\n"
+    proc = subprocess.run([str(script), "decode", "dmesg", "-", "--json"], input=line + b"\xff\xfe junk\n",
+                          capture_output=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8", "LC_ALL": "C.UTF-8"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["event"] == "IO_PAGE_FAULT"
