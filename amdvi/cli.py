@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -304,11 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(highlight=False, soft_wrap=False)
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args, console)
+        code = args.func(args, console)
+        sys.stdout.flush()
+        return code
     except InputError as e:
         print(f"amdvi: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader (e.g. `| head`) went away: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except KeyboardInterrupt:
         print("amdvi: interrupted", file=sys.stderr)
