@@ -381,11 +381,12 @@ def step_structure(table: str, entry: int) -> Structure:
     return PTE if PDE.view(entry)["Next Level"] in (0, 7) else PDE
 
 
-def entry_summary(structure: Structure, entry: int) -> dict[str, Any]:
-    """The non-zero fields of an entry (addresses shown as addresses) and the rules it breaks."""
+def entry_summary(structure: Structure, entry: int, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The non-zero fields of an entry (addresses shown as addresses) and the rules it breaks
+    (with ``context``, also the rules that depend on register values)."""
     from amdvi import render
 
-    rep = render.decode_report(structure, entry)
+    rep = render.decode_report(structure, entry, context)
     parts = {n for c in rep["composites"] if c["value"] for n, _ in structure.composite(c["name"]).parts}
     fields: dict[str, Any] = {}
     for r in rep["fields"]:
@@ -420,7 +421,7 @@ def walk_report(s: Scenario, device_id: int, address: int, write: bool, *, pasid
         steps.append({"table": st.table, "dimension": DIMENSION_NAMES.get(st.dimension, str(st.dimension)),
                       "level": st.level, "entry_address": hex(st.entry_address), "entry": hex(st.entry),
                       "readable": bool(st.readable), "writable": bool(st.writable),
-                      "decoded": entry_summary(structure, st.entry)})
+                      "decoded": entry_summary(structure, st.entry, context)})
     result: dict[str, Any] = {"ok": bool(out.ok), "dimension": DIMENSION_NAMES.get(out.dimension, str(out.dimension)),
                               "domain_id": out.domain_id, "logged": bool(out.logged)}
     if out.ok:

@@ -334,3 +334,4 @@ def test_walk_checks_feature_rules_when_efr_is_given(capsys):
     (four_only,) = walk_json(capsys, *args, "--efr", hex(1 << 4 | 1 << 48))  # GATS = 0
     assert four_only["result"]["ok"] is False
     assert four_only["result"]["event"]["structure"] == "ILLEGAL_DEV_TABLE_ENTRY"
+    assert four_only["steps"][0]["decoded"]["violations"] == ["GPM-beyond-GATS"]  # the walk says why
