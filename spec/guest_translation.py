@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .guest_page_table import GCR3_ENTRY, GPTE
-from .host_translation import HostWalk, host_walk
+from .host_translation import host_walk
 from .mutants import NONE
-from .walk_types import GUEST, SHIFT_WIDTH, FaultState, WalkStep, by_level, low_mask
+from .walk_types import GUEST, SHIFT_WIDTH, FaultState, WalkResult, WalkStep, by_level, low_mask
 
 GCR3_LEVELS = 3
 GUEST_LEVELS = range(1, 6)
@@ -51,19 +51,8 @@ class HostContext:
     writable: Any
 
 
-@dataclass(frozen=True)
-class GuestWalk:
-    ok: Any
-    spa: Any
-    page_shift: Any
-    readable: Any
-    writable: Any
-    fault: FaultState
-    steps: tuple[WalkStep, ...]
-
-
 def _to_system(b: Any, memory: Any, host: HostContext, gpa: Any, write: Any, fault: FaultState,
-               steps: list[WalkStep], when: Any = True) -> tuple[Any, HostWalk | None, FaultState]:
+               steps: list[WalkStep], when: Any = True) -> tuple[Any, WalkResult | None, FaultState]:
     """A guest-physical address as a system address (through the host walk when nested).
 
     ``when`` says whether the caller really uses this pointer; the host steps count only then.
@@ -78,7 +67,7 @@ def _to_system(b: Any, memory: Any, host: HostContext, gpa: Any, write: Any, fau
 
 def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid: Any, address: Any,
                write: Any, user: Any, execute: Any, host: HostContext, fault_address: Any = None,
-               mutants: frozenset[str] = NONE) -> GuestWalk:
+               mutants: frozenset[str] = NONE) -> WalkResult:
     """Translate ``address`` (a GVA of ``pasid``) through the GCR3 table and the guest page table."""
     fault_address = address if fault_address is None else fault_address
     f = FaultState.none(b)
@@ -158,7 +147,7 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     f = f.raise_if(b, b.all_of(done, b.any_of(denied_write, denied_user, denied_exec)), GUEST, fault_address,
                    pr=True, pe=True, us=denied_user, nx=denied_exec)
     if b.known_false(host.nested):
-        final = HostWalk(ok=b.false(), spa=gpa, page_shift=shift, readable=host.readable, writable=host.writable,
+        final = WalkResult(ok=b.false(), spa=gpa, page_shift=shift, readable=host.readable, writable=host.writable,
                          fault=f, steps=())
     else:
         final = host_walk(b, memory, host.root, host.mode, gpa, write, host.readable, host.writable, fault=f)
@@ -172,7 +161,7 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     dte_denied = b.all_of(b.lnot(nested), done, b.lnot(b.ite(write, host.writable, host.readable)))
     f_final = f.select(b, nested, final.fault).raise_if(b, dte_denied, GUEST, fault_address, pr=True, pe=True)
     final_shift = b.ite(b.all_of(nested, b.ult(final.page_shift, shift)), final.page_shift, shift)
-    return GuestWalk(
+    return WalkResult(
         ok=b.all_of(done, b.lnot(f_final.raised)),
         spa=spa,
         page_shift=final_shift,

@@ -19,11 +19,10 @@ Facts: ``shared/reference/page-tables.md`` §1–§3.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from .host_page_table import PDE, PTE
-from .walk_types import HOST, SHIFT_WIDTH, FaultState, WalkStep, by_level, low_mask
+from .walk_types import HOST, SHIFT_WIDTH, FaultState, WalkResult, WalkStep, by_level, low_mask
 
 MAX_LEVELS = 6
 LEVELS = range(1, MAX_LEVELS + 1)
@@ -45,22 +44,9 @@ def _reserved(structure: Any) -> int:
     return structure.reserved_mask
 
 
-@dataclass(frozen=True)
-class HostWalk:
-    """The result of one v1 walk: a page (spa, page_shift, permissions) or a fault."""
-
-    ok: Any  # the walk reached a leaf and the access is allowed
-    spa: Any
-    page_shift: Any
-    readable: Any
-    writable: Any
-    fault: FaultState
-    steps: tuple[WalkStep, ...]
-
-
 def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: Any,
               readable: Any, writable: Any, *, fault_address: Any = None,
-              fault: FaultState | None = None) -> HostWalk:
+              fault: FaultState | None = None) -> WalkResult:
     """Walk the v1 table at ``root`` with ``mode`` levels (1..6) for ``address``.
 
     ``readable``/``writable`` are the permissions granted so far (the DTE's IR/IW). A fault is
@@ -132,5 +118,5 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
 
     allowed = b.ite(write, w, r)
     f = f.raise_if(b, b.all_of(done, b.lnot(allowed)), HOST, fault_address, pr=True, pe=True)
-    return HostWalk(ok=b.all_of(done, b.lnot(f.raised)), spa=spa, page_shift=shift, readable=r, writable=w,
+    return WalkResult(ok=b.all_of(done, b.lnot(f.raised)), spa=spa, page_shift=shift, readable=r, writable=w,
                     fault=incoming.merge(b, f), steps=tuple(steps))

@@ -35,7 +35,8 @@ from .host_translation import host_walk
 from .mmio import DEV_TAB_BAR
 from .mutants import NONE, check_known
 from .walk_types import (
-    DEVICE_TABLE, DIMENSION_NAMES, DIMENSION_WIDTH, GUEST, HOST, NO_FAULT, SHIFT_WIDTH, FaultState, WalkStep,
+    DEVICE_TABLE, DIMENSION_NAMES, DIMENSION_WIDTH, GUEST, HOST, NO_FAULT, SHIFT_WIDTH, FaultState, WalkResult,
+    WalkStep,
 )
 
 __all__ = ["Request", "Outcome", "WalkStep", "translate", "read_dte", "DIMENSION_NAMES",
@@ -91,28 +92,17 @@ def read_dte(b: Any, memory: Any, dev_tab_bar: Any, device_id: Any) -> tuple[Any
     return dte, inside, address
 
 
-@dataclass(frozen=True)
-class _Path:
-    ok: Any
-    spa: Any
-    shift: Any
-    readable: Any
-    writable: Any
-    fault: FaultState
-    steps: tuple[WalkStep, ...]
-
-
-def _choose(b: Any, cond: Any, then: Any, otherwise: Any) -> _Path:
+def _choose(b: Any, cond: Any, then: Any, otherwise: Any) -> WalkResult:
     """``then()`` if ``cond`` else ``otherwise()``; both are built only when ``cond`` is not a constant."""
     if b.known_false(cond):
         return otherwise()
     if b.known_true(cond):
         return then()
     p, q = then(), otherwise()
-    return _Path(
+    return WalkResult(
         ok=b.ite(cond, p.ok, q.ok),
         spa=b.ite(cond, p.spa, q.spa, width=64),
-        shift=b.ite(cond, p.shift, q.shift, width=SHIFT_WIDTH),
+        page_shift=b.ite(cond, p.page_shift, q.page_shift, width=SHIFT_WIDTH),
         readable=b.ite(cond, p.readable, q.readable),
         writable=b.ite(cond, p.writable, q.writable),
         fault=q.fault.select(b, cond, p.fault),
@@ -168,21 +158,21 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
     root = b.shl(b.zext(v.host_page_table_root_pointer, 64), 12, 64)
     pasid = b.ite(r.has_pasid, r.pasid, b.const(0, 20))
 
-    def guest() -> _Path:
+    def guest() -> WalkResult:
         host = HostContext(nested=nested, root=root, mode=v.mode, readable=ir, writable=iw)
         g = guest_walk(b, memory, gcr3_root=b.zext(v["GCR3 Table Root Pointer"], 64), glx=v.glx, gpm=v.gpm,
                        pasid=pasid, address=r.address, write=r.write, user=r.user, execute=r.execute, host=host,
                        mutants=mutants)
-        return _Path(g.ok, g.spa, g.page_shift, g.readable, g.writable, g.fault, g.steps)
+        return g
 
-    def host() -> _Path:
+    def host() -> WalkResult:
         h = host_walk(b, memory, root, v.mode, r.address, r.write, ir, iw)
-        return _Path(h.ok, h.spa, h.page_shift, h.readable, h.writable, h.fault, h.steps)
+        return h
 
-    def passthrough() -> _Path:
+    def passthrough() -> WalkResult:
         denied = b.lnot(b.ite(r.write, iw, ir))
         pf = FaultState.none(b).raise_if(b, denied, DEVICE_TABLE, r.address, pe=True)
-        return _Path(b.lnot(denied), r.address, b.const(64, SHIFT_WIDTH), ir, iw, pf, ())
+        return WalkResult(b.lnot(denied), r.address, b.const(64, SHIFT_WIDTH), ir, iw, pf, ())
 
     translated = b.all_of(inside, valid, b.lnot(dte_fault))
     path = _choose(b, b.all_of(translated, use_guest), guest,
@@ -217,7 +207,7 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
     return Outcome(
         ok=ok,
         spa=b.ite(untranslated, r.address, b.ite(ok, path.spa, b.const(0, 64)), width=64),
-        page_shift=b.ite(untranslated, b.const(64, SHIFT_WIDTH), b.ite(ok, path.shift, b.const(0, SHIFT_WIDTH))),
+        page_shift=b.ite(untranslated, b.const(64, SHIFT_WIDTH), b.ite(ok, path.page_shift, b.const(0, SHIFT_WIDTH))),
         readable=b.any_of(untranslated, b.all_of(ok, path.readable)),
         writable=b.any_of(untranslated, b.all_of(ok, path.writable)),
         domain_id=v.domainid,

@@ -86,6 +86,19 @@ class FaultState:
 FIELDS = ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")
 
 
+@dataclass(frozen=True)
+class WalkResult:
+    """What a walk (host, guest, or the pass-through of Mode 0) gives: a page or a fault."""
+
+    ok: Any  # a page was reached and the access is allowed
+    spa: Any
+    page_shift: Any
+    readable: Any
+    writable: Any
+    fault: FaultState
+    steps: tuple[WalkStep, ...]
+
+
 def _bool(b: Any, x: Any) -> Any:
     return (b.true() if x else b.false()) if isinstance(x, bool) else x
 
