@@ -98,57 +98,33 @@ DEV_TAB_BAR = Structure(
     ),
 )
 
-CMD_BUF_BAR = Structure(
-    name="CMD_BUF_BAR",
-    title="Command Buffer Base Address Register",
-    width=64,
-    section="§3.4.2",
-    aliases=("Command Buffer Base Address Register", "MMIO_CMD_BUF_OFFSET"),
-    description="Where the command ring lives and how many 16-byte commands it holds.",
-    note=SECTION_NOTE,
-    fields=(
-        reserved(11, 0),
-        _base_field("ComBase", "command buffer"),
-        reserved(55, 52),
-        _log_len_field("ComLen", "command buffer"),
-        reserved(63, 60),
-    ),
-)
+def _ring_register(name: str, title: str, section: str, base: str, length: str, what: str,
+                   aliases: tuple[str, ...]) -> Structure:
+    """A ring's base address register: base address 51:12 and log2 of its 16-byte entries in 59:56."""
+    return Structure(
+        name=name,
+        title=title,
+        width=64,
+        section=section,
+        aliases=(title, *aliases),
+        description=f"Where the {what} lives and how many 16-byte entries it holds.",
+        note=SECTION_NOTE,
+        fields=(
+            reserved(11, 0),
+            _base_field(base, what),
+            reserved(55, 52),
+            _log_len_field(length, what),
+            reserved(63, 60),
+        ),
+    )
 
-EVT_LOG_BAR = Structure(
-    name="EVT_LOG_BAR",
-    title="Event Log Base Address Register",
-    width=64,
-    section="§3.4.3",
-    aliases=("Event Log Base Address Register", "MMIO_EVT_BUF_OFFSET"),
-    description="Where the event log lives and how many 16-byte events it holds.",
-    note=SECTION_NOTE,
-    fields=(
-        reserved(11, 0),
-        _base_field("EventBase", "event log"),
-        reserved(55, 52),
-        _log_len_field("EventLen", "event log"),
-        reserved(63, 60),
-    ),
-)
 
-PPR_LOG_BAR = Structure(
-    name="PPR_LOG_BAR",
-    title="PPR Log Base Address Register",
-    width=64,
-    section="§3.4",
-    aliases=("PPR Log Base Address Register", "Peripheral Page Request Log Base Address Register",
-             "MMIO_PPR_LOG_OFFSET"),
-    description="Where the peripheral page request (PRI) log lives and its length.",
-    note=SECTION_NOTE,
-    fields=(
-        reserved(11, 0),
-        _base_field("PPRLogBase", "PPR log"),
-        reserved(55, 52),
-        _log_len_field("PPRLogLen", "PPR log"),
-        reserved(63, 60),
-    ),
-)
+CMD_BUF_BAR = _ring_register("CMD_BUF_BAR", "Command Buffer Base Address Register", "§3.4.2", "ComBase", "ComLen",
+                             "command buffer", ("MMIO_CMD_BUF_OFFSET",))
+EVT_LOG_BAR = _ring_register("EVT_LOG_BAR", "Event Log Base Address Register", "§3.4.3", "EventBase", "EventLen",
+                             "event log", ("MMIO_EVT_BUF_OFFSET",))
+PPR_LOG_BAR = _ring_register("PPR_LOG_BAR", "PPR Log Base Address Register", "§3.4", "PPRLogBase", "PPRLogLen",
+                             "PPR log", ("Peripheral Page Request Log Base Address Register", "MMIO_PPR_LOG_OFFSET"))
 
 # =============================================================================================
 # Control
