@@ -39,7 +39,8 @@ import networkx as nx
 
 from amdvi.spec.device_table import DTE, ENTRY_BYTES, ILLEGAL_DTE, IO_PAGE_FAULT
 from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
-from amdvi.spec.host_page_table import PDE, PTE
+from amdvi.spec.bitvec import INT
+from amdvi.spec.host_translation import host_entry as spec_host_entry
 from amdvi.spec.mmio import DEV_TAB_BAR
 from amdvi.spec.translation import MEMORY_SCOPES
 
@@ -85,35 +86,18 @@ class Step:
 
 @lru_cache(maxsize=1 << 14)
 def host_entry(entry: int, level: int) -> Step | None:
-    """A v1 entry read at ``level`` (None when not present)."""
-    pde = PDE.view(entry)
-    if not pde["PR"]:
+    """A v1 entry read at ``level`` (None when not present), as the spec's walk reads it."""
+    e = spec_host_entry(INT, entry, level)
+    if not e.present:
         return None
-    r, w = _bit(pde["IR"]), _bit(pde["IW"])
-    nl = pde["Next Level"]
-    if nl in (0, 7):
-        pte = PTE.view(entry)
-        if entry & PTE.reserved_mask:
-            return Step("fault", reason="reserved PTE bits set")
-        address = pte["Page Address"] << 12
-        if nl == 0:
-            size = level_size(level)
-        else:
-            high = pte["Page Address"]
-            z = next((k for k in range(40) if not (high >> k) & 1), None)
-            if z is None:
-                return Step("fault", reason="Next Level 7 with address bits 51:12 all ones")
-            size = 1 << (z + 12 + 1)
-            if not (level_size(level) < size <= level_size(level + 1)):
-                return Step("fault", reason=f"encoded page size {size:#x} illegal at level {level}")
-        if level == 6:
-            return Step("fault", reason="a leaf at level 6 (the top of a 6-level table maps nothing)")
-        return Step("leaf", r, w, address & ~(size - 1), size=size)
-    if nl >= level:
-        return Step("fault", reason=f"Next Level {nl} at level {level}")
-    if entry & PDE.reserved_mask:
-        return Step("fault", reason="reserved PDE bits set")
-    return Step("table", r, w, pde["Next Table Address"] << 12, level=nl)
+    if e.reserved_set:
+        return Step("fault", reason=f"reserved {'PTE' if e.leaf else 'PDE'} bits set")
+    if e.bad_encoding:
+        what = "leaf (encoded page size, or a leaf at level 6)" if e.leaf else f"Next Level {e.next_level}"
+        return Step("fault", reason=f"invalid {what} at level {level}")
+    if e.leaf:
+        return Step("leaf", e.readable, e.writable, e.address, size=1 << e.page_shift)
+    return Step("table", e.readable, e.writable, e.address, level=e.next_level)
 
 
 @lru_cache(maxsize=1 << 14)

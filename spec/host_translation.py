@@ -19,6 +19,7 @@ Facts: ``shared/reference/page-tables.md`` §1–§3.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .host_page_table import PDE, PTE
@@ -42,6 +43,47 @@ def index_bits(level: int) -> tuple[int, int]:
 
 def _reserved(structure: Any) -> int:
     return structure.reserved_mask
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """One v1 entry read at a level, as the walk understands it (backend values)."""
+
+    present: Any
+    leaf: Any  # Next Level 0 or 7
+    next_level: Any  # the level of the table a PDE points to
+    address: Any  # a PDE's next table, or a leaf's page base (low bits of its size cleared)
+    page_shift: Any  # a leaf's page size (log2)
+    readable: Any
+    writable: Any
+    reserved_set: Any  # a reserved bit of this entry's format (PDE 60:52, PTE 58:52) is set
+    bad_encoding: Any  # Next Level not below the level, an illegal encoded size, or a leaf at level 6
+
+
+def host_entry(b: Any, e: Any, level: Any) -> HostEntry:
+    """What entry ``e`` means at ``level`` (48882 §2.2.3, Table 14 for Next Level 7)."""
+    nl = b.extract(e, 11, 9)
+    leaf = b.any_of(b.eq(nl, 0), b.eq(nl, 7))
+    ones = b.trailing_ones(b.extract(e, ADDRESS_FIELD.hi, ADDRESS_FIELD.lo), ADDRESS_FIELD.width)
+    encoded = b.add(b.zext(ones, SHIFT_WIDTH), 13, SHIFT_WIDTH)
+    level_shift = by_level(b, level, LEVELS, default_shift, SHIFT_WIDTH)
+    next_shift = by_level(b, level, LEVELS, lambda n: default_shift(n + 1), SHIFT_WIDTH)
+    shift = b.ite(b.eq(nl, 7), encoded, level_shift)
+    bad_size = b.all_of(b.eq(nl, 7), b.any_of(
+        b.eq(ones, ADDRESS_FIELD.width), b.ule(encoded, level_shift), b.ugt(encoded, next_shift)))
+    bad_level = b.uge(b.zext(nl, 8), b.zext(level, 8))
+    page = b.band(e, b.const(ADDRESS_FIELD.mask, 64))
+    return HostEntry(
+        present=b.eq(b.extract(e, 0, 0), 1),
+        leaf=leaf,
+        next_level=nl,
+        address=b.ite(leaf, b.band(page, b.bnot(low_mask(b, shift), 64)), page),
+        page_shift=shift,
+        readable=b.eq(b.extract(e, 61, 61), 1),
+        writable=b.eq(b.extract(e, 62, 62), 1),
+        reserved_set=b.ne(b.band(e, b.ite(leaf, b.const(_reserved(PTE), 64), b.const(_reserved(PDE), 64))), 0),
+        bad_encoding=b.ite(leaf, b.any_of(bad_size, b.eq(level, 6)), bad_level),
+    )
 
 
 def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: Any,
@@ -73,48 +115,30 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
         index = by_level(b, level, LEVELS, lambda n: b.zext(b.extract(address, *index_bits(n)), 64), 64)
         entry_address = b.add(table, b.shl(index, 3, 64), 64)
         e = b.read64(memory, entry_address)
-        present = b.eq(b.extract(e, 0, 0), 1)
-        nl = b.extract(e, 11, 9)
-        r = b.ite(active, b.all_of(r, b.eq(b.extract(e, 61, 61), 1)), r)
-        w = b.ite(active, b.all_of(w, b.eq(b.extract(e, 62, 62), 1)), w)
+        ent = host_entry(b, e, level)
+        r = b.ite(active, b.all_of(r, ent.readable), r)
+        w = b.ite(active, b.all_of(w, ent.writable), w)
         steps.append(WalkStep("PDE/PTE", HOST, level, entry_address, e, r, w, active))
 
-        here = b.all_of(active, present)
-        f = f.raise_if(b, b.all_of(active, b.lnot(present)), HOST, fault_address)
-        is_leaf = b.any_of(b.eq(nl, 0), b.eq(nl, 7))
-        leaf, pde = b.all_of(here, is_leaf), b.all_of(here, b.lnot(is_leaf))
-
-        # A page-directory entry: a lower level, reserved bits clear, skipped index bits zero.
-        bad_level = b.uge(b.zext(nl, 8), b.zext(level, 8))
+        here = b.all_of(active, ent.present)
+        f = f.raise_if(b, b.all_of(active, b.lnot(ent.present)), HOST, fault_address)
+        leaf, pde = b.all_of(here, ent.leaf), b.all_of(here, b.lnot(ent.leaf))
+        # the index bits of the levels a PDE skips must be zero
         skipped = b.sub(
             by_level(b, level, LEVELS, lambda n: 1 << default_shift(n) if n > 1 else 0, 64),
-            by_level(b, nl, LEVELS, lambda n: 1 << default_shift(n + 1), 64), 64)
-        bad_skip = b.ne(b.band(address, skipped), 0)
-        pde_rsv = b.ne(b.band(e, _reserved(PDE)), 0)
-        f = f.raise_if(b, b.all_of(pde, b.any_of(bad_level, pde_rsv, bad_skip)), HOST, fault_address, pr=True, rz=True)
-
-        # A leaf: its page size, reserved bits, and where it sits.
-        ones = b.trailing_ones(b.extract(e, ADDRESS_FIELD.hi, ADDRESS_FIELD.lo), ADDRESS_FIELD.width)
-        encoded = b.add(b.zext(ones, SHIFT_WIDTH), 13, SHIFT_WIDTH)
-        level_shift = by_level(b, level, LEVELS, default_shift, SHIFT_WIDTH)
-        next_shift = by_level(b, level, LEVELS, lambda n: default_shift(n + 1), SHIFT_WIDTH)
-        leaf_shift = b.ite(b.eq(nl, 7), encoded, level_shift)
-        bad_size = b.all_of(b.eq(nl, 7), b.any_of(
-            b.eq(ones, ADDRESS_FIELD.width), b.ule(encoded, level_shift), b.ugt(encoded, next_shift)))
-        leaf_rsv = b.ne(b.band(e, _reserved(PTE)), 0)
-        top_leaf = b.eq(level, 6)
-        f = f.raise_if(b, b.all_of(leaf, b.any_of(bad_size, leaf_rsv, top_leaf)), HOST, fault_address,
-                       pr=True, rz=True)
+            by_level(b, ent.next_level, LEVELS, lambda n: 1 << default_shift(n + 1), 64), 64)
+        bad_skip = b.all_of(pde, b.ne(b.band(address, skipped), 0))
+        f = f.raise_if(b, b.all_of(here, b.any_of(ent.reserved_set, ent.bad_encoding, bad_skip)), HOST,
+                       fault_address, pr=True, rz=True)
 
         good_leaf = b.all_of(leaf, b.lnot(f.raised))
-        page = b.band(e, b.const(ADDRESS_FIELD.mask, 64))
-        offset = low_mask(b, leaf_shift)
-        spa = b.ite(good_leaf, b.bor(b.band(page, b.bnot(offset, 64)), b.band(address, offset)), spa)
-        shift = b.ite(good_leaf, leaf_shift, shift)
+        offset = low_mask(b, ent.page_shift)
+        spa = b.ite(good_leaf, b.bor(ent.address, b.band(address, offset)), spa)
+        shift = b.ite(good_leaf, ent.page_shift, shift)
         done = b.any_of(done, good_leaf)
         go_down = b.all_of(pde, b.lnot(f.raised))
-        level = b.ite(go_down, nl, level)
-        table = b.ite(go_down, page, table)
+        level = b.ite(go_down, ent.next_level, level)
+        table = b.ite(go_down, ent.address, table)
 
     allowed = b.ite(write, w, r)
     f = f.raise_if(b, b.all_of(done, b.lnot(allowed)), HOST, fault_address, pr=True, pe=True)
