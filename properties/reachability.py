@@ -38,8 +38,9 @@ from typing import Any, Iterator, Mapping
 import networkx as nx
 
 from amdvi.spec.device_table import DTE, ENTRY_BYTES, ILLEGAL_DTE, IO_PAGE_FAULT
-from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
+from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.bitvec import INT
+from amdvi.spec.guest_translation import guest_entry as spec_guest_entry
 from amdvi.spec.host_translation import host_entry as spec_host_entry
 from amdvi.spec.mmio import DEV_TAB_BAR
 from amdvi.spec.translation import MEMORY_SCOPES
@@ -102,22 +103,15 @@ def host_entry(entry: int, level: int) -> Step | None:
 
 @lru_cache(maxsize=1 << 14)
 def guest_entry(entry: int, level: int) -> Step | None:
-    """A guest (v2) entry read at ``level`` (None when not present). ``r`` is presence."""
-    v = GPTE.view(entry)
-    if not v["P"]:
+    """A guest (v2) entry read at ``level`` (None when not present), as the spec's walk reads it."""
+    e = spec_guest_entry(INT, entry, level)
+    if not e.present:
         return None
-    w = _bit(v["R/W"])
-    address = v["Address"] << 12
-    if level == 1:
-        return Step("leaf", True, w, address, size=PAGE)
-    if v["PS"]:
-        if level > 3:
-            return Step("fault", reason=f"PS = 1 at guest level {level}")
-        size = level_size(level)
-        if address & (size - 1):
-            return Step("fault", reason=f"large-page address {address:#x} not aligned to {size:#x}")
-        return Step("leaf", True, w, address, size=size)
-    return Step("table", True, w, address, level=level - 1)
+    if e.invalid:
+        return Step("fault", reason=f"invalid large page at guest level {level} (PS at level 4/5, or misaligned)")
+    if e.leaf:
+        return Step("leaf", True, e.writable, e.address, size=1 << e.page_shift)
+    return Step("table", True, e.writable, e.address, level=level - 1)
 
 
 @lru_cache(maxsize=1 << 12)

@@ -65,6 +65,38 @@ def _to_system(b: Any, memory: Any, host: HostContext, gpa: Any, write: Any, fau
     return b.ite(host.nested, walk.spa, gpa), walk, fault.select(b, host.nested, walk.fault)
 
 
+@dataclass(frozen=True)
+class GuestEntry:
+    """One guest (x86-64 format) entry read at a level, as the walk understands it (backend values)."""
+
+    present: Any
+    leaf: Any  # level 1, or PS = 1 at level 2 (2 MiB) or 3 (1 GiB)
+    address: Any  # the next table, or the page base
+    page_shift: Any  # a leaf's page size (log2)
+    writable: Any
+    user: Any
+    nx: Any
+    invalid: Any  # PS = 1 at level 4 or 5, or a large page whose address has bits below its size
+
+
+def guest_entry(b: Any, e: Any, level: Any) -> GuestEntry:
+    """What guest entry ``e`` means at ``level`` (48882 §2.2.6; level 1's bit 7 is PAT, ignored)."""
+    ps = b.eq(b.extract(e, 7, 7), 1)
+    big = b.all_of(ps, b.any_of(b.eq(level, 2), b.eq(level, 3)))
+    shift = by_level(b, level, GUEST_LEVELS, guest_shift, SHIFT_WIDTH)
+    page = b.band(e, b.const(ADDRESS_FIELD.mask, 64))
+    return GuestEntry(
+        present=b.eq(b.extract(e, 0, 0), 1),
+        leaf=b.any_of(b.eq(level, 1), big),
+        address=page,
+        page_shift=shift,
+        writable=b.eq(b.extract(e, 1, 1), 1),
+        user=b.eq(b.extract(e, 2, 2), 1),
+        nx=b.eq(b.extract(e, 63, 63), 1),
+        invalid=b.any_of(b.all_of(big, b.ne(b.band(page, low_mask(b, shift)), 0)), b.all_of(ps, b.uge(level, 4))),
+    )
+
+
 def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid: Any, address: Any,
                write: Any, user: Any, execute: Any, host: HostContext, fault_address: Any = None,
                mutants: frozenset[str] = NONE) -> WalkResult:
@@ -110,22 +142,17 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
         index = by_level(b, level, GUEST_LEVELS, lambda n: b.zext(b.extract(address, guest_shift(n) + 8, guest_shift(n)), 64), 64)
         entry_address = b.add(table, b.shl(index, 3, 64), 64)
         e = b.read64(memory, entry_address)
-        present = b.eq(b.extract(e, 0, 0), 1)
-        writable = b.ite(active, b.all_of(writable, b.eq(b.extract(e, 1, 1), 1)), writable)
-        user_ok = b.ite(active, b.all_of(user_ok, b.eq(b.extract(e, 2, 2), 1)), user_ok)
-        nx = b.ite(active, b.any_of(nx, b.eq(b.extract(e, 63, 63), 1)), nx)
+        ent = guest_entry(b, e, level)
+        writable = b.ite(active, b.all_of(writable, ent.writable), writable)
+        user_ok = b.ite(active, b.all_of(user_ok, ent.user), user_ok)
+        nx = b.ite(active, b.any_of(nx, ent.nx), nx)
         steps.append(WalkStep("GPTE", GUEST, level, entry_address, e, b.true(), writable, active))
-        f = f.raise_if(b, b.all_of(active, b.lnot(present)), GUEST, fault_address)
-        here = b.all_of(active, present)
-        ps = b.eq(b.extract(e, 7, 7), 1)
-        big = b.all_of(ps, b.any_of(b.eq(level, 2), b.eq(level, 3)))
-        leaf = b.all_of(here, b.any_of(b.eq(level, 1), big))
-        level_shift = by_level(b, level, GUEST_LEVELS, guest_shift, SHIFT_WIDTH)
-        page = b.band(e, b.const(ADDRESS_FIELD.mask, 64))
+        f = f.raise_if(b, b.all_of(active, b.lnot(ent.present)), GUEST, fault_address)
+        here = b.all_of(active, ent.present)
+        leaf = b.all_of(here, ent.leaf)
+        page, level_shift = ent.address, ent.page_shift
         offset = low_mask(b, level_shift)
-        misaligned = b.all_of(big, b.ne(b.band(page, offset), 0))
-        ps_reserved = b.all_of(ps, b.uge(level, 4))
-        f = f.raise_if(b, b.all_of(here, b.any_of(misaligned, ps_reserved)), GUEST, fault_address, pr=True, rz=True)
+        f = f.raise_if(b, b.all_of(here, ent.invalid), GUEST, fault_address, pr=True, rz=True)
         good_leaf = b.all_of(leaf, b.lnot(f.raised))
         gpa = b.ite(good_leaf, b.bor(page, b.band(address, offset)), gpa)
         shift = b.ite(good_leaf, level_shift, shift)
