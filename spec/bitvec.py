@@ -187,6 +187,31 @@ class OverlayMemory:
         return any(lo <= address < hi for lo, hi in self.regions)
 
 
+@dataclass(frozen=True)
+class StoredWord:
+    """``memory`` with the word at ``address`` replaced by ``value`` (a write into a non-array memory).
+
+    Reads are if-then-else on the address, so memories built from uninterpreted functions and
+    overlays stay free of array theory (and can be bit-blasted) after writes.
+    """
+
+    memory: Any
+    address: Any
+    value: Any
+
+
+@dataclass(frozen=True)
+class ChosenMemory:
+    """``then`` where ``cond`` holds, else ``otherwise``: an if-then-else of two non-array memories."""
+
+    cond: Any
+    then: Any
+    otherwise: Any
+
+
+_MEMORY_WRAPPERS = (StoredWord, OverlayMemory, ChosenMemory)
+
+
 class Z3Backend:
     """Bit-vectors are Z3 ``BitVecRef`` terms, booleans ``BoolRef``; memory is a Z3 array.
 
@@ -376,6 +401,10 @@ class Z3Backend:
         v = self._cb(c)
         if v is not None:
             return a if v else b
+        if a is b:
+            return a
+        if isinstance(a, _MEMORY_WRAPPERS + (z3.FuncDeclRef,)) or isinstance(b, _MEMORY_WRAPPERS + (z3.FuncDeclRef,)):
+            return ChosenMemory(c, a, b)
         if width is not None:
             if isinstance(a, int) and not isinstance(a, bool):
                 a = z3.BitVecVal(a, width)
@@ -440,8 +469,20 @@ class Z3Backend:
         return mem
 
     def read64(self, memory: Any, address: Any) -> z3.BitVecRef:
+        if isinstance(memory, ChosenMemory):
+            return self.ite(memory.cond, self.read64(memory.then, address), self.read64(memory.otherwise, address),
+                            width=WORD_WIDTH)
+        if isinstance(memory, StoredWord):
+            at = self._bv(address, ADDRESS_WIDTH)
+            same = self.eq(at, memory.address)
+            if self.known_true(same):
+                return self._bv(memory.value, WORD_WIDTH)
+            below = self.read64(memory.memory, at)
+            return below if self.known_false(same) else z3.If(same, self._bv(memory.value, WORD_WIDTH), below)
         if isinstance(memory, OverlayMemory):
             return self._read_overlay(memory, address)
+        if isinstance(memory, z3.FuncDeclRef):
+            return memory(self._bv(address, ADDRESS_WIDTH))
         return z3.Select(memory, self._bv(address, ADDRESS_WIDTH))
 
     def _read_overlay(self, memory: OverlayMemory, address: Any) -> z3.BitVecRef:
@@ -460,8 +501,11 @@ class Z3Backend:
         owned = z3.Or([z3.And(z3.UGE(address, lo), z3.ULT(address, hi)) for lo, hi in memory.regions])
         return z3.If(owned, known, base_at)
 
-    def write64(self, memory: z3.ArrayRef, address: Any, value: Any) -> z3.ArrayRef:
-        return z3.Store(memory, self._bv(address, ADDRESS_WIDTH), self._bv(value, WORD_WIDTH))
+    def write64(self, memory: Any, address: Any, value: Any) -> Any:
+        """An array memory gets a Store; any other memory (function, overlay, written) a :class:`StoredWord`."""
+        if isinstance(memory, z3.ArrayRef):
+            return z3.Store(memory, self._bv(address, ADDRESS_WIDTH), self._bv(value, WORD_WIDTH))
+        return StoredWord(memory, self._bv(address, ADDRESS_WIDTH), self._bv(value, WORD_WIDTH))
 
     # -- inspection -----------------------------------------------------------
     def value(self, x: Any) -> Any:

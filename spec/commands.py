@@ -300,6 +300,24 @@ def _invalidation_span(b: Any, address: Any, s: Any) -> tuple[Any, Any]:
     return b.band(address, b.bnot(offset_mask, 64)), offset_mask
 
 
+def range_operand(start: int, size: int) -> tuple[int, int]:
+    """``(address, S)`` of the smallest invalidation covering ``[start, start + size)``: S = 0 for one
+    4 KiB page, else the naturally aligned power-of-two block that holds the range (its address has
+    every bit below the block's top bit set, bits 11:0 clear), and INV_IOMMU_ALL_PAGES_ADDRESS when the
+    range needs bit 63. The inverse of :func:`invalidation_range` up to rounding."""
+    if size <= 0 or start < 0 or start + size > 1 << 64:
+        raise ValueError(f"bad invalidation range start={start:#x} size={size:#x}")
+    end = start + size - 1
+    if start >> 12 == end >> 12:
+        return start & ~(PAGE_BYTES - 1), 0
+    top = (start ^ end).bit_length()  # bits below `top` vary inside the range
+    if top >= 64:
+        return INV_IOMMU_ALL_PAGES_ADDRESS & ~(PAGE_BYTES - 1), 1
+    block_start = start & ~((1 << top) - 1)
+    # bits 12 .. top-2 set, bit top-1 clear: the lowest clear bit z = top-1 gives 2^(z+1) = 2^top bytes
+    return (block_start | ((1 << (top - 1)) - 1)) & ~(PAGE_BYTES - 1), 1
+
+
 def invalidation_range(address: int, s: int) -> tuple[int, int]:
     """``(start, size)`` in bytes of the pages an invalidation covers.
 

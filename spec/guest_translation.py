@@ -99,17 +99,25 @@ def guest_entry(b: Any, e: Any, level: Any) -> GuestEntry:
 
 def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid: Any, address: Any,
                write: Any, user: Any, execute: Any, host: HostContext, fault_address: Any = None,
-               mutants: frozenset[str] = NONE) -> WalkResult:
-    """Translate ``address`` (a GVA of ``pasid``) through the GCR3 table and the guest page table."""
+               mutants: frozenset[str] = NONE, gcr3_entry: Any = None) -> WalkResult:
+    """Translate ``address`` (a GVA of ``pasid``) through the GCR3 table and the guest page table.
+
+    ``gcr3_entry``: the PASID's GCR3 table entry as a GCR3 cache holds it; the GCR3 table is then not read.
+    """
     fault_address = address if fault_address is None else fault_address
     f = FaultState.none(b)
     steps: list[WalkStep] = []
     read = b.false()
 
     # -- the GCR3 table -----------------------------------------------------------------------
-    table, _, f = _to_system(b, memory, host, gcr3_root, read, f, steps)
+    if gcr3_entry is None:
+        table, _, f = _to_system(b, memory, host, gcr3_root, read, f, steps)
+    else:  # the cached entry is the last level's: its guest CR3 goes through the host table
+        table, _, f = _to_system(b, memory, host, b.band(gcr3_entry, b.const(GCR3_ENTRY.field("GCR3").mask, 64)),
+                                 read, f, steps)
     known_glx = b.constant(glx)
-    for k in range(GCR3_LEVELS if known_glx is None else min(known_glx + 1, GCR3_LEVELS)):
+    gcr3_levels = 0 if gcr3_entry is not None else (GCR3_LEVELS if known_glx is None else min(known_glx + 1, GCR3_LEVELS))
+    for k in range(gcr3_levels):
         level = b.sub(b.zext(glx, 8), k, 8)  # GCR3 level counting down to 0
         active = b.all_of(b.ule(k, b.zext(glx, 8)), b.lnot(f.raised))
         index = by_level(b, level, range(0, GCR3_LEVELS), lambda n: (b.zext(b.extract(pasid, min(9 * n + 8, 19), 9 * n), 64)), 64)

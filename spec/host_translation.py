@@ -88,7 +88,7 @@ def host_entry(b: Any, e: Any, level: Any) -> HostEntry:
 
 def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: Any,
               readable: Any, writable: Any, *, fault_address: Any = None,
-              fault: FaultState | None = None) -> WalkResult:
+              fault: FaultState | None = None, resume: bool = False) -> WalkResult:
     """Walk the v1 table at ``root`` with ``mode`` levels (1..6) for ``address``.
 
     ``readable``/``writable`` are the permissions granted so far (the DTE's IR/IW). A fault is
@@ -99,7 +99,7 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
     incoming = FaultState.none(b) if fault is None else fault
     f = FaultState.none(b)
     live = b.lnot(incoming.raised)
-    too_wide = b.any_of(*[
+    too_wide = b.false() if resume else b.any_of(*[
         b.all_of(b.eq(mode, m), b.ne(b.lshr(address, default_shift(m + 1), 64), 0)) for m in range(1, MAX_LEVELS)
     ])
     f = f.raise_if(b, b.all_of(live, too_wide), HOST, fault_address)

@@ -11,7 +11,19 @@ MUTANTS: dict[str, str] = {
     "guest-table-pointer-untranslated": (
         "nested walk: the table address in a guest page-table entry is used as a system address "
         "instead of being translated through the host (v1) table"),
+    "invalidate-pages-ignores-size": (
+        "INVALIDATE_IOMMU_PAGES ignores the S bit: a range invalidation clears only the one 4 KiB page "
+        "at its address"),
+    "devtab-invalidation-ignored": (
+        "INVALIDATE_DEVTAB_ENTRY does not clear the cached device table entry"),
+    "completion-wait-early": (
+        "COMPLETION_WAIT completes (stores, interrupts) while earlier invalidations are still in flight"),
+    "invalidate-pages-keeps-pde-cache": (
+        "INVALIDATE_IOMMU_PAGES with PDE = 1 leaves cached page-directory and GCR3 entries in place"),
 }
+
+SPEC_MUTANTS = ("guest-table-pointer-untranslated",)
+MODEL_MUTANTS = tuple(m for m in MUTANTS if m not in SPEC_MUTANTS)
 
 NONE: frozenset[str] = frozenset()
 

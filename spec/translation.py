@@ -73,6 +73,8 @@ class Outcome:
     event: Any  # the 128-bit record (0 when none)
     dimension: Any  # NO_FAULT, DEVICE_TABLE, GUEST or HOST
     steps: tuple[WalkStep, ...] = dc_field(default=())
+    guest: Any = False  # the guest (GCR3 / v2) path translated it (an IOTLB tags this as GN = 1)
+    walked: Any = False  # the DTE passed its checks and a table walk decided (not V = 0 or Mode 0 pass-through)
 
     def active_steps(self) -> list[WalkStep]:
         """The steps that happened (concrete outcomes only)."""
@@ -90,6 +92,26 @@ def read_dte(b: Any, memory: Any, dev_tab_bar: Any, device_id: Any) -> tuple[Any
     # (Size + 1) * 4 KiB holds (Size + 1) * 128 entries
     inside = b.ule(b.lshr(dev, 7, 64), b.zext(bar["Size"], 64))
     return dte, inside, address
+
+
+def guest_path(b: Any, dte: Any, request: Request) -> tuple[Any, Any]:
+    """``(uses_guest, pasid)``: the request goes through the GCR3 table (DTE.GV = 1 and the request has a
+    PASID, or DTE.GIoV = 1 which uses PASID 0), and the PASID it is translated for (0 without one)."""
+    v = DTE.view(dte, b)
+    uses = b.all_of(b.eq(v.gv, 1), b.any_of(request.has_pasid, b.eq(v.giov, 1)))
+    return uses, b.ite(request.has_pasid, request.pasid, b.const(0, 20))
+
+
+@dataclass(frozen=True)
+class CachedStart:
+    """What translation caches may supply instead of reading memory (48882 §2.2 caching; each
+    ``None`` means "read memory"): the DTE, the guest CR3 of the GCR3 table entry, and a host
+    (v1) walk resumed below a cached page-directory entry: ``(table, level, readable, writable)``.
+    Used only by ``models``; ``translate`` without it is the fresh walk."""
+
+    dte: Any = None
+    gcr3_entry: Any = None
+    host_resume: tuple[Any, Any, Any, Any] | None = None
 
 
 def _choose(b: Any, cond: Any, then: Any, otherwise: Any) -> WalkResult:
@@ -125,16 +147,19 @@ def _violated(b: Any, view_bits: Any, event: str, context: Mapping[str, Any] | N
 
 
 def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, context: Mapping[str, Any] | None = None,
-              mutants: frozenset[str] = NONE) -> Outcome:
+              mutants: frozenset[str] = NONE, cached: CachedStart | None = None) -> Outcome:
     """Where the IOMMU sends ``request``, or the event it logs instead.
 
     ``context`` holds register fields (``{"EFR.GATS": 1, ...}``, see ``mmio.register_context``) for the
     DTE rules that depend on features, such as a 5-level guest table without EFR.GATS = 1;
-    ``mutants``: see ``spec.mutants``.
+    ``mutants``: see ``spec.mutants``; ``cached``: parts supplied by translation caches (:class:`CachedStart`).
     """
     mutants = check_known(mutants)
+    cached = cached or CachedStart()
     r = request
     dte, inside, dte_address = read_dte(b, memory, dev_tab_bar, r.device_id)
+    if cached.dte is not None:
+        dte = cached.dte
     v = DTE.view(dte, b)
     valid, tv = b.eq(v.v, 1), b.eq(v.tv, 1)
     ir, iw = b.eq(v.ir, 1), b.eq(v.iw, 1)
@@ -153,21 +178,23 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
     dte_fault = b.any_of(illegal_entry, f.raised)
 
     # -- the translation it selects ------------------------------------------------------------
-    use_guest = b.all_of(gv, b.any_of(r.has_pasid, b.eq(v.giov, 1)))
+    use_guest, pasid = guest_path(b, dte, r)
     nested = b.ne(v.mode, 0)
     root = b.shl(b.zext(v.host_page_table_root_pointer, 64), 12, 64)
-    pasid = b.ite(r.has_pasid, r.pasid, b.const(0, 20))
 
     def guest() -> WalkResult:
         host = HostContext(nested=nested, root=root, mode=v.mode, readable=ir, writable=iw)
         g = guest_walk(b, memory, gcr3_root=b.zext(v["GCR3 Table Root Pointer"], 64), glx=v.glx, gpm=v.gpm,
                        pasid=pasid, address=r.address, write=r.write, user=r.user, execute=r.execute, host=host,
-                       mutants=mutants)
+                       mutants=mutants, gcr3_entry=cached.gcr3_entry)
         return g
 
     def host() -> WalkResult:
-        h = host_walk(b, memory, root, v.mode, r.address, r.write, ir, iw)
-        return h
+        if cached.host_resume is not None:
+            table, level, readable, writable = cached.host_resume
+            return host_walk(b, memory, table, level, r.address, r.write, b.all_of(ir, readable),
+                             b.all_of(iw, writable), resume=True)
+        return host_walk(b, memory, root, v.mode, r.address, r.write, ir, iw)
 
     def passthrough() -> WalkResult:
         denied = b.lnot(b.ite(r.write, iw, ir))
@@ -215,4 +242,6 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
         event=event,
         dimension=dimension,
         steps=(dte_step,) + tuple(_gate(b, s, translated) for s in path.steps),
+        guest=b.all_of(translated, use_guest),
+        walked=b.all_of(translated, b.any_of(use_guest, nested)),
     )

@@ -1,0 +1,277 @@
+"""The translation caches an IOMMU may keep, as fixed slots: 48882 §2.2 (the IOMMU caches device table
+entries, translations tagged by DomainID, page-directory entries and GCR3 entries, and ATS devices
+cache translations in their own IOTLB), with their invalidation by the commands of §2.4.2
+(INVALIDATE_DEVTAB_ENTRY), §2.4.3 (INVALIDATE_IOMMU_PAGES), §2.4.4 (INVALIDATE_IOTLB_PAGES) and §2.4.8
+(INVALIDATE_IOMMU_ALL).
+
+What the hardware caches, and when, is not decided here: a slot is *filled* only through
+:func:`fill`, from what a walk of current memory gives (any time, any slot: a choice the caller
+makes), and *evicted* through :func:`evict`. Invalidation (:func:`invalidate`) clears every slot the
+command covers. All functions are pure and written once over the backend, so a slot's fields may be
+symbolic; each function acts on every slot separately ("slot-local"), which is why a proof about one
+arbitrary slot covers any number of them.
+
+The caches and their tags (modelling choices where 48882 is not quoted in ``shared/reference``):
+
+* ``dte``: DeviceID -> the 256-bit DTE.
+* ``iotlb``: (DomainID, GN, PASID, page, size) -> system page and R/W, where GN = 1 marks a guest
+  (GCR3 path) translation, whose PASID counts; for nested translation the combined GVA -> SPA result.
+  Only supervisor, non-execute requests are cached (U/S and NX are not kept in a slot).
+* ``pde``: a host (v1) page-directory entry of a DomainID, tagged by the aligned IOVA range the table
+  it points to covers -> that table, its level and the R/W so far. Only pure v1 walks use it (not the
+  host walks inside a nested translation: the model caches less there than hardware may).
+* ``gcr3``: (DomainID, PASID) -> the GCR3 table entry (the guest CR3, a GPA when nested).
+* ``device_iotlb``: the ATS device's own cache, (DeviceID, PASID or none, page) -> system page, R/W.
+
+Invalidation semantics (each a modelling choice pinned by tests where the reference is silent):
+
+* INVALIDATE_IOMMU_PAGES clears IOTLB slots of the DomainID whose page overlaps the range and whose
+  GN matches (and PASID, when GN = 1). A GN = 0 command also clears every GN = 1 slot of the DomainID
+  (a host-table change may alter any nested GVA -> SPA result; the IOTLB cannot tell which). With
+  PDE = 1 it also clears overlapping PDE slots (GN = 0) and the GCR3 slot of the PASID (GN = 1).
+* INVALIDATE_IOTLB_PAGES clears device-IOTLB slots of the DeviceID that overlap: with GN = 1 those of
+  the PASID, with GN = 0 all of them whatever their PASID (unconfirmed reading of the PCIe ATS rule for
+  an invalidation without a PASID prefix).
+* INVALIDATE_IOMMU_ALL clears every IOMMU cache, not the devices' IOTLBs.
+* INVALIDATE_INTERRUPT_TABLE concerns the interrupt remapping cache (not modelled); PREFETCH is a hint
+  (the model's prefetch is a fill choice); COMPLETE_PPR_REQUEST changes no cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from amdvi.spec.commands import (
+    INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_ALL, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, OPCODE_HI,
+    OPCODE_LO, _invalidation_span,
+)
+from amdvi.spec.device_table import DTE
+from amdvi.spec.host_translation import default_shift, host_entry
+from amdvi.spec.mutants import NONE
+from amdvi.spec.translation import Outcome, Request
+from amdvi.spec.walk_types import GUEST, HOST, SHIFT_WIDTH, low_mask
+
+CACHE_NAMES = ("dte", "iotlb", "pde", "gcr3", "device_iotlb")
+
+
+@dataclass(frozen=True)
+class DteSlot:
+    valid: Any = False
+    device_id: Any = 0
+    dte: Any = 0
+
+
+@dataclass(frozen=True)
+class TlbSlot:
+    """An IOTLB slot (``owner`` = DomainID) or a device-IOTLB slot (``owner`` = DeviceID)."""
+
+    valid: Any = False
+    owner: Any = 0
+    guest: Any = False  # IOTLB: GN (GCR3 path); device IOTLB: the request carried a PASID
+    pasid: Any = 0
+    page: Any = 0  # input address with the low page_shift bits clear
+    page_shift: Any = 12
+    spa: Any = 0  # system page base
+    readable: Any = False
+    writable: Any = False
+
+
+@dataclass(frozen=True)
+class PdeSlot:
+    valid: Any = False
+    domain_id: Any = 0
+    base: Any = 0  # IOVA range covered by the table the entry points to: [base, base + 2^shift)
+    shift: Any = 12
+    table: Any = 0  # that table's system address
+    level: Any = 1  # that table's level
+    readable: Any = False
+    writable: Any = False
+
+
+@dataclass(frozen=True)
+class Gcr3Slot:
+    valid: Any = False
+    domain_id: Any = 0
+    pasid: Any = 0
+    entry: Any = 0
+
+
+SLOT_TYPES = {"dte": DteSlot, "iotlb": TlbSlot, "pde": PdeSlot, "gcr3": Gcr3Slot, "device_iotlb": TlbSlot}
+
+
+@dataclass(frozen=True)
+class Caches:
+    """Every cache as a tuple of slots (sizes fixed when built)."""
+
+    dte: tuple[DteSlot, ...] = ()
+    iotlb: tuple[TlbSlot, ...] = ()
+    pde: tuple[PdeSlot, ...] = ()
+    gcr3: tuple[Gcr3Slot, ...] = ()
+    device_iotlb: tuple[TlbSlot, ...] = ()
+
+    @classmethod
+    def empty(cls, dte: int = 2, iotlb: int = 4, pde: int = 2, gcr3: int = 2, device_iotlb: int = 2) -> "Caches":
+        sizes = {"dte": dte, "iotlb": iotlb, "pde": pde, "gcr3": gcr3, "device_iotlb": device_iotlb}
+        return cls(**{name: tuple(SLOT_TYPES[name]() for _ in range(n)) for name, n in sizes.items()})
+
+    def slots(self, name: str) -> tuple[Any, ...]:
+        if name not in CACHE_NAMES:
+            raise KeyError(f"unknown cache {name!r}; caches: {', '.join(CACHE_NAMES)}")
+        return getattr(self, name)
+
+    def with_slot(self, name: str, index: int, slot: Any) -> "Caches":
+        slots = list(self.slots(name))
+        if not 0 <= index < len(slots):
+            raise IndexError(f"cache {name} has {len(slots)} slots, no slot {index}")
+        slots[index] = slot
+        return dataclasses.replace(self, **{name: tuple(slots)})
+
+    def map_slots(self, name: str, fn: Callable[[Any], Any]) -> "Caches":
+        return dataclasses.replace(self, **{name: tuple(fn(s) for s in self.slots(name))})
+
+
+# ---------------------------------------------------------------------------------------------------
+# fills: what a walk of current memory gives (``fresh`` is ``translate`` on current memory)
+
+
+def dte_fill(b: Any, device_id: Any, fresh: Outcome) -> DteSlot:
+    """The DTE a fresh request of ``device_id`` read (kept only when it lies inside the table)."""
+    step = fresh.steps[0]
+    return DteSlot(valid=step.active, device_id=device_id, dte=step.entry)
+
+
+def iotlb_fill(b: Any, request: Request, fresh: Outcome) -> TlbSlot:
+    """The translation a successful walk gave, tagged by the DTE's DomainID and the GCR3 path flag."""
+    shift = fresh.page_shift
+    offset = low_mask(b, shift)
+    cacheable = b.all_of(fresh.ok, fresh.walked, b.lnot(request.user), b.lnot(request.execute))
+    pasid = b.ite(request.has_pasid, request.pasid, b.const(0, 20))
+    return TlbSlot(valid=cacheable, owner=fresh.domain_id, guest=fresh.guest, pasid=pasid,
+                   page=b.band(request.address, b.bnot(offset, 64)), page_shift=shift,
+                   spa=b.band(fresh.spa, b.bnot(offset, 64)), readable=fresh.readable, writable=fresh.writable)
+
+
+def device_iotlb_fill(b: Any, request: Request, fresh: Outcome, dte_allows_ats: Any) -> TlbSlot:
+    """The answer to an ATS translation request (the device caches it when DTE.I = 1)."""
+    shift = fresh.page_shift
+    offset = low_mask(b, shift)
+    ok = b.all_of(fresh.ok, fresh.walked, dte_allows_ats, request.ats, b.lnot(request.user), b.lnot(request.execute))
+    return TlbSlot(valid=ok, owner=request.device_id, guest=request.has_pasid,
+                   pasid=b.ite(request.has_pasid, request.pasid, b.const(0, 20)),
+                   page=b.band(request.address, b.bnot(offset, 64)), page_shift=shift,
+                   spa=b.band(fresh.spa, b.bnot(offset, 64)), readable=fresh.readable, writable=fresh.writable)
+
+
+def pde_fill(b: Any, request: Request, fresh: Outcome, step_index: int) -> PdeSlot:
+    """The ``step_index``-th host page-directory entry of a pure v1 walk (not nested)."""
+    host_steps = [s for s in fresh.steps if s.dimension == HOST]
+    if not 0 <= step_index < len(host_steps):
+        return PdeSlot()
+    s = host_steps[step_index]
+    ent = host_entry(b, s.entry, s.level)
+    is_pde = b.all_of(s.active, ent.present, b.lnot(ent.leaf), b.lnot(ent.reserved_set), b.lnot(ent.bad_encoding),
+                      b.lnot(fresh.guest), fresh.walked)
+    shift = _level_span(b, ent.next_level)
+    return PdeSlot(valid=is_pde, domain_id=fresh.domain_id,
+                   base=b.band(request.address, b.bnot(low_mask(b, shift), 64)), shift=shift,
+                   table=ent.address, level=ent.next_level, readable=s.readable, writable=s.writable)
+
+
+def gcr3_fill(b: Any, request: Request, fresh: Outcome) -> Gcr3Slot:
+    """The last-level GCR3 table entry a guest walk read for the request's PASID."""
+    last = [s for s in fresh.steps if s.table == "GCR3" and s.dimension == GUEST]
+    valid, entry = b.false(), b.const(0, 64)
+    for s in last:
+        here = b.all_of(s.active, b.eq(s.level, 0))
+        valid = b.any_of(valid, here)
+        entry = b.ite(here, s.entry, entry)
+    pasid = b.ite(request.has_pasid, request.pasid, b.const(0, 20))
+    return Gcr3Slot(valid=b.all_of(valid, fresh.guest, b.eq(b.extract(entry, 0, 0), 1)),
+                    domain_id=fresh.domain_id, pasid=pasid, entry=entry)
+
+
+def _level_span(b: Any, level: Any) -> Any:
+    """log2 of the IOVA range a level-``level`` table covers."""
+    out = b.const(64, SHIFT_WIDTH)
+    for n in range(1, 6):
+        out = b.ite(b.eq(level, n), b.const(default_shift(n + 1), SHIFT_WIDTH), out)
+    return out
+
+
+def evict(b: Any, slot: Any, when: Any = True) -> Any:
+    """``slot`` dropped (where ``when`` holds)."""
+    return dataclasses.replace(slot, valid=b.all_of(slot.valid, b.lnot(when)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# invalidation
+
+
+def _overlaps(b: Any, base: Any, shift: Any, start: Any, offset_mask: Any) -> Any:
+    """Two naturally aligned power-of-two blocks overlap: they agree above the larger one's size."""
+    either = b.bor(low_mask(b, shift), offset_mask)
+    return b.eq(b.band(b.bxor(base, start), b.bnot(either, 64)), 0)
+
+
+def _is(b: Any, command: Any, structure: Any) -> Any:
+    return b.eq(b.extract(command, OPCODE_HI, OPCODE_LO), structure.field("Opcode").fixed)
+
+
+def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
+               mutants: frozenset[str] = NONE) -> Caches:
+    """The caches after the 128-bit ``command`` took effect (where ``when`` holds; other commands and
+    ``when`` false leave them unchanged). Semantics: the module docstring."""
+    dt = INVALIDATE_DEVTAB_ENTRY.view(command, b)
+    pages = INVALIDATE_IOMMU_PAGES.view(command, b)
+    iotlb_cmd = INVALIDATE_IOTLB_PAGES.view(command, b)
+    is_dt = b.all_of(when, _is(b, command, INVALIDATE_DEVTAB_ENTRY))
+    is_pages = b.all_of(when, _is(b, command, INVALIDATE_IOMMU_PAGES))
+    is_iotlb = b.all_of(when, _is(b, command, INVALIDATE_IOTLB_PAGES))
+    is_all = b.all_of(when, _is(b, command, INVALIDATE_IOMMU_ALL))
+
+    if "devtab-invalidation-ignored" in mutants:
+        is_dt = b.false()
+    size = b.const(0, 1) if "invalidate-pages-ignores-size" in mutants else pages.S
+    address = b.shl(b.zext(pages.Address, 64), 12, 64)
+    start, span = _invalidation_span(b, address, size)
+    domain, gn, pde = pages.DomainID, b.eq(pages.GN, 1), b.eq(pages.PDE, 1)
+    if "invalidate-pages-keeps-pde-cache" in mutants:
+        pde = b.false()
+
+    def dte_slot(s: DteSlot) -> DteSlot:
+        return evict(b, s, b.any_of(is_all, b.all_of(is_dt, b.eq(s.device_id, dt.DeviceID))))
+
+    def iotlb_slot(s: TlbSlot) -> TlbSlot:
+        mine = b.all_of(is_pages, b.eq(s.owner, domain))
+        same_kind = b.ite(gn, b.all_of(s.guest, b.eq(s.pasid, pages.PASID)), b.lnot(s.guest))
+        hit = b.all_of(mine, same_kind, _overlaps(b, s.page, s.page_shift, start, span))
+        nested = b.all_of(mine, b.lnot(gn), s.guest)
+        return evict(b, s, b.any_of(is_all, hit, nested))
+
+    def pde_slot(s: PdeSlot) -> PdeSlot:
+        hit = b.all_of(is_pages, pde, b.lnot(gn), b.eq(s.domain_id, domain), _overlaps(b, s.base, s.shift, start, span))
+        return evict(b, s, b.any_of(is_all, hit))
+
+    def gcr3_slot(s: Gcr3Slot) -> Gcr3Slot:
+        hit = b.all_of(is_pages, pde, gn, b.eq(s.domain_id, domain), b.eq(s.pasid, pages.PASID))
+        return evict(b, s, b.any_of(is_all, hit))
+
+    d_address = b.shl(b.zext(iotlb_cmd.Address, 64), 12, 64)
+    d_start, d_span = _invalidation_span(b, d_address, iotlb_cmd.S)
+    d_pasid = b.concat((iotlb_cmd["PASID[19:16]"], 4), (iotlb_cmd["PASID[15:8]"], 8), (iotlb_cmd["PASID[7:0]"], 8))
+    d_gn = b.eq(iotlb_cmd.GN, 1)
+
+    def device_slot(s: TlbSlot) -> TlbSlot:
+        same_kind = b.ite(d_gn, b.all_of(s.guest, b.eq(s.pasid, d_pasid)), b.true())
+        hit = b.all_of(is_iotlb, b.eq(s.owner, iotlb_cmd.DeviceID), same_kind,
+                       _overlaps(b, s.page, s.page_shift, d_start, d_span))
+        return evict(b, s, hit)
+
+    return (caches.map_slots("dte", dte_slot).map_slots("iotlb", iotlb_slot).map_slots("pde", pde_slot)
+            .map_slots("gcr3", gcr3_slot).map_slots("device_iotlb", device_slot))
+
+
+def dte_domain(b: Any, dte: Any) -> Any:
+    return DTE.view(dte, b).domainid

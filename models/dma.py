@@ -1,0 +1,141 @@
+"""A device's DMA through the IOMMU and its caches: which cached parts answer, and the result.
+
+48882 §2.2 (translation and its caches). The spec's ``translate`` is the fresh walk of current
+memory; here the same function is run with the parts the caller *chose* to take from cache slots
+(:class:`ServeChoice`; a chosen slot is used only if it matches the request, which is what hardware
+is allowed to do), and the IOTLB can answer alone. Written once over the backend.
+
+Served results are compared with the fresh walk by the properties (``amdvi.properties.coherence``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from amdvi.spec.device_table import DTE
+from amdvi.spec.translation import CachedStart, Outcome, Request, guest_path, read_dte, translate
+from amdvi.spec.walk_types import low_mask
+
+from .caches import Caches
+
+
+@dataclass(frozen=True)
+class ServeChoice:
+    """Which slot of each IOMMU cache the hardware looks at (``None``: it reads memory)."""
+
+    dte: int | None = None
+    iotlb: int | None = None
+    pde: int | None = None
+    gcr3: int | None = None
+
+    def describe(self) -> str:
+        used = [f"{name} slot {i}" for name, i in vars(self).items() if i is not None]
+        return ", ".join(used) or "no cache"
+
+
+@dataclass(frozen=True)
+class DmaResult:
+    """Where the access went (``ok``: to ``spa``), and what the IOMMU logged instead."""
+
+    ok: Any
+    spa: Any
+    logged: Any
+    event: Any
+    from_iotlb: Any  # the IOTLB answered (no walk)
+    from_device_iotlb: Any  # a translated (ATS) request from the device's own IOTLB
+    outcome: Outcome  # the walk (with the chosen cached parts)
+
+
+def _in_block(b: Any, address: Any, base: Any, shift: Any) -> Any:
+    return b.eq(b.band(address, b.bnot(low_mask(b, shift), 64)), base)
+
+
+def _allows(b: Any, request: Request, readable: Any, writable: Any) -> Any:
+    return b.ite(request.write, writable, readable)
+
+
+def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Request,
+          choice: ServeChoice = ServeChoice(), *, context: Any = None) -> DmaResult:
+    """An untranslated request through the IOMMU, using the chosen cache slots where they match."""
+    r = request
+    memory_dte, _, _ = read_dte(b, memory, dev_tab_bar, r.device_id)
+    dte = memory_dte
+    if choice.dte is not None:
+        s = caches.dte[choice.dte]
+        dte = b.ite(b.all_of(s.valid, b.eq(s.device_id, r.device_id)), s.dte, memory_dte, width=256)
+    v = DTE.view(dte, b)
+    domain = v.domainid
+    uses_guest, pasid = guest_path(b, dte, r)
+
+    plain = translate(b, memory, dev_tab_bar, r, context=context, cached=CachedStart(dte=dte))
+    walk = plain
+    if choice.gcr3 is not None:
+        g = caches.gcr3[choice.gcr3]
+        hit = b.all_of(g.valid, uses_guest, b.eq(g.domain_id, domain), b.eq(g.pasid, pasid))
+        walk = _select(b, hit, translate(b, memory, dev_tab_bar, r, context=context,
+                                         cached=CachedStart(dte=dte, gcr3_entry=g.entry)), walk)
+    if choice.pde is not None:
+        p = caches.pde[choice.pde]
+        hit = b.all_of(p.valid, b.lnot(uses_guest), b.ne(v.mode, 0), b.eq(p.domain_id, domain),
+                       _in_block(b, r.address, p.base, p.shift))
+        resumed = translate(b, memory, dev_tab_bar, r, context=context,
+                            cached=CachedStart(dte=dte, host_resume=(p.table, p.level, p.readable, p.writable)))
+        walk = _select(b, hit, resumed, walk)
+
+    from_iotlb = b.false()
+    spa = walk.spa
+    if choice.iotlb is not None:
+        t = caches.iotlb[choice.iotlb]
+        from_iotlb = b.all_of(
+            t.valid, plain.walked, b.eq(t.owner, domain), b.eq(t.guest, plain.guest),
+            b.any_of(b.lnot(t.guest), b.eq(t.pasid, pasid)), _in_block(b, r.address, t.page, t.page_shift),
+            b.lnot(r.user), b.lnot(r.execute), _allows(b, r, t.readable, t.writable))
+        spa = b.ite(from_iotlb, b.bor(t.spa, b.band(r.address, low_mask(b, t.page_shift))), spa, width=64)
+    ok = b.any_of(from_iotlb, walk.ok)
+    return DmaResult(ok=ok, spa=spa, logged=b.all_of(b.lnot(from_iotlb), walk.logged), event=walk.event,
+                     from_iotlb=from_iotlb, from_device_iotlb=b.false(), outcome=walk)
+
+
+def serve_translated(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Request, slot: int,
+                     dte_slot: int | None = None, *, context: Any = None) -> DmaResult:
+    """A request from an ATS device that first looks in its own IOTLB (``slot``).
+
+    On a hit the device sends a translated request to the cached system address, which the IOMMU
+    lets through when the DTE (cached or in memory) has V = 1 and I = 1 (48882 §2.2.2.1 DTE.I); on a
+    miss it asks the IOMMU for the translation, i.e. the fresh walk.
+    """
+    r = request
+    memory_dte, _, _ = read_dte(b, memory, dev_tab_bar, r.device_id)
+    dte = memory_dte
+    if dte_slot is not None:
+        s = caches.dte[dte_slot]
+        dte = b.ite(b.all_of(s.valid, b.eq(s.device_id, r.device_id)), s.dte, memory_dte, width=256)
+    v = DTE.view(dte, b)
+    t = caches.device_iotlb[slot]
+    pasid = b.ite(r.has_pasid, r.pasid, b.const(0, 20))
+    hit = b.all_of(t.valid, b.eq(t.owner, r.device_id), b.eq(t.guest, r.has_pasid),
+                   b.any_of(b.lnot(t.guest), b.eq(t.pasid, pasid)), _in_block(b, r.address, t.page, t.page_shift),
+                   b.lnot(r.user), b.lnot(r.execute), _allows(b, r, t.readable, t.writable))
+    passes = b.all_of(hit, b.eq(v.v, 1), b.eq(v.i, 1))
+    walk = translate(b, memory, dev_tab_bar, r, context=context, cached=CachedStart(dte=dte))
+    ok = b.ite(hit, passes, walk.ok)
+    spa = b.ite(hit, b.bor(t.spa, b.band(r.address, low_mask(b, t.page_shift))), walk.spa, width=64)
+    return DmaResult(ok=ok, spa=spa, logged=b.all_of(b.lnot(hit), walk.logged), event=walk.event,
+                     from_iotlb=b.false(), from_device_iotlb=hit, outcome=walk)
+
+
+def _select(b: Any, cond: Any, then: Outcome, otherwise: Outcome) -> Outcome:
+    """``then`` where ``cond`` holds, else ``otherwise`` (the fields the DMA result reads)."""
+    if b.known_true(cond):
+        return then
+    if b.known_false(cond):
+        return otherwise
+    return Outcome(
+        ok=b.ite(cond, then.ok, otherwise.ok), spa=b.ite(cond, then.spa, otherwise.spa, width=64),
+        page_shift=b.ite(cond, then.page_shift, otherwise.page_shift, width=8),
+        readable=b.ite(cond, then.readable, otherwise.readable), writable=b.ite(cond, then.writable, otherwise.writable),
+        domain_id=otherwise.domain_id, logged=b.ite(cond, then.logged, otherwise.logged),
+        event=b.ite(cond, then.event, otherwise.event, width=128),
+        dimension=b.ite(cond, then.dimension, otherwise.dimension, width=2),
+        steps=(), guest=otherwise.guest, walked=otherwise.walked)

@@ -1,0 +1,264 @@
+"""The IOMMU as one pure state machine: ``step(b, state, input) -> (state', outputs)``.
+
+State (:class:`IommuState`): system memory, the registers, the translation caches
+(``models.caches``) and the invalidations the command processor has accepted but not yet carried
+out (``in_flight``). Inputs are the moves of software, devices and the hardware's own choices:
+
+* software: :class:`CpuWrite` (a store to memory: tables, the command ring) and :class:`SetTail`
+  (the CMD_BUF_TAIL register write that hands commands to the IOMMU);
+* the command processor: :class:`ProcessCommand` takes the command at the head (``command_buffer``);
+  an invalidation is accepted into ``in_flight`` and takes effect later, at a :class:`Retire` of the
+  hardware's choosing (in any order). COMPLETION_WAIT is not processed while an earlier invalidation is
+  still in flight (48882 §2.4.1: it completes when all earlier commands have completed), so its store
+  tells software that every earlier invalidation has taken effect;
+* hardware choices: :class:`Fill` (a cache slot takes what a walk of current memory gives) and
+  :class:`Evict`;
+* devices: :class:`Dma` (an untranslated request served from the chosen cache slots or a walk; a write
+  stores its data) and :class:`TranslatedDma` (an ATS device using its own IOTLB).
+
+Written once over the backend; the step kinds are Python classes (which move is taken is a choice
+of the checker, not data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from amdvi.spec.commands import (
+    COMPLETION_WAIT, INVALIDATE_DEVTAB_ENTRY, INVALIDATE_INTERRUPT_TABLE, INVALIDATE_IOMMU_ALL,
+    INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, OPCODE_HI, OPCODE_LO,
+)
+from amdvi.spec.device_table import DTE
+from amdvi.spec.mutants import NONE, check_known
+from amdvi.spec.translation import Request, read_dte, translate
+
+from .caches import (
+    CACHE_NAMES, Caches, device_iotlb_fill, dte_fill, evict, gcr3_fill, invalidate, iotlb_fill, pde_fill,
+)
+from .command_buffer import Effect, fetch_command, pending, step_command
+from .dma import DmaResult, ServeChoice, serve, serve_translated
+from .event_log import log_event
+from .registers import Registers, ring_offset, with_ring_offset
+
+INVALIDATIONS = (INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES,
+                 INVALIDATE_INTERRUPT_TABLE, INVALIDATE_IOMMU_ALL)
+IN_FLIGHT = 2  # invalidations the processor may hold before it must carry one out
+
+
+@dataclass(frozen=True)
+class InFlight:
+    valid: Any = False
+    command: Any = 0
+
+
+@dataclass(frozen=True)
+class IommuState:
+    memory: Any
+    regs: Registers
+    caches: Caches
+    in_flight: tuple[InFlight, ...] = tuple(InFlight() for _ in range(IN_FLIGHT))
+
+    def replace(self, **kw: Any) -> "IommuState":
+        return dataclasses.replace(self, **kw)
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuWrite:
+    address: Any
+    value: Any
+
+
+@dataclass(frozen=True)
+class SetTail:
+    offset: Any  # byte offset into the command ring
+
+
+@dataclass(frozen=True)
+class ProcessCommand:
+    pass
+
+
+@dataclass(frozen=True)
+class Retire:
+    index: int
+
+
+@dataclass(frozen=True)
+class Fill:
+    cache: str  # one of CACHE_NAMES
+    slot: int
+    request: Request
+    step: int = 0  # for the PDE cache: which host page-directory entry of the walk
+
+
+@dataclass(frozen=True)
+class Evict:
+    cache: str
+    slot: int
+
+
+@dataclass(frozen=True)
+class Dma:
+    request: Request
+    choice: ServeChoice = ServeChoice()
+    data: Any = 0  # the word a write stores
+
+
+@dataclass(frozen=True)
+class TranslatedDma:
+    request: Request
+    slot: int  # device IOTLB slot
+    dte_slot: int | None = None
+    data: Any = 0
+
+
+@dataclass(frozen=True)
+class Outputs:
+    effect: Effect | None = None  # ProcessCommand: what the command processor did
+    accepted: Any = False  # ProcessCommand: an invalidation entered in_flight
+    blocked: Any = False  # ProcessCommand: a command is pending but must wait
+    dma: DmaResult | None = None
+
+
+def _is_invalidation(b: Any, opcode: Any) -> Any:
+    return b.any_of(*[b.eq(opcode, c.field("Opcode").fixed) for c in INVALIDATIONS])
+
+
+def _queue_full(b: Any, state: IommuState) -> Any:
+    return b.all_of(*[q.valid for q in state.in_flight])
+
+
+def _any_in_flight(b: Any, state: IommuState) -> Any:
+    return b.any_of(*[q.valid for q in state.in_flight])
+
+
+def _enqueue(b: Any, in_flight: tuple[InFlight, ...], command: Any, when: Any) -> tuple[InFlight, ...]:
+    """``command`` in the first free entry (where ``when`` holds)."""
+    out, placed = [], b.lnot(when)
+    for q in in_flight:
+        take = b.all_of(b.lnot(placed), b.lnot(q.valid))
+        out.append(InFlight(valid=b.any_of(q.valid, take), command=b.ite(take, command, q.command, width=128)))
+        placed = b.any_of(placed, take)
+    return tuple(out)
+
+
+def process_command(b: Any, state: IommuState, *, context: Any = None,
+                    mutants: frozenset[str] = NONE) -> tuple[IommuState, Outputs]:
+    """Take the command at the head, unless it must wait: a COMPLETION_WAIT while an invalidation is in
+    flight, or an invalidation while ``in_flight`` is full."""
+    bits, _ = fetch_command(b, state.memory, state.regs)
+    opcode = b.extract(bits, OPCODE_HI, OPCODE_LO)
+    is_wait = b.eq(opcode, COMPLETION_WAIT.field("Opcode").fixed)
+    is_inval = _is_invalidation(b, opcode)
+    wait_blocked = b.false() if "completion-wait-early" in mutants else b.all_of(is_wait, _any_in_flight(b, state))
+    blocked = b.all_of(pending(b, state.regs), b.any_of(wait_blocked, b.all_of(is_inval, _queue_full(b, state))))
+    memory, regs, effect = step_command(b, state.memory, state.regs, context)
+    memory = b.ite(blocked, state.memory, memory)
+    regs = _select_regs(b, blocked, state.regs, regs)
+    effect = dataclasses.replace(effect, processed=b.all_of(effect.processed, b.lnot(blocked)),
+                                 illegal=b.all_of(effect.illegal, b.lnot(blocked)),
+                                 store=b.all_of(effect.store, b.lnot(blocked)),
+                                 interrupt=b.all_of(effect.interrupt, b.lnot(blocked)))
+    accepted = b.all_of(effect.processed, is_inval)
+    in_flight = _enqueue(b, state.in_flight, bits, accepted)
+    return state.replace(memory=memory, regs=regs, in_flight=in_flight), Outputs(effect=effect, accepted=accepted,
+                                                                                  blocked=blocked)
+
+
+def _select_regs(b: Any, cond: Any, then: Registers, otherwise: Registers) -> Registers:
+    return Registers(**{n: b.ite(cond, getattr(then, n), getattr(otherwise, n), width=64) for n in then.names()})
+
+
+def retire(b: Any, state: IommuState, index: int, *, mutants: frozenset[str] = NONE) -> IommuState:
+    """In-flight invalidation ``index`` takes effect on the caches (nothing if that entry is empty)."""
+    q = state.in_flight[index]
+    caches = invalidate(b, state.caches, q.command, when=q.valid, mutants=mutants)
+    in_flight = tuple(InFlight() if i == index else e for i, e in enumerate(state.in_flight))
+    return state.replace(caches=caches, in_flight=in_flight)
+
+
+def fill(b: Any, state: IommuState, cache: str, slot: int, request: Request, step: int = 0, *,
+         context: Any = None) -> IommuState:
+    """Cache ``slot`` takes what a fresh walk of current memory gives for ``request``."""
+    if cache not in CACHE_NAMES:
+        raise KeyError(f"unknown cache {cache!r}; caches: {', '.join(CACHE_NAMES)}")
+    bar = state.regs.dev_tab_bar
+    fresh = translate(b, state.memory, bar, request, context=context)
+    if cache == "dte":
+        new = dte_fill(b, request.device_id, fresh)
+    elif cache == "iotlb":
+        new = iotlb_fill(b, request, fresh)
+    elif cache == "pde":
+        new = pde_fill(b, request, fresh, step)
+    elif cache == "gcr3":
+        new = gcr3_fill(b, request, fresh)
+    else:
+        dte, _, _ = read_dte(b, state.memory, bar, request.device_id)
+        new = device_iotlb_fill(b, request, fresh, b.eq(DTE.view(dte, b).i, 1))
+    return state.replace(caches=state.caches.with_slot(cache, slot, new))
+
+
+def _dma_store(b: Any, state: IommuState, result: DmaResult, request: Request, data: Any) -> Any:
+    """Memory after the access: a successful write stores ``data`` at the (8-byte aligned) address."""
+    store = b.all_of(result.ok, request.write)
+    aligned = b.band(result.spa, b.bnot(b.const(7, 64), 64))
+    if b.known_false(store):
+        return state.memory
+    return b.ite(store, b.write64(state.memory, aligned, data), state.memory)
+
+
+def step(b: Any, state: IommuState, move: Any, *, context: Any = None,
+         mutants: frozenset[str] = NONE) -> tuple[IommuState, Outputs]:
+    """One move of software, the hardware or a device (see the module docstring)."""
+    mutants = check_known(mutants)
+    if isinstance(move, CpuWrite):
+        return state.replace(memory=b.write64(state.memory, move.address, move.value)), Outputs()
+    if isinstance(move, SetTail):
+        return state.replace(regs=with_ring_offset(b, state.regs, "cmd_tail", move.offset)), Outputs()
+    if isinstance(move, ProcessCommand):
+        return process_command(b, state, context=context, mutants=mutants)
+    if isinstance(move, Retire):
+        return retire(b, state, move.index, mutants=mutants), Outputs()
+    if isinstance(move, Fill):
+        return fill(b, state, move.cache, move.slot, move.request, move.step, context=context), Outputs()
+    if isinstance(move, Evict):
+        slots = state.caches.slots(move.cache)
+        return state.replace(caches=state.caches.with_slot(move.cache, move.slot, evict(b, slots[move.slot]))), Outputs()
+    if isinstance(move, (Dma, TranslatedDma)):
+        bar = state.regs.dev_tab_bar
+        if isinstance(move, Dma):
+            result = serve(b, state.memory, bar, state.caches, move.request, move.choice, context=context)
+        else:
+            result = serve_translated(b, state.memory, bar, state.caches, move.request, move.slot, move.dte_slot,
+                                      context=context)
+        memory = _dma_store(b, state, result, move.request, move.data)
+        memory, regs = log_event(b, memory, state.regs, result.event, when=result.logged)
+        return state.replace(memory=memory, regs=regs), Outputs(dma=result)
+    raise TypeError(f"not a move: {move!r}")
+
+
+def command_ring_empty(b: Any, state: IommuState) -> Any:
+    """Backend boolean: head == tail."""
+    return b.eq(ring_offset(b, state.regs, "cmd_head"), ring_offset(b, state.regs, "cmd_tail"))
+
+
+def idle(b: Any, state: IommuState) -> Any:
+    """Nothing left to do: no pending command and nothing in flight."""
+    return b.all_of(b.lnot(pending(b, state.regs)), b.lnot(_any_in_flight(b, state)))
+
+
+def in_flight_count(state: IommuState) -> int:
+    """Concrete only: how many invalidations are in flight."""
+    return sum(1 for q in state.in_flight if q.valid)
+
+
+__all__ = [
+    "IommuState", "InFlight", "CpuWrite", "SetTail", "ProcessCommand", "Retire", "Fill", "Evict", "Dma",
+    "TranslatedDma", "Outputs", "step", "process_command", "retire", "fill", "idle", "command_ring_empty",
+    "in_flight_count", "IN_FLIGHT",
+]
