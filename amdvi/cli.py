@@ -254,6 +254,81 @@ def cmd_graph(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+EXIT_PROPERTY_FAILS = 1
+
+
+def cmd_prove(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from amdvi import trace as trace_io
+    from amdvi.properties import catalog as props
+    from amdvi.properties.proof import PROVED, ProofResult
+    from amdvi.reference_docs import write_atomically
+    from amdvi.spec.mutants import MODEL_MUTANTS, MUTANTS
+
+    if args.list:
+        if args.json:
+            _emit_json({"properties": {n: p.description for n, p in props.PROPERTIES.items()},
+                        "mutants": {m: MUTANTS[m] for m in MODEL_MUTANTS}})
+            return EXIT_OK
+        for n, p in props.PROPERTIES.items():
+            console.print(f"{n}: {p.description}", soft_wrap=True)
+        console.print("mutants (--mutant):")
+        for m in MODEL_MUTANTS:
+            console.print(f"  {m}: {MUTANTS[m]}", soft_wrap=True)
+        return EXIT_OK
+    names = args.property or (list(props.PROPERTIES) if args.all else list(props.DEFAULT))
+    for n in names:
+        if n not in props.PROPERTIES:
+            raise InputError(f"unknown property {n!r}; known: {', '.join(props.PROPERTIES)}")
+    mutants = frozenset(args.mutant or ())
+    for m in mutants:
+        if m not in MUTANTS:
+            raise InputError(f"unknown mutant {m!r}; known: {', '.join(MODEL_MUTANTS)}")
+    if args.timeout <= 0:
+        raise InputError("--timeout must be a positive number of seconds")
+    outcomes = []
+    err = Console(stderr=True, highlight=False)
+    for n in names:
+        outcome = None
+        with err.status(f"proving {n} ...") as status:
+            for item in props.PROPERTIES[n].run(mutants=mutants, timeout_ms=int(args.timeout * 1000)):
+                if isinstance(item, ProofResult):
+                    status.update(f"proving {n}: {item.name} {item.status} ({item.seconds:.1f} s)")
+                    if args.verbose:
+                        err.print(f"  {item.name}: {item.status} ({item.seconds:.1f} s) {item.detail}", soft_wrap=True)
+                else:
+                    outcome = item
+        outcomes.append(outcome)
+    failing = [o for o in outcomes if o.result.status != PROVED]
+    if args.trace_out:
+        with_trace = [o for o in outcomes if o.trace is not None]
+        if with_trace:
+            try:
+                write_atomically(Path(args.trace_out), trace_io.dumps(trace_io.to_json(with_trace[0].trace,
+                                                                                     with_trace[0].replay)))
+            except OSError as e:
+                raise InputError(f"cannot write {args.trace_out}: {e.strerror or e}") from None
+    if args.json:
+        _emit_json({"mutants": sorted(mutants), "properties": [{
+            "name": o.result.name, "status": o.result.status, "seconds": round(o.result.seconds, 3),
+            "detail": o.result.detail,
+            "parts": [{"name": p.name, "status": p.status, "seconds": round(p.seconds, 3), "detail": p.detail}
+                      for p in o.parts],
+            "counterexample": trace_io.to_json(o.trace, o.replay) if o.trace else None} for o in outcomes]})
+        return EXIT_PROPERTY_FAILS if failing else EXIT_OK
+    table = Table(title="properties" + (f" (mutant: {', '.join(sorted(mutants))})" if mutants else ""))
+    for col in ("property", "status", "time", "detail"):
+        table.add_column(col)
+    for o in outcomes:
+        table.add_row(o.result.name, o.result.status, f"{o.result.seconds:.1f} s", o.result.detail or "")
+    console.print(table)
+    for o in outcomes:
+        if o.trace is not None:
+            console.print("\n".join(trace_io.render(o.trace, o.replay)), soft_wrap=True, markup=False)
+    return EXIT_PROPERTY_FAILS if failing else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="amdvi", description="Executable AMD IOMMU specification (48882): decode, explain, document.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -298,6 +373,17 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("scenario", help="scenario JSON file (see examples/)")
     gr.add_argument("--out", help="write the Graphviz DOT here (without --out/--svg/--json it goes to stdout)")
     gr.add_argument("--svg", help="also render an SVG with Graphviz 'dot', when it is installed")
+
+    pr = add("prove", cmd_prove, "prove the IOMMU model's properties with Z3 (invalidation completeness, "
+                                 "command ordering); exit 1 when one does not hold")
+    pr.add_argument("--property", action="append", help="run only this property (repeatable); see --list")
+    pr.add_argument("--mutant", action="append", help="run against a deliberately broken model (repeatable)")
+    pr.add_argument("--all", action="store_true", help="also the minimality properties (each required "
+                                                       "invalidation is needed)")
+    pr.add_argument("--timeout", type=float, default=300.0, help="solver time limit per query, seconds")
+    pr.add_argument("--trace-out", help="write the first counterexample trace here as JSON")
+    pr.add_argument("--verbose", action="store_true", help="show every query as it finishes")
+    pr.add_argument("--list", action="store_true", help="list the properties and mutants, prove nothing")
     return p
 
 

@@ -28,9 +28,11 @@ Invalidation semantics (each a modelling choice pinned by tests where the refere
 * INVALIDATE_IOMMU_PAGES clears IOTLB slots of the DomainID whose page overlaps the range and whose
   GN matches (and PASID, when GN = 1). A GN = 0 command also clears every GN = 1 slot of the DomainID
   (a host-table change may alter any nested GVA -> SPA result; the IOTLB cannot tell which). With
-  PDE = 1 it also clears overlapping PDE slots (GN = 0) and the GCR3 slot of the PASID (GN = 1).
+  PDE = 1 it also clears overlapping PDE slots (GN = 0) and GCR3 slots of the DomainID: of the PASID
+  with GN = 1, all of them with GN = 0 (a host-table change may move where a GCR3 entry is read).
 * INVALIDATE_IOTLB_PAGES clears device-IOTLB slots of the DeviceID that overlap: with GN = 1 those of
-  the PASID, with GN = 0 all of them whatever their PASID (unconfirmed reading of the PCIe ATS rule for
+  the PASID (PASID 0 also covering requests without a PASID, as Linux's IOMMU_NO_PASID = 0 use
+  implies), with GN = 0 all of them whatever their PASID (unconfirmed reading of the PCIe ATS rule for
   an invalidation without a PASID prefix).
 * INVALIDATE_IOMMU_ALL clears every IOMMU cache, not the devices' IOTLBs.
 * INVALIDATE_INTERRUPT_TABLE concerns the interrupt remapping cache (not modelled); PREFETCH is a hint
@@ -255,7 +257,7 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
         return evict(b, s, b.any_of(is_all, hit))
 
     def gcr3_slot(s: Gcr3Slot) -> Gcr3Slot:
-        hit = b.all_of(is_pages, pde, gn, b.eq(s.domain_id, domain), b.eq(s.pasid, pages.PASID))
+        hit = b.all_of(is_pages, pde, b.eq(s.domain_id, domain), b.any_of(b.lnot(gn), b.eq(s.pasid, pages.PASID)))
         return evict(b, s, b.any_of(is_all, hit))
 
     d_address = b.shl(b.zext(iotlb_cmd.Address, 64), 12, 64)
@@ -264,7 +266,9 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
     d_gn = b.eq(iotlb_cmd.GN, 1)
 
     def device_slot(s: TlbSlot) -> TlbSlot:
-        same_kind = b.ite(d_gn, b.all_of(s.guest, b.eq(s.pasid, d_pasid)), b.true())
+        # PASID 0 also stands for requests without a PASID (Linux's IOMMU_NO_PASID convention)
+        of_pasid = b.any_of(b.all_of(s.guest, b.eq(s.pasid, d_pasid)), b.all_of(b.lnot(s.guest), b.eq(d_pasid, 0)))
+        same_kind = b.ite(d_gn, of_pasid, b.true())
         hit = b.all_of(is_iotlb, b.eq(s.owner, iotlb_cmd.DeviceID), same_kind,
                        _overlaps(b, s.page, s.page_shift, d_start, d_span))
         return evict(b, s, hit)

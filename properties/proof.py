@@ -25,6 +25,7 @@ class ProofResult:
     seconds: float
     detail: str = ""
     model: Any = field(default=None, compare=False, repr=False)
+    evidence: Any = field(default=None, compare=False, repr=False)  # what built the query, for a counterexample
 
     @property
     def proved(self) -> bool:

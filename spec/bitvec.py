@@ -285,6 +285,19 @@ class Z3Backend:
         v = self._c(x)
         if v is not None:
             return z3.BitVecVal((v >> lo) & mask(hi - lo + 1), hi - lo + 1)
+        if self.fold and z3.is_app_of(x, z3.Z3_OP_CONCAT):
+            # a range inside one part of a concatenation is that part's range (fixed fields fold)
+            top = x.size()
+            for part in x.children():
+                bottom = top - part.size()
+                if lo >= bottom and hi < top:
+                    return self.extract(part, hi - bottom, lo - bottom)
+                top = bottom
+        if self.fold and z3.is_app_of(x, z3.Z3_OP_EXTRACT):
+            _, inner_lo = x.params()
+            return self.extract(x.arg(0), hi + inner_lo, lo + inner_lo)
+        if self.fold and hi == x.size() - 1 and lo == 0:
+            return x
         return z3.Extract(hi, lo, x)
 
     def concat(self, *parts: tuple[Any, int]) -> z3.BitVecRef:
@@ -490,14 +503,12 @@ class Z3Backend:
         if c is not None:
             if memory.inside(c):
                 return self._bv(memory.words.get(c, 0), WORD_WIDTH)
-            at = z3.BitVecVal(c, ADDRESS_WIDTH)
-            return memory.base(at) if isinstance(memory.base, z3.FuncDeclRef) else z3.Select(memory.base, at)
+            return self.read64(memory.base, z3.BitVecVal(c, ADDRESS_WIDTH))
         # an if-then-else chain rather than an array store chain: no array theory, so it can bit-blast
         known: Any = z3.BitVecVal(0, WORD_WIDTH)
         for a, w in sorted(memory.words.items()):
             known = z3.If(address == a, self._bv(w, WORD_WIDTH), known)
-        base_at = (memory.base(address) if isinstance(memory.base, z3.FuncDeclRef)
-                   else z3.Select(memory.base, address))
+        base_at = self.read64(memory.base, address)
         owned = z3.Or([z3.And(z3.UGE(address, lo), z3.ULT(address, hi)) for lo, hi in memory.regions])
         return z3.If(owned, known, base_at)
 

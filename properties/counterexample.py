@@ -1,0 +1,141 @@
+"""From a refuted invalidation query to a concrete trace a person can replay step by step.
+
+The solver's model fixes every free variable: the memory words the walks read, the ghost request,
+the changed word and the commands software sent. :func:`trace_from` turns that into moves of the
+IOMMU model (``models.iommu``): the initial memory image, a cache fill from the ghost request, the
+software change, the commands queued and processed (each invalidation carried out), the
+COMPLETION_WAIT observed, and finally the ghost's DMA served from the filled slot. :func:`replay`
+runs those moves on Python ints and compares the last DMA with a fresh walk of current memory: a
+refutation is believed only when the replay shows the stale access.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import z3
+
+from amdvi.models import software
+from amdvi.models.caches import CACHE_NAMES, Caches
+from amdvi.models.dma import ServeChoice
+from amdvi.models.iommu import (
+    CpuWrite, Dma, Fill, IommuState, ProcessCommand, Retire, TranslatedDma, idle, in_flight_count, step,
+)
+from amdvi.spec.bitvec import INT, Z3
+from amdvi.spec.mutants import NONE
+from amdvi.spec.translation import Request, translate
+
+from .invalidation import LAYOUT, REGS, Query, _apply
+
+SEMAPHORE_VALUE = 1
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A replayable counterexample: an initial image and the moves that follow it."""
+
+    title: str
+    memory: dict[int, int]
+    moves: tuple[Any, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What replaying a trace showed: the last DMA and the fresh walk it is compared with."""
+
+    stale: bool
+    served_ok: bool
+    served_spa: int
+    fresh_ok: bool
+    fresh_spa: int
+    states: tuple[IommuState, ...]
+
+    def summary(self) -> str:
+        served = f"reaches {self.served_spa:#x}" if self.served_ok else "faults"
+        fresh = f"would reach {self.fresh_spa:#x}" if self.fresh_ok else "would fault (no longer mapped)"
+        verdict = "STALE" if self.stale else "fresh"
+        return f"{verdict}: the DMA {served}; a fresh walk of current memory {fresh}"
+
+
+def _value(model: z3.ModelRef, term: Any) -> int:
+    if isinstance(term, bool):
+        return int(term)
+    if isinstance(term, int):
+        return term
+    v = model.eval(term, model_completion=True)
+    return int(z3.is_true(v)) if z3.is_bool(v) else v.as_long()
+
+
+def _request(model: z3.ModelRef, r: Request) -> Request:
+    return Request(device_id=_value(model, r.device_id), address=_value(model, r.address),
+                   write=bool(_value(model, r.write)), pasid=_value(model, r.pasid),
+                   has_pasid=bool(_value(model, r.has_pasid)), user=bool(_value(model, r.user)),
+                   execute=bool(_value(model, r.execute)), ats=bool(_value(model, r.ats)))
+
+
+def _read_words(model: z3.ModelRef, memory: Any, outcome: Any) -> dict[int, int]:
+    words = {}
+    for s in outcome.steps:
+        if not _value(model, s.active):
+            continue
+        base = _value(model, s.entry_address)
+        for i in range(4 if s.table == "DTE" else 1):
+            words[base + 8 * i] = _value(model, Z3.read64(memory, Z3.const(base + 8 * i, 64)))
+    return words
+
+
+def trace_from(query: Query, model: z3.ModelRef) -> Trace:
+    """The concrete trace a refuted ``query`` stands for (see the module docstring)."""
+    v = query.symbols
+    ghost = _request(model, v.ghost)
+    before = translate(Z3, v.memory, REGS.dev_tab_bar, v.ghost)
+    after = translate(Z3, _apply(v.memory, query.situation.writes), REGS.dev_tab_bar, v.ghost)
+    memory = _read_words(model, v.memory, before)
+    for address, word in _read_words(model, v.memory, after).items():
+        memory.setdefault(address, word)
+    writes = [CpuWrite(_value(model, a), _value(model, w)) for a, w in query.situation.writes]
+    for w in writes:  # the image holds the words before the change
+        memory[w.address] = _value(model, Z3.read64(v.memory, Z3.const(w.address, 64)))
+    commands = [_value(model, r.command) for r in query.commands if _value(model, r.when)]
+    commands.append(software.completion_wait(LAYOUT.semaphore, SEMAPHORE_VALUE))
+    probe = Request(ghost.device_id, ghost.address, ghost.write, ghost.pasid, ghost.has_pasid, False, False, False)
+    if query.cache == "device_iotlb":
+        last: Any = TranslatedDma(probe, slot=0)
+    else:
+        last = Dma(probe, ServeChoice(**{query.cache: 0}))
+    moves: list[Any] = [Fill(query.cache, 0, ghost, query.step), *writes]
+    state = IommuState(memory=dict(memory), regs=REGS, caches=Caches.empty(**{n: 1 for n in CACHE_NAMES}))
+    for w in writes:
+        state, _ = step(INT, state, w)
+    moves += software.queue_moves(state, LAYOUT, commands)
+    moves += [ProcessCommand()] * len(commands)  # placeholders, expanded by ``replay``
+    moves.append(last)
+    title = f"{query.change} change, {query.cache} slot ({query.profile} DTE)"
+    sent = [r.label for r in query.commands if _value(model, r.when)]
+    notes = (f"software sent: {', '.join(sent) or 'nothing'}, then COMPLETION_WAIT",)
+    return Trace(title, memory, tuple(moves), notes)
+
+
+def replay(trace: Trace, *, mutants: frozenset[str] = NONE) -> Replay:
+    """Run ``trace`` on Python ints. After each ProcessCommand that accepts an invalidation, the
+    hardware carries it out (Retire) before going on; the last move must be a DMA."""
+    state = IommuState(memory=dict(trace.memory), regs=REGS, caches=Caches.empty(**{n: 1 for n in CACHE_NAMES}))
+    states = [state]
+    for move in trace.moves[:-1]:
+        state, out = step(INT, state, move, mutants=mutants)
+        if isinstance(move, ProcessCommand):
+            while in_flight_count(state):
+                state, _ = step(INT, state, Retire(next(i for i, q in enumerate(state.in_flight) if q.valid)),
+                                mutants=mutants)
+        states.append(state)
+    if software.semaphore(state, LAYOUT) != SEMAPHORE_VALUE or not idle(INT, state):
+        raise ValueError("the trace's COMPLETION_WAIT did not complete")
+    last = trace.moves[-1]
+    fresh = translate(INT, state.memory, state.regs.dev_tab_bar, last.request)
+    state, out = step(INT, state, last, mutants=mutants)
+    states.append(state)
+    served = out.dma
+    stale = bool(served.ok) != bool(fresh.ok) or (bool(fresh.ok) and served.spa != fresh.spa)
+    return Replay(stale, bool(served.ok), served.spa, bool(fresh.ok), fresh.spa, tuple(states))

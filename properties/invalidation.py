@@ -1,0 +1,454 @@
+"""Invalidation completeness, proved with Z3 as an inductive step over symbolic states and changes.
+
+For each kind of software change (:data:`CHANGES`: a v1 table entry, a v2 table entry, a GCR3 table
+entry, a DTE) the query is, for one arbitrary slot of one cache:
+
+    the slot is fresh on memory M (``coherence.slot_is_fresh``: it holds what a fill from its ghost
+    request gives now)
+    and the change writes memory M -> M' and belongs where software says (``owns``: the changed word
+    is read by the ghost's walk only as that kind of entry, of that DomainID / PASID / range)
+    and the invalidations the change requires take effect (the model's ``caches.invalidate``)
+  => the slot is still fresh on M'.
+
+Everything else is symbolic: all of memory (an uninterpreted function: any tables, anywhere), the
+slot's contents, the ghost request (any device, address, PASID, access), the changed address and its
+new value, the DomainID, PASID and the range. The caches act on each slot separately, so one slot
+stands for any number; filling and evicting keep slots fresh by construction, and
+``serve_is_fresh`` shows that fresh slots serve only fresh results. COMPLETION_WAIT ordering
+(``ordering``) is what lets software know the invalidations have taken effect.
+
+Each proof first shows its assumptions satisfiable together with a *stale* witness: the change
+really can make such a slot stale when the invalidations are left out (so the proof is not vacuous).
+Leaving out a required command, or corrupting one (``variants``), must refute the claim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import z3
+
+from amdvi.models import software
+from amdvi.models.caches import CACHE_NAMES, Caches, invalidate
+from amdvi.spec.bitvec import Z3, OverlayMemory
+from amdvi.spec.commands import INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES
+from amdvi.spec.device_table import DTE, ENTRY_BYTES
+from amdvi.spec.mutants import NONE
+from amdvi.spec.translation import Outcome, Request, guest_path, read_dte, translate
+from amdvi.spec.walk_types import HOST, low_mask
+
+from amdvi.models.dma import ServeChoice, serve, serve_translated
+
+from .coherence import filled_slot, reaches_only_fresh, same_slot
+from .proof import PROVED, ProofResult, Witness, prove
+
+b = Z3
+LAYOUT = software.Layout()
+REGS = software.registers(LAYOUT)
+PDE_STEPS = 5  # the PDE cache may hold the entry of any of a v1 walk's first five levels
+ALL_ADDRESS = software.ALL >> 12
+
+
+DEVICE = 0x10  # the ghost request's device: the one whose DTE the query describes
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The kind of DTE the ghost device has: fixed fields (``fixed``) and free ones (``free``)."""
+
+    name: str
+    fixed: dict[str, int]
+    free: tuple[str, ...]
+
+
+GCR3_PARTS = ("GIoV", "GCR3 Table Root Pointer[14:12]", "GCR3 Table Root Pointer[30:15]",
+              "GCR3 Table Root Pointer[51:31]")
+COMMON_FREE = ("DomainID", "Host Page Table Root Pointer", "IR", "IW", "I")
+PROFILES = {
+    "v1": Profile("v1", {"V": 1, "TV": 1, "Mode": 2}, COMMON_FREE),
+    "v2": Profile("v2", {"V": 1, "TV": 1, "Mode": 0, "GV": 1, "GLX": 0, "GPM": 0},
+                  COMMON_FREE + GCR3_PARTS),
+    "nested": Profile("nested", {"V": 1, "TV": 1, "Mode": 2, "GV": 1, "GLX": 0, "GPM": 0},
+                      COMMON_FREE + GCR3_PARTS),
+}
+
+
+def profile_dte(profile: Profile, prefix: str) -> Any:
+    """A 256-bit DTE of ``profile``: its fixed fields, its free fields as variables, every other bit 0."""
+    values: dict[str, Any] = dict(profile.fixed)
+    for name in profile.free:
+        values[name] = z3.BitVec(f"{prefix}_{name.replace(' ', '_')}", DTE.field(name).width)
+    # simplified to a concatenation of constants and variables, so that fixed fields fold when read
+    return z3.simplify(DTE.encode(values, backend=b))
+
+
+@dataclass(frozen=True)
+class Symbols:
+    """The free variables of one query."""
+
+    memory: Any
+    dte: Any  # the ghost device's DTE before the change
+    address: Any  # the changed word (8-byte aligned)
+    value: Any
+    dte_value: Any  # the ghost device's new DTE (the "dte" change)
+    domain: Any
+    pasid: Any
+    base: Any  # the changed entry covers [base, base + 2^shift)
+    shift: Any
+    ghost: Request
+
+
+def symbols(profile: Profile) -> Symbols:
+    v = lambda name, width: z3.BitVec(name, width)  # noqa: E731
+    ghost = Request(device_id=b.const(DEVICE, 16), address=v("ghost_address", 64), write=z3.Bool("ghost_write"),
+                    pasid=v("ghost_pasid", 20), has_pasid=z3.Bool("ghost_has_pasid"), user=z3.Bool("ghost_user"),
+                    execute=z3.Bool("ghost_execute"), ats=z3.Bool("ghost_ats"))
+    dte = profile_dte(profile, "dte")
+    words = {LAYOUT.dte_address(DEVICE) + 8 * i: b.extract(dte, 64 * i + 63, 64 * i) for i in range(4)}
+    table = (LAYOUT.dev_tab, LAYOUT.dev_tab + 0x1000 * LAYOUT.dev_tab_pages)
+    memory = OverlayMemory(Z3.memory_function("memory"), (table,), words)
+    return Symbols(memory=memory, dte=dte, address=v("changed_address", 64), value=v("new_value", 64),
+                   dte_value=profile_dte(profile, "new_dte"), domain=v("domain", 16), pasid=v("pasid", 20),
+                   base=v("range_base", 64), shift=v("range_shift", 8), ghost=ghost)
+
+
+def symbolic_slot(cache: str, prefix: str) -> Any:
+    """A slot of ``cache`` whose every field is a free variable."""
+    empty = Caches.empty(**{n: 1 for n in CACHE_NAMES}).slots(cache)[0]
+    fields = {}
+    for name, value in vars(empty).items():
+        fields[name] = z3.Bool(f"{prefix}_{name}") if isinstance(value, bool) else z3.BitVec(
+            f"{prefix}_{name}", _slot_width(cache, name))
+    return type(empty)(**fields)
+
+
+def _slot_width(cache: str, name: str) -> int:
+    widths = {"device_id": 16, "dte": 256, "owner": 16, "pasid": 20, "page": 64, "page_shift": 8, "spa": 64,
+              "domain_id": 16, "base": 64, "shift": 8, "table": 64, "level": 3, "entry": 64}
+    return widths[name]
+
+
+# -- the changes ------------------------------------------------------------------------------------
+
+
+def _in_range(x: Any, base: Any, shift: Any) -> Any:
+    return b.eq(b.band(x, b.bnot(low_mask(b, shift), 64)), base)
+
+
+def _range_operand(base: Any, shift: Any) -> tuple[Any, Any]:
+    """(Address, S) of the invalidation covering exactly the aligned block [base, base + 2^shift)."""
+    one_page = b.eq(shift, 12)
+    encoded = b.band(b.bor(base, low_mask(b, b.sub(shift, 1, 8))), b.bnot(b.const(0xFFF, 64), 64))
+    address = b.ite(one_page, base, encoded, width=64)
+    return b.lshr(address, 12, 64), b.ite(one_page, b.const(0, 1), b.const(1, 1))
+
+
+def pages_command(domain: Any, address: Any, s: Any, *, pde: Any, gn: Any, pasid: Any = 0) -> Any:
+    return INVALIDATE_IOMMU_PAGES.encode({"DomainID": domain, "S": s, "PDE": pde, "GN": gn, "PASID": pasid,
+                                          "Address": b.extract(address, 51, 0)}, backend=b)
+
+
+@dataclass(frozen=True)
+class Required:
+    """One invalidation a change requires: ``command`` (128 bits), sent when ``when`` holds."""
+
+    label: str
+    command: Any
+    when: Any = True
+
+
+@dataclass(frozen=True)
+class Situation:
+    """One change, as the query sees it."""
+
+    writes: tuple[tuple[Any, Any], ...]  # (address, word)
+    assumptions: tuple[Any, ...]  # what software guarantees about the change (the range is aligned, ...)
+    owns: Any  # the ghost's walk reads the changed words only as the change's kind allows
+    required: tuple[Required, ...]
+
+
+def _reads(outcome: Outcome, address: Any, tables: tuple[str, ...] | None = None, dte_too: bool = True) -> Any:
+    """The walk read the word at ``address`` (as one of ``tables`` when given)."""
+    hits = []
+    for s in outcome.steps:
+        if s.table == "DTE":
+            if dte_too:
+                hits.append(b.all_of(s.active, b.uge(address, s.entry_address),
+                                     b.ult(address, b.add(s.entry_address, ENTRY_BYTES, 64))))
+        elif tables is None or s.table in tables:
+            hits.append(b.all_of(s.active, b.eq(s.entry_address, address)))
+    return b.any_of(*hits)
+
+
+def _aligned_range(v: Symbols) -> tuple[Any, ...]:
+    return (b.uge(v.shift, 12), b.ule(v.shift, 64), b.eq(b.band(v.base, low_mask(b, v.shift)), 0),
+            b.eq(b.band(v.address, 7), 0))
+
+
+def _device_iotlb(v: Symbols, fresh: Outcome, address: Any, s: Any, pasid: Any = None) -> Required:
+    """INVALIDATE_IOTLB_PAGES to each device of the DomainID (the ghost's device when it is one)."""
+    p = 0 if pasid is None else pasid
+    command = INVALIDATE_IOTLB_PAGES.encode({
+        "DeviceID": v.ghost.device_id, "QueueID": v.ghost.device_id, "S": s, "GN": int(pasid is not None),
+        "PASID[19:16]": b.extract(b.zext(p, 20), 19, 16), "PASID[15:8]": b.extract(b.zext(p, 20), 15, 8),
+        "PASID[7:0]": b.extract(b.zext(p, 20), 7, 0), "Address": b.extract(address, 51, 0)}, backend=b)
+    return Required("INVALIDATE_IOTLB_PAGES(each device of the domain, range)", command,
+                    b.eq(fresh.domain_id, v.domain))
+
+
+def v1_entry(v: Symbols, fresh: Outcome) -> Situation:
+    """A host (v1) page-table entry of DomainID ``domain`` covering [base, base + 2^shift) changes
+    (a PTE or a page-directory entry; a nested walk's host steps read it too)."""
+    address, s = _range_operand(v.base, v.shift)
+    g = v.ghost
+    as_entry = b.implies(_reads(fresh, v.address, ("PDE/PTE",), dte_too=False),
+                         b.all_of(b.eq(fresh.domain_id, v.domain),
+                                  b.any_of(fresh.guest, _in_range(g.address, v.base, v.shift))))
+    owns = b.all_of(as_entry, b.lnot(_reads(fresh, v.address, ("DTE", "GCR3", "GPTE"))))
+    return Situation(((v.address, v.value),), _aligned_range(v), owns, (
+        Required("INVALIDATE_IOMMU_PAGES(DomainID, range, PDE=1)", pages_command(v.domain, address, s, pde=1, gn=0)),
+        _device_iotlb(v, fresh, address, s),
+    ))
+
+
+def v2_entry(v: Symbols, fresh: Outcome) -> Situation:
+    """A guest (v2) page-table entry of PASID ``pasid`` under DomainID ``domain`` covering
+    [base, base + 2^shift) of guest virtual addresses changes."""
+    address, s = _range_operand(v.base, v.shift)
+    g = v.ghost
+    _, pasid = guest_path(b, _dte_of(fresh), g)
+    as_entry = b.implies(_reads(fresh, v.address, ("GPTE",), dte_too=False),
+                         b.all_of(b.eq(fresh.domain_id, v.domain), fresh.guest, b.eq(pasid, v.pasid),
+                                  _in_range(g.address, v.base, v.shift)))
+    owns = b.all_of(as_entry, b.lnot(_reads(fresh, v.address, ("DTE", "GCR3", "PDE/PTE"))))
+    return Situation(((v.address, v.value),), _aligned_range(v), owns, (
+        Required("INVALIDATE_IOMMU_PAGES(DomainID, range, GN=1, PASID, PDE=1)",
+                 pages_command(v.domain, address, s, pde=1, gn=1, pasid=v.pasid)),
+        _device_iotlb(v, fresh, address, s, pasid=v.pasid),
+    ))
+
+
+def gcr3_entry(v: Symbols, fresh: Outcome) -> Situation:
+    """The GCR3 table entry of PASID ``pasid`` under DomainID ``domain`` changes (a new guest table)."""
+    g = v.ghost
+    _, pasid = guest_path(b, _dte_of(fresh), g)
+    as_entry = b.implies(_reads(fresh, v.address, ("GCR3",), dte_too=False),
+                         b.all_of(b.eq(fresh.domain_id, v.domain), fresh.guest, b.eq(pasid, v.pasid)))
+    owns = b.all_of(as_entry, b.lnot(_reads(fresh, v.address, ("DTE", "GPTE", "PDE/PTE"))))
+    every = b.const(ALL_ADDRESS, 52)
+    return Situation(((v.address, v.value),), (b.eq(b.band(v.address, 7), 0),), owns, (
+        Required("INVALIDATE_IOMMU_PAGES(DomainID, all, GN=1, PASID, PDE=1)",
+                 pages_command(v.domain, every, 1, pde=1, gn=1, pasid=v.pasid)),
+        _device_iotlb(v, fresh, every, 1, pasid=v.pasid),
+    ))
+
+
+def dte_entry(v: Symbols, fresh: Outcome) -> Situation:
+    """The ghost device's DTE is rewritten (to another DTE of the same profile: new DomainID, tables,
+    permissions); ``domain`` is its DomainID before."""
+    dte_address = LAYOUT.dte_address(DEVICE)
+    writes = tuple((b.const(dte_address + 8 * i, 64), b.extract(v.dte_value, 64 * i + 63, 64 * i)) for i in range(4))
+    owns = b.lnot(b.any_of(*[_reads(fresh, a, ("GCR3", "GPTE", "PDE/PTE"), dte_too=False) for a, _ in writes]))
+    every = b.const(ALL_ADDRESS, 52)
+    command = INVALIDATE_IOTLB_PAGES.encode({"DeviceID": DEVICE, "QueueID": DEVICE, "S": 1, "GN": 0,
+                                             "Address": every}, backend=b)
+    return Situation(writes, (b.eq(DTE.view(v.dte, b).domainid, v.domain),), owns, (
+        Required("INVALIDATE_DEVTAB_ENTRY(device)", INVALIDATE_DEVTAB_ENTRY.encode({"DeviceID": DEVICE}, backend=b)),
+        Required("INVALIDATE_IOMMU_PAGES(old DomainID, all, PDE=1)", pages_command(v.domain, every, 1, pde=1, gn=0)),
+        Required("INVALIDATE_IOTLB_PAGES(device, all)", command),
+    ))
+
+
+def _dte_of(fresh: Outcome) -> Any:
+    return fresh.steps[0].entry
+
+
+CHANGE_TITLES = {
+    "v1-entry": "a host (v1) page-table entry (PTE or PDE) of a DomainID changes",
+    "v2-entry": "a guest (v2) page-table entry of a PASID changes",
+    "gcr3-entry": "the GCR3 table entry of a PASID changes",
+    "dte": "a device table entry is rewritten (new DomainID, tables, permissions)",
+}
+
+CHANGES: dict[str, Callable[[Symbols, Outcome], Situation]] = {
+    "v1-entry": v1_entry,
+    "v2-entry": v2_entry,
+    "gcr3-entry": gcr3_entry,
+    "dte": dte_entry,
+}
+
+
+RESERVED = (LAYOUT.dev_tab, LAYOUT.semaphore + 0x1000)  # device table, rings, event log, semaphore
+
+
+def _apart_from_rings(fresh: Outcome, situation: Situation) -> Any:
+    """Software keeps its tables apart from the device table and the rings: the ghost's walk reads
+    no page-table word there, and a table change writes none there."""
+    def outside(a: Any) -> Any:
+        return b.any_of(b.ult(a, RESERVED[0]), b.uge(a, RESERVED[1]))
+    reads = [b.implies(s.active, outside(s.entry_address)) for s in fresh.steps if s.table != "DTE"]
+    writes = [outside(a) for a, _ in situation.writes if b.constant(a) is None]
+    return b.all_of(*reads, *writes)
+
+
+def _apply(memory: Any, writes: tuple[tuple[Any, Any], ...]) -> Any:
+    """``memory`` after the change's stores. A store at a constant address inside the overlay (the
+    device table) replaces that word; any other store goes beneath the overlay, which is exact
+    because the query assumes such a store lies outside it (``_apart_from_rings``)."""
+    words, base = dict(memory.words), memory.base
+    for address, word in writes:
+        at = b.constant(address)
+        if at is not None and memory.inside(at):
+            words[at] = word
+        else:
+            base = b.write64(base, address, word)
+    return OverlayMemory(base, memory.regions, words)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One inductive-step query, kept so that a refutation can be replayed as a concrete trace."""
+
+    change: str
+    cache: str
+    profile: str
+    step: int  # the PDE slot's level index
+    symbols: Symbols
+    situation: Situation
+    commands: tuple[Required, ...]  # what software sent (after ``drop`` / ``corrupt``)
+    slot: Any
+    refill: Any
+    assumptions: tuple[Any, ...]
+    claim: Any
+    stale: Any
+
+
+def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, mutants: frozenset[str] = NONE,
+                drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
+                observe: bool = False) -> Query:
+    """``observe``: claim only that the ghost's DMA, served from the surviving slot, reaches nothing
+    a fresh walk would not (weaker than freshness; a refutation is then a stale *access*)."""
+    v = symbols(PROFILES[profile])
+    g = v.ghost
+    fresh = translate(b, v.memory, REGS.dev_tab_bar, g)
+    situation = CHANGES[change](v, fresh)
+    # a fresh slot is what a fill from the ghost gives (an invalid slot cannot go stale)
+    slot = filled_slot(b, v.memory, REGS, cache, g, step)
+    after_memory = _apply(v.memory, situation.writes)
+    caches = Caches(**{n: (slot,) if n == cache else () for n in CACHE_NAMES})
+    sent = tuple((corrupt(r) if corrupt else r) for r in situation.required if r.label != drop)
+    for r in sent:
+        caches = invalidate(b, caches, r.command, when=r.when, mutants=mutants)
+    survivor = caches.slots(cache)[0]
+    refill = filled_slot(b, after_memory, REGS, cache, g, step)
+    assumptions = (slot.valid, situation.owns, *situation.assumptions, _apart_from_rings(fresh, situation))
+    claim = b.implies(survivor.valid, same_slot(b, slot, refill))
+    if observe:
+        probe = dataclasses.replace(g, user=False, execute=False, ats=False)
+        if cache == "device_iotlb":
+            served = serve_translated(b, after_memory, REGS.dev_tab_bar, caches, probe, 0)
+        else:
+            served = serve(b, after_memory, REGS.dev_tab_bar, caches, probe, ServeChoice(**{cache: 0}))
+        claim = b.implies(survivor.valid,
+                          reaches_only_fresh(b, served, translate(b, after_memory, REGS.dev_tab_bar, probe)))
+    return Query(change, cache, profile, step, v, situation, sent, slot, refill, assumptions, claim,
+                 z3.Not(same_slot(b, slot, refill)))
+
+
+def host_levels(profile: str) -> int:
+    """How many host entries a walk of ``profile`` reads at most (the PDE slot's possible levels)."""
+    v = symbols(PROFILES[profile])
+    return sum(1 for st in translate(b, v.memory, REGS.dev_tab_bar, v.ghost).steps if st.dimension == HOST)
+
+
+def fresh_after_change(change: str, cache: str, profile: str = "v1", *, mutants: frozenset[str] = NONE,
+                       drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
+                       timeout_ms: int = 300_000, stale_possible: bool = True, observe: bool = False) -> ProofResult:
+    """The inductive step for one change kind and one cache (see the module docstring).
+
+    ``drop``: leave out the required command with that label; ``corrupt``: replace each required
+    command by ``corrupt(required)`` (e.g. a wrong DomainID); ``mutants``: a broken cache model;
+    ``stale_possible``: the change can make such a slot stale (then that is shown possible first).
+    A refutation carries its :class:`Query` as ``evidence`` (see ``counterexample``).
+    """
+    results = []
+    # a PDE slot holds one of the walk's directory levels (the last entry read is always a leaf)
+    for k in range(host_levels(profile) - 1) if cache == "pde" else (0,):
+        q = build_query(change, cache, profile, k, mutants=mutants, drop=drop, corrupt=corrupt, observe=observe)
+        witnesses = [Witness("a slot the change makes stale", q.stale)] if stale_possible else []
+        r = prove(f"{change}/{cache}/{profile}/{k}", q.assumptions, q.claim, witnesses=witnesses,
+                  timeout_ms=timeout_ms, strategy="bit-blast")
+        results.append(dataclasses.replace(r, evidence=q))
+        if r.status != PROVED:
+            break
+    return _combine(f"{change}/{cache}/{profile}", results)
+
+
+def _combine(name: str, results: list[ProofResult]) -> ProofResult:
+    seconds = sum(r.seconds for r in results)
+    for r in results:
+        if r.status != PROVED:
+            return ProofResult(name, r.status, seconds, f"{r.name}: {r.detail}", r.model, r.evidence)
+    return ProofResult(name, PROVED, seconds)
+
+
+# -- the matrix of queries ----------------------------------------------------------------------------
+
+# (change, cache, profile, whether the change can make such a slot stale at all)
+QUERIES: tuple[tuple[str, str, str, bool], ...] = (
+    ("v1-entry", "iotlb", "v1", True),
+    ("v1-entry", "pde", "v1", True),
+    ("v1-entry", "device_iotlb", "v1", True),
+    ("v1-entry", "dte", "v1", False),
+    ("v1-entry", "iotlb", "nested", True),
+    ("v1-entry", "gcr3", "nested", True),
+    ("v2-entry", "iotlb", "v2", True),
+    ("v2-entry", "device_iotlb", "v2", True),
+    ("v2-entry", "gcr3", "v2", False),
+    ("gcr3-entry", "gcr3", "v2", True),
+    ("gcr3-entry", "iotlb", "v2", True),
+    ("gcr3-entry", "device_iotlb", "v2", True),
+    ("dte", "dte", "v1", True),
+    ("dte", "iotlb", "v1", True),
+    ("dte", "pde", "v1", True),
+    ("dte", "device_iotlb", "v1", True),
+    ("dte", "gcr3", "v2", True),
+)
+
+
+def required_labels(change: str, profile: str = "v1") -> tuple[str, ...]:
+    """The labels of the invalidations ``change`` requires (as the queries build them)."""
+    v = symbols(PROFILES[profile])
+    fresh = translate(b, v.memory, REGS.dev_tab_bar, v.ghost)
+    return tuple(r.label for r in CHANGES[change](v, fresh).required)
+
+
+def _with_field(structure: Any, command: Any, field: str, fn: Callable[[Any], Any]) -> Any:
+    f = structure.field(field)
+    return b.deposit(command, f.hi, f.lo, fn(b.extract(command, f.hi, f.lo)), 128)
+
+
+def _corrupt_field(fields: tuple[tuple[Any, str], ...], fn: Callable[[Any, int], Any]) -> Callable[[Required], Required]:
+    def corrupt(req: Required) -> Required:
+        command = req.command
+        for structure, field in fields:
+            is_it = b.eq(b.extract(command, 63, 60), structure.field("Opcode").fixed)
+            changed = _with_field(structure, command, field, lambda x: fn(x, structure.field(field).width))
+            command = b.ite(is_it, changed, command, width=128)
+        return Required(req.label, command, req.when)
+    return corrupt
+
+
+# Wrong operands (each applied to every required command that has the field)
+CORRUPTIONS: dict[str, Callable[[Required], Required]] = {
+    "wrong DomainID": _corrupt_field(((INVALIDATE_IOMMU_PAGES, "DomainID"),), lambda x, w: b.add(x, 1, w)),
+    "wrong PASID": _corrupt_field(((INVALIDATE_IOMMU_PAGES, "PASID"), (INVALIDATE_IOTLB_PAGES, "PASID[7:0]")),
+                                  lambda x, w: b.bxor(x, b.const(1, w))),
+    "S bit clear": _corrupt_field(((INVALIDATE_IOMMU_PAGES, "S"), (INVALIDATE_IOTLB_PAGES, "S")),
+                                  lambda x, w: b.const(0, w)),
+    "PDE bit clear": _corrupt_field(((INVALIDATE_IOMMU_PAGES, "PDE"),), lambda x, w: b.const(0, w)),
+    "wrong DeviceID": _corrupt_field(((INVALIDATE_DEVTAB_ENTRY, "DeviceID"), (INVALIDATE_IOTLB_PAGES, "DeviceID")),
+                                     lambda x, w: b.add(x, 1, w)),
+}

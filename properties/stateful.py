@@ -1,0 +1,430 @@
+"""No stale translation, tested by Hypothesis on the IOMMU model (``models.iommu.step``, Python ints).
+
+A :class:`~hypothesis.stateful.RuleBasedStateMachine` drives the one ``step`` function with the moves
+of three parties on a small fixed platform:
+
+* software, following the invalidation protocol of 48882 §2.4: every change of a page table or a DTE
+  is followed at once by the invalidations it needs (§2.4.2 INVALIDATE_DEVTAB_ENTRY, §2.4.3
+  INVALIDATE_IOMMU_PAGES with PDE = 1 when a directory entry changed and one S = 1 range for several
+  pages, §2.4.4 INVALIDATE_IOTLB_PAGES for an ATS device of the domain) and a COMPLETION_WAIT (§2.4.1)
+  storing the next value of an increasing counter; the change is complete only when software sees
+  that value at the semaphore. The stores of one change are one move each, made in one rule (no
+  hardware move between them);
+* the hardware: command processing, retiring an in-flight invalidation, filling or evicting any slot
+  of any cache (the GCR3 cache stays empty: the platform has no v2 device);
+* the devices: untranslated DMA served from any choice of slots, and translated (ATS) DMA from the
+  ATS device's own IOTLB.
+
+The property (:func:`amdvi.properties.coherence.agrees`): while no change is outstanding, every DMA
+gives what the fresh walk of current memory (taken before the access) gives. Each model mutant of
+``spec.mutants`` breaks it, and the machine finds the interleaving that shows it.
+
+The platform: devices 0x10 and 0x11 (0x11 with DTE.I = 1), both starting in domain 5; domains 5 and
+6, each a 3-level v1 table mapping the pages 0x4000..0x7000 (one level-1 table) and 0x40_0000
+(another level-1 table, so a range over all of them spans two page-directory entries) to different
+system pages of a pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from itertools import combinations_with_replacement
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
+
+from amdvi.models import software as sw
+from amdvi.models.caches import Caches
+from amdvi.models.dma import ServeChoice
+from amdvi.models.iommu import CpuWrite, Dma, Evict, Fill, IommuState, ProcessCommand, Retire, TranslatedDma, step
+from amdvi.models.registers import ring_offset
+from amdvi.spec.bitvec import INT
+from amdvi.spec.commands import COMMAND_BYTES
+from amdvi.spec.device_table import DTE
+from amdvi.spec.host_page_table import PDE
+from amdvi.spec.host_translation import default_shift, index_bits
+from amdvi.spec.mutants import NONE, check_known
+from amdvi.spec.translation import Request, translate
+
+from .coherence import agrees
+
+LAYOUT = sw.Layout()
+MODE = 3  # v1 table levels
+PAGE = 0x1000
+DIRECTORY_SPAN = 1 << default_shift(2)  # the IOVA range one level-2 entry covers (2 MiB)
+
+PLAIN_DEVICE, ATS_DEVICE = 0x10, 0x11
+DEVICES = (PLAIN_DEVICE, ATS_DEVICE)
+DOMAIN_ROOTS = {5: 0x100_0000, 6: 0x110_0000}  # DomainID -> v1 root table
+DOMAINS = tuple(DOMAIN_ROOTS)
+FIRST_TABLE = 0x120_0000  # further table pages are allocated upward from here
+PAGES = (0x4000, 0x5000, 0x6000, 0x7000, 0x40_0000)  # IOVAs; the last under another directory entry
+POOL = tuple(0x8000_0000 + PAGE * i for i in range(8))  # system pages the tables map to
+INITIAL_ROTATION = {5: 0, 6: 3}  # domain d maps PAGES[i] to POOL[(i + rotation) % len(POOL)]
+SLOTS = 2  # slots per cache
+COMMANDS_PER_CHANGE = 4  # at most: DEVTAB, PAGES, IOTLB_PAGES, COMPLETION_WAIT
+MAX_OUTSTANDING = 2  # software changes in progress at once
+CHANGES = ("map_page", "unmap_pages", "replace_directory", "move_device")  # IommuMachine methods
+DEVICE_BURST = 3  # accesses one device rule may make in a row
+PROCESSOR_BURST = 6  # command-processor moves one rule may make in a row
+STEP_COUNT = 40  # default stateful_step_count
+
+# contiguous runs of PAGES: one page (S = 0) or several (one S = 1 range)
+ADDRESSES = tuple(page | 0x10 for page in PAGES)  # what requests ask for (an offset inside each page)
+PAGE_RUNS = tuple(PAGES[i:j + 1] for i, j in combinations_with_replacement(range(len(PAGES)), 2))
+DIRECTORY_BASES = tuple(sorted({p & ~(DIRECTORY_SPAN - 1) for p in PAGES}))
+T = TypeVar("T")
+
+
+class StaleTranslation(AssertionError):
+    """A DMA, with no software change outstanding, did not give what the fresh walk gives."""
+
+
+# -- software's own view of its tables ---------------------------------------------------------------
+
+
+def entry_address(memory: dict[int, int], root: int, iova: int, level: int) -> int | None:
+    """The address of the level-``level`` entry on the path of ``iova`` in the v1 table at ``root``
+    (``None`` when a directory entry above it is not present)."""
+    table = root
+    for at_level in range(MODE, level - 1, -1):
+        hi, lo = index_bits(at_level)
+        address = table + 8 * ((iova >> lo) & ((1 << (hi - lo + 1)) - 1))
+        if at_level == level:
+            return address
+        entry = memory.get(address, 0)
+        if not entry & 1:
+            return None
+        table = PDE.view(entry)["Next Table Address"] << 12
+    raise ValueError(f"no level {level} in a {MODE}-level table")
+
+
+def domain_of(memory: dict[int, int], device_id: int) -> int:
+    words = [memory.get(LAYOUT.dte_address(device_id) + 8 * i, 0) for i in range(4)]
+    return DTE.view(sum(w << (64 * i) for i, w in enumerate(words)))["DomainID"]
+
+
+def stores(before: dict[int, int], after: dict[int, int]) -> list[CpuWrite]:
+    """The CPU stores that turn memory ``before`` into ``after``."""
+    return [CpuWrite(a, v) for a, v in sorted(after.items()) if before.get(a, 0) != v]
+
+
+def page_of(address: int) -> int:
+    return address & ~(PAGE - 1)
+
+
+def directory_of(address: int) -> int:
+    """The base of the IOVA range the level-2 entry over ``address`` covers."""
+    return address & ~(DIRECTORY_SPAN - 1)
+
+
+def rotated_page(page: int, rotation: int) -> int:
+    return POOL[(PAGES.index(page) + rotation) % len(POOL)]
+
+
+@functools.lru_cache(maxsize=1)
+def platform() -> tuple[IommuState, int]:
+    """The initial state (both devices in domain 5, nothing cached) and the next free table page."""
+    memory: dict[int, int] = {}
+    next_free = FIRST_TABLE
+    for device in DEVICES:
+        memory = sw.write_dte(memory, LAYOUT, device,
+                              sw.v1_dte(DOMAINS[0], DOMAIN_ROOTS[DOMAINS[0]], MODE, ats=device == ATS_DEVICE))
+    for domain, root in DOMAIN_ROOTS.items():
+        for page in PAGES:
+            m = sw.v1_map(memory, root, MODE, page, rotated_page(page, INITIAL_ROTATION[domain]), next_free)
+            memory, next_free = m.memory, m.next_free
+    caches = Caches.empty(**{name: SLOTS for name in ("dte", "iotlb", "pde", "gcr3", "device_iotlb")})
+    return sw.initial_state(LAYOUT, memory, caches), next_free
+
+
+# -- strategies for the hardware's and the devices' moves --------------------------------------------
+
+
+def _requests(devices: Iterable[int], addresses: Iterable[int] = ADDRESSES, *,
+              ats: bool = False) -> st.SearchStrategy[Request]:
+    return st.builds(Request, device_id=st.sampled_from(tuple(devices)), address=st.sampled_from(tuple(addresses)),
+                     write=st.booleans(), ats=st.just(ats))
+
+
+SLOT = st.integers(0, SLOTS - 1)
+FILLED_CACHES = ("dte", "iotlb", "pde", "device_iotlb")  # no v2 device: the GCR3 cache stays empty
+
+
+def _fills(cache: str, slot: st.SearchStrategy[int] = SLOT) -> st.SearchStrategy[Fill]:
+    if cache == "device_iotlb":
+        return st.builds(Fill, cache=st.just(cache), slot=slot, request=_requests([ATS_DEVICE], ats=True))
+    step_index = st.integers(0, MODE - 2) if cache == "pde" else st.just(0)
+    return st.builds(Fill, cache=st.just(cache), slot=slot, request=_requests(DEVICES), step=step_index)
+
+
+FILLS = st.one_of(*(_fills(cache) for cache in FILLED_CACHES))
+WARM_UP = st.tuples(*(_fills(cache, st.just(i)) for cache in FILLED_CACHES for i in range(SLOTS)))
+EVICTS = st.builds(Evict, cache=st.sampled_from(FILLED_CACHES), slot=SLOT)
+
+
+def favoured(values: Sequence[T], near: Callable[[T], bool]) -> st.SearchStrategy[T]:
+    """One of ``values``; half the time one of those ``near`` holds for (if any)."""
+    anything = st.sampled_from(values)
+    chosen = [v for v in values if near(v)]
+    return st.sampled_from(chosen) | anything if chosen else anything
+
+
+# slot filled from request ``g`` may serve request ``r`` (a guess, to favour choices; the model decides)
+SERVES: dict[str, Callable[[Request, Request], bool]] = {
+    "dte": lambda g, r: g.device_id == r.device_id,
+    "iotlb": lambda g, r: page_of(g.address) == page_of(r.address),
+    "pde": lambda g, r: directory_of(g.address) == directory_of(r.address),
+    "device_iotlb": lambda g, r: g.device_id == r.device_id and page_of(g.address) == page_of(r.address),
+}
+
+
+# -- the machine ----------------------------------------------------------------------------------------
+
+
+class IommuMachine(RuleBasedStateMachine):
+    """Software, hardware and devices taking turns on one :class:`IommuState` (see the module docstring).
+    ``mutants`` is bound by :func:`machine`.
+
+    Every slot starts filled, and choices favour what the slots were filled from (half the time): a
+    stale translation needs a filled slot, a change under it, then an access that uses it."""
+
+    mutants: frozenset[str] = NONE
+    max_outstanding = MAX_OUTSTANDING
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state, self.next_free = platform()
+        self.last_wait_value = 0  # the Store Data of the newest COMPLETION_WAIT queued
+        self.ghosts: dict[tuple[str, int], Request] = {}  # (cache, slot) -> the request it was filled from
+        self.changed: tuple[Request, ...] = ()  # requests whose translation the latest change may alter
+
+    def _step(self, move: Any) -> Any:
+        self.state, outputs = step(INT, self.state, move, mutants=self.mutants)
+        return outputs
+
+    def favoured(self, values: Sequence[T], touched: Callable[[T, Request], bool]) -> st.SearchStrategy[T]:
+        """One of ``values``; half the time one that ``touched`` relates to a slot's fill request."""
+        return favoured(values, lambda v: any(touched(v, r) for r in self.ghosts.values()))
+
+    def domains(self) -> st.SearchStrategy[int]:
+        return self.favoured(DOMAINS, lambda d, r: domain_of(self.state.memory, r.device_id) == d)
+
+    # -- software ----------------------------------------------------------------------------------
+
+    def settled(self) -> bool:
+        """Software has seen the newest COMPLETION_WAIT's store: no change is outstanding."""
+        return sw.semaphore(self.state, LAYOUT) == self.last_wait_value
+
+    def may_change(self) -> bool:
+        """Fewer than ``max_outstanding`` changes outstanding, and room in the ring for another."""
+        regs = self.state.regs
+        used = (ring_offset(INT, regs, "cmd_tail") - ring_offset(INT, regs, "cmd_head")) % LAYOUT.ring_bytes
+        free = LAYOUT.ring_bytes // COMMAND_BYTES - 1 - used // COMMAND_BYTES
+        outstanding = self.last_wait_value - sw.semaphore(self.state, LAYOUT)
+        return outstanding < self.max_outstanding and free >= COMMANDS_PER_CHANGE
+
+    def ats_devices_in(self, domain: int) -> list[int]:
+        return [d for d in DEVICES if d == ATS_DEVICE and domain_of(self.state.memory, d) == domain]
+
+    def change(self, memory: dict[int, int], commands: list[int], devices: Iterable[int],
+               addresses: Iterable[int] = ADDRESSES) -> None:
+        """Store what differs from ``memory``, then queue ``commands`` and a COMPLETION_WAIT. The
+        change concerns the requests of ``devices`` to ``addresses``."""
+        writes = stores(self.state.memory, memory)
+        if not writes:
+            return
+        self.changed = tuple(Request(d, a) for d in devices for a in addresses)
+        for move in writes:
+            self._step(move)
+        self.last_wait_value += 1
+        wait = sw.completion_wait(LAYOUT.semaphore, self.last_wait_value)
+        for move in sw.queue_moves(self.state, LAYOUT, [*commands, wait]):
+            self._step(move)
+
+    def page_table_change(self, memory: dict[int, int], domain: int, start: int, size: int, *,
+                          directory: bool) -> None:
+        """A change of ``domain``'s table over ``[start, start + size)``: one INVALIDATE_IOMMU_PAGES
+        (PDE = 1 when a directory entry changed) and one INVALIDATE_IOTLB_PAGES per ATS device in it."""
+        commands = [sw.inv_pages(domain, start, size, pde=directory)]
+        commands += [sw.inv_iotlb(device, start, size) for device in self.ats_devices_in(domain)]
+        devices = [d for d in DEVICES if domain_of(self.state.memory, d) == domain]
+        self.change(memory, commands, devices, [a for a in ADDRESSES if start <= a < start + size])
+
+    @precondition(may_change)
+    @rule(data=st.data(), change=st.sampled_from(CHANGES))
+    def software(self, data: st.DataObject, change: str) -> None:
+        """One change (a method named in ``CHANGES``), with its invalidations and COMPLETION_WAIT."""
+        getattr(self, change)(data)
+
+    def map_page(self, data: st.DataObject) -> None:
+        """Map a page (or remap it, if mapped); a missing level-1 table is allocated."""
+        domain = data.draw(self.domains(), label="domain")
+        page = data.draw(self.favoured(PAGES, lambda p, r: page_of(r.address) == p), label="page")
+        spa = data.draw(st.sampled_from(POOL), label="spa")
+        writable = data.draw(st.booleans(), label="writable")
+        m = sw.v1_map(self.state.memory, DOMAIN_ROOTS[domain], MODE, page, spa, self.next_free, writable=writable)
+        self.next_free = m.next_free
+        directory = any(self.state.memory.get(a, 0) != m.memory.get(a, 0) for a in m.directory_addresses)
+        self.page_table_change(m.memory, domain, page, PAGE, directory=directory)
+
+    def unmap_pages(self, data: st.DataObject) -> None:
+        """Clear the PTEs of a run of pages: one invalidation for the whole range (S = 1 if several)."""
+        domain = data.draw(self.domains(), label="domain")
+        run = data.draw(self.favoured(PAGE_RUNS, lambda run, r: page_of(r.address) in run), label="pages")
+        memory = dict(self.state.memory)
+        for page in run:
+            leaf = entry_address(memory, DOMAIN_ROOTS[domain], page, 1)
+            if leaf is not None:
+                memory[leaf] = 0
+        self.page_table_change(memory, domain, run[0], run[-1] + PAGE - run[0], directory=False)
+
+    def replace_directory(self, data: st.DataObject) -> None:
+        """Point a level-2 entry to a new level-1 table mapping each of its pages rotated by a drawn
+        amount through the pool, or clear the entry (rotation None)."""
+        domain = data.draw(self.domains(), label="domain")
+        base = data.draw(self.favoured(DIRECTORY_BASES, lambda b, r: directory_of(r.address) == b), label="base")
+        rotation = data.draw(st.none() | st.integers(0, len(POOL) - 1), label="rotation")
+        root = DOMAIN_ROOTS[domain]
+        memory = dict(self.state.memory)
+        memory[entry_address(memory, root, base, 2)] = 0
+        if rotation is not None:
+            for page in (p for p in PAGES if directory_of(p) == base):
+                m = sw.v1_map(memory, root, MODE, page, rotated_page(page, rotation), self.next_free)
+                memory, self.next_free = m.memory, m.next_free
+        self.page_table_change(memory, domain, base, DIRECTORY_SPAN, directory=True)
+
+    def move_device(self, data: st.DataObject) -> None:
+        """Rewrite a device's DTE for the other domain: invalidate the DTE, the whole new domain and
+        (ATS) the device's IOTLB."""
+        device = data.draw(self.favoured(DEVICES, lambda d, r: r.device_id == d), label="device")
+        old = domain_of(self.state.memory, device)
+        new = next(d for d in DOMAINS if d != old)
+        dte = sw.v1_dte(new, DOMAIN_ROOTS[new], MODE, ats=device == ATS_DEVICE)
+        commands = [sw.inv_devtab(device), sw.inv_pages(new)]
+        commands += [sw.inv_iotlb(device)] if device == ATS_DEVICE else []
+        self.change(sw.write_dte(self.state.memory, LAYOUT, device, dte), commands, [device])
+
+    # -- hardware ----------------------------------------------------------------------------------
+
+    def command_pending(self) -> bool:
+        regs = self.state.regs
+        return ring_offset(INT, regs, "cmd_head") != ring_offset(INT, regs, "cmd_tail")
+
+    def processor_moves(self) -> list[ProcessCommand | Retire]:
+        """What the command processor can do now: take the next command, retire an in-flight one."""
+        take = [ProcessCommand()] if self.command_pending() else []
+        return take + [Retire(i) for i, q in enumerate(self.state.in_flight) if q.valid]
+
+    @precondition(lambda self: self.processor_moves())
+    @rule(data=st.data(), count=st.integers(1, PROCESSOR_BURST))
+    def command_processor(self, data: st.DataObject, count: int) -> None:
+        """Up to ``count`` moves of the command processor, each drawn among those it can make."""
+        for _ in range(count):
+            moves = self.processor_moves()
+            if not moves:
+                return
+            self._step(data.draw(st.sampled_from(moves), label="move"))
+
+    @initialize(moves=WARM_UP)
+    def warm_up(self, moves: tuple[Fill, ...]) -> None:
+        """Fill every slot of every cache."""
+        for move in moves:
+            self.fill(move)
+
+    @rule(move=FILLS)
+    def fill(self, move: Fill) -> None:
+        self._step(move)
+        self.ghosts[move.cache, move.slot] = move.request
+
+    @rule(move=EVICTS)
+    def evict(self, move: Evict) -> None:
+        self._step(move)
+        self.ghosts.pop((move.cache, move.slot), None)
+
+    # -- devices -----------------------------------------------------------------------------------
+
+    def requests(self, devices: Sequence[int]) -> st.SearchStrategy[Request]:
+        """Requests of ``devices``: to an address the latest change concerns, one a slot was filled
+        from, or any (each equally likely when there are such; reads or writes)."""
+        ghosts = sorted({r for r in self.ghosts.values()}, key=repr)
+        choices = [_requests(devices)]
+        for known in (self.changed, ghosts):
+            mine = [dataclasses.replace(r, ats=False) for r in known if r.device_id in devices]
+            if mine:
+                choices.append(st.builds(dataclasses.replace, st.sampled_from(mine), write=st.booleans()))
+        return st.one_of(*choices)
+
+    def slots(self, cache: str, request: Request, candidates: Sequence[int | None]) -> st.SearchStrategy[int | None]:
+        """One of ``candidates`` (slot indices, ``None`` for memory); half the time a slot filled from a
+        request that slot could serve (same device for the DTE cache, same page or directory range)."""
+        def covers(slot: int | None) -> bool:
+            ghost = self.ghosts.get((cache, slot)) if slot is not None else None
+            return ghost is not None and SERVES[cache](ghost, request)
+        return favoured(candidates, covers)
+
+    def memory_or_valid_slot(self, cache: str, request: Request) -> st.SearchStrategy[int | None]:
+        """Memory or a valid slot of ``cache`` (an invalid slot serves as memory does)."""
+        valid = [i for i, s in enumerate(self.state.caches.slots(cache)) if s.valid]
+        return self.slots(cache, request, [None, *valid])
+
+    @rule(data=st.data(), count=st.integers(1, DEVICE_BURST))
+    def dma(self, data: st.DataObject, count: int) -> None:
+        """``count`` untranslated accesses, each served from a choice of cache slots."""
+        for _ in range(count):
+            request = data.draw(self.requests(DEVICES), label="request")
+            choice = st.builds(ServeChoice, **{c: self.memory_or_valid_slot(c, request) for c in ("dte", "iotlb", "pde")})
+            self.access(Dma(request, data.draw(choice, label="choice")))
+
+    @rule(data=st.data(), count=st.integers(1, DEVICE_BURST))
+    def translated_dma(self, data: st.DataObject, count: int) -> None:
+        """``count`` accesses of the ATS device through its own IOTLB."""
+        for _ in range(count):
+            request = data.draw(self.requests([ATS_DEVICE]), label="request")
+            slot = data.draw(self.slots("device_iotlb", request, range(SLOTS)), label="slot")
+            dte_slot = data.draw(self.memory_or_valid_slot("dte", request), label="dte slot")
+            self.access(TranslatedDma(request, slot, dte_slot))
+
+    def access(self, move: Dma | TranslatedDma) -> None:
+        """The device's access; with no change outstanding it must agree with the fresh walk."""
+        fresh = translate(INT, self.state.memory, self.state.regs.dev_tab_bar, move.request)
+        settled = self.settled()
+        served = self._step(move).dma
+        if settled and not agrees(INT, served, fresh):
+            raise StaleTranslation(
+                f"{move}: served ok={served.ok} spa={served.spa:#x}, the fresh walk gives "
+                f"ok={fresh.ok} spa={fresh.spa:#x} (no software change outstanding)")
+
+
+@functools.lru_cache(maxsize=None)
+def machine(mutants: frozenset[str] = NONE) -> type[IommuMachine]:
+    """The machine class running the model with ``mutants`` (the empty set: the correct model)."""
+    mutants = check_known(frozenset(mutants))
+    name = "IommuMachine" + "".join(f"_{m.replace('-', '_')}" for m in sorted(mutants))
+    return type(name, (IommuMachine,), {"mutants": mutants})
+
+
+def run_machine(mutants: Iterable[str] = NONE, *, max_examples: int | None = None,
+                stateful_step_count: int = STEP_COUNT, derandomize: bool | None = None,
+                shrink: bool = True) -> Exception | None:
+    """Run the machine once under Hypothesis; ``None`` when no run failed, else the failure (a
+    :class:`StaleTranslation` when the property broke). Unset settings come from the loaded profile."""
+    base = settings.default
+    config = settings(
+        base, max_examples=base.max_examples if max_examples is None else max_examples,
+        stateful_step_count=stateful_step_count,
+        derandomize=base.derandomize if derandomize is None else derandomize,
+        deadline=None, database=None, report_multiple_bugs=False,
+        phases=(Phase.explicit, Phase.generate) + ((Phase.shrink,) if shrink else ()),
+        suppress_health_check=[HealthCheck.too_slow])
+    try:
+        run_state_machine_as_test(machine(frozenset(mutants)), settings=config)
+    except Exception as failure:  # noqa: BLE001 - the caller decides what a failure means
+        return failure
+    return None
+
+
+__all__ = ["IommuMachine", "StaleTranslation", "machine", "run_machine", "platform", "STEP_COUNT"]
