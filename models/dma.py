@@ -10,12 +10,13 @@ Served results are compared with the fresh walk by the properties (``amdvi.prope
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from amdvi.spec.device_table import DTE
 from amdvi.spec.translation import CachedStart, Outcome, Request, guest_path, read_dte, translate
-from amdvi.spec.walk_types import low_mask
+from amdvi.spec.walk_types import WalkStep, low_mask
 
 from .caches import Caches
 
@@ -138,4 +139,9 @@ def _select(b: Any, cond: Any, then: Outcome, otherwise: Outcome) -> Outcome:
         domain_id=otherwise.domain_id, logged=b.ite(cond, then.logged, otherwise.logged),
         event=b.ite(cond, then.event, otherwise.event, width=128),
         dimension=b.ite(cond, then.dimension, otherwise.dimension, width=2),
-        steps=(), guest=otherwise.guest, walked=otherwise.walked)
+        steps=tuple(_gate(b, s, cond) for s in then.steps) + tuple(_gate(b, s, b.lnot(cond)) for s in otherwise.steps),
+        guest=otherwise.guest, walked=otherwise.walked)
+
+
+def _gate(b: Any, s: WalkStep, cond: Any) -> WalkStep:
+    return dataclasses.replace(s, active=b.all_of(cond, s.active))

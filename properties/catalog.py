@@ -78,10 +78,11 @@ def weakenings(change: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-# the weakenings that cannot matter for a change (the command or field is not in its required set)
+# the weakenings that cannot matter for a change: the command or field is not in its required set,
+# or (v2-entry, PDE bit) the model keeps no guest-dimension page-directory cache for it to clear
 NOT_APPLICABLE = {
     "v1-entry": {"wrong PASID", "wrong DeviceID"},
-    "v2-entry": {"wrong DeviceID"},
+    "v2-entry": {"wrong DeviceID", "PDE bit clear"},
     "gcr3-entry": {"S bit clear", "wrong DeviceID"},
     "dte": {"wrong PASID", "S bit clear"},
 }

@@ -45,7 +45,8 @@ class Trace:
 class Replay:
     """What replaying a trace showed: the last DMA and the fresh walk it is compared with."""
 
-    stale: bool
+    stale: bool  # the DMA reached an address a fresh walk would not
+    differs: bool  # the DMA's result differs from the fresh walk's in any way (also a wrong fault)
     served_ok: bool
     served_spa: int
     fresh_ok: bool
@@ -55,7 +56,7 @@ class Replay:
     def summary(self) -> str:
         served = f"reaches {self.served_spa:#x}" if self.served_ok else "faults"
         fresh = f"would reach {self.fresh_spa:#x}" if self.fresh_ok else "would fault (no longer mapped)"
-        verdict = "STALE" if self.stale else "fresh"
+        verdict = "STALE" if self.stale else ("DIFFERENT" if self.differs else "fresh")
         return f"{verdict}: the DMA {served}; a fresh walk of current memory {fresh}"
 
 
@@ -93,8 +94,10 @@ def trace_from(query: Query, model: z3.ModelRef) -> Trace:
     before = translate(Z3, v.memory, REGS.dev_tab_bar, v.ghost)
     after = translate(Z3, _apply(v.memory, query.situation.writes), REGS.dev_tab_bar, v.ghost)
     memory = _read_words(model, v.memory, before)
-    for address, word in _read_words(model, v.memory, after).items():
-        memory.setdefault(address, word)
+    walks = [after] + ([query.served.outcome] if query.served is not None else [])
+    for walk in walks:  # words read after the change (also through a stale slot) hold their old value
+        for address, word in _read_words(model, v.memory, walk).items():
+            memory.setdefault(address, word)
     writes = [CpuWrite(_value(model, a), _value(model, w)) for a, w in query.situation.writes]
     for w in writes:  # the image holds the words before the change
         memory[w.address] = _value(model, Z3.read64(v.memory, Z3.const(w.address, 64)))
@@ -137,5 +140,6 @@ def replay(trace: Trace, *, mutants: frozenset[str] = NONE) -> Replay:
     state, out = step(INT, state, last, mutants=mutants)
     states.append(state)
     served = out.dma
-    stale = bool(served.ok) != bool(fresh.ok) or (bool(fresh.ok) and served.spa != fresh.spa)
-    return Replay(stale, bool(served.ok), served.spa, bool(fresh.ok), fresh.spa, tuple(states))
+    differs = bool(served.ok) != bool(fresh.ok) or (bool(fresh.ok) and served.spa != fresh.spa)
+    stale = bool(served.ok) and (not fresh.ok or served.spa != fresh.spa)
+    return Replay(stale, differs, bool(served.ok), served.spa, bool(fresh.ok), fresh.spa, tuple(states))

@@ -323,6 +323,7 @@ class Query:
     assumptions: tuple[Any, ...]
     claim: Any
     stale: Any
+    served: Any = None  # observe mode: the DMA served from the surviving slot on the changed memory
 
 
 def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, mutants: frozenset[str] = NONE,
@@ -345,6 +346,7 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
     refill = filled_slot(b, after_memory, REGS, cache, g, step)
     assumptions = (slot.valid, situation.owns, *situation.assumptions, _apart_from_rings(fresh, situation))
     claim = b.implies(survivor.valid, same_slot(b, slot, refill))
+    served = None
     if observe:
         probe = dataclasses.replace(g, user=False, execute=False, ats=False)
         if cache == "device_iotlb":
@@ -354,7 +356,7 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
         claim = b.implies(survivor.valid,
                           reaches_only_fresh(b, served, translate(b, after_memory, REGS.dev_tab_bar, probe)))
     return Query(change, cache, profile, step, v, situation, sent, slot, refill, assumptions, claim,
-                 z3.Not(same_slot(b, slot, refill)))
+                 z3.Not(same_slot(b, slot, refill)), served)
 
 
 def host_levels(profile: str) -> int:

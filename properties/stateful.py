@@ -64,12 +64,12 @@ FIRST_TABLE = 0x120_0000  # further table pages are allocated upward from here
 PAGES = (0x4000, 0x5000, 0x6000, 0x7000, 0x40_0000)  # IOVAs; the last under another directory entry
 POOL = tuple(0x8000_0000 + PAGE * i for i in range(8))  # system pages the tables map to
 INITIAL_ROTATION = {5: 0, 6: 3}  # domain d maps PAGES[i] to POOL[(i + rotation) % len(POOL)]
-SLOTS = 2  # slots per cache
+SLOTS = 1  # slots per cache
 COMMANDS_PER_CHANGE = 4  # at most: DEVTAB, PAGES, IOTLB_PAGES, COMPLETION_WAIT
 MAX_OUTSTANDING = 2  # software changes in progress at once
 CHANGES = ("map_page", "unmap_pages", "replace_directory", "move_device")  # IommuMachine methods
 DEVICE_BURST = 3  # accesses one device rule may make in a row
-PROCESSOR_BURST = 6  # command-processor moves one rule may make in a row
+PROCESSOR_BURST = 3  # command-processor moves one rule may make in a row
 STEP_COUNT = 40  # default stateful_step_count
 
 # contiguous runs of PAGES: one page (S = 0) or several (one S = 1 range)

@@ -1,0 +1,77 @@
+"""Invalidation completeness (Z3 inductive step), its minimality, COMPLETION_WAIT ordering, and the
+broken models and sequences that must refute them, with counterexamples replayed on Python ints."""
+
+import pytest
+
+from amdvi.properties import catalog, invalidation, ordering
+from amdvi.properties.counterexample import replay, trace_from
+from amdvi.properties.proof import PROVED, REFUTED
+
+SLOW = {("v1-entry", "iotlb", "nested")}
+
+
+def _query_params():
+    for change, cache, profile, stale in invalidation.QUERIES:
+        marks = [pytest.mark.deep] if (change, cache, profile) in SLOW else []
+        yield pytest.param(change, cache, profile, stale, id=f"{change}/{cache}/{profile}", marks=marks)
+
+
+@pytest.mark.parametrize("change,cache,profile,stale", list(_query_params()))
+def test_required_invalidations_keep_every_slot_fresh(change, cache, profile, stale):
+    # a stale witness is shown satisfiable first where the change can affect the cache (not vacuous)
+    r = invalidation.fresh_after_change(change, cache, profile, stale_possible=stale)
+    assert r.status == PROVED, r.detail
+
+
+@pytest.mark.parametrize("change,cache,profile", [("v1-entry", "iotlb", "v1"), ("gcr3-entry", "gcr3", "v2"),
+                                                  ("dte", "dte", "v1")])
+def test_without_any_invalidation_the_slot_goes_stale(change, cache, profile):
+    labels = invalidation.required_labels(change, profile)
+    r = invalidation.fresh_after_change(change, cache, profile, stale_possible=False, observe=True,
+                                        corrupt=lambda req: invalidation.Required(req.label, req.command, False))
+    assert r.status == REFUTED
+    result = replay(trace_from(r.evidence, r.model))
+    assert result.stale, result.summary()
+    assert labels  # the change does require something
+
+
+MUTANT_PROPERTY = {
+    "invalidate-pages-ignores-size": "v1-entry-invalidation",
+    "devtab-invalidation-ignored": "dte-invalidation",
+    "invalidate-pages-keeps-pde-cache": "v1-entry-invalidation",
+    "completion-wait-early": "completion-wait-ordering",
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANT_PROPERTY))
+def test_each_broken_model_refutes_its_property(mutant):
+    name = MUTANT_PROPERTY[mutant]  # holding on the correct model: the query tests above (and -m deep)
+    outcome = catalog.run_property(name, mutants=frozenset({mutant}))
+    assert outcome.result.status == REFUTED, outcome.result.detail
+    if outcome.trace is not None:  # invalidation properties: a stale access replayed on the broken model
+        assert outcome.replay.stale, outcome.replay.summary()
+        # ... and the same trace on the correct model is served fresh
+        assert not replay(outcome.trace).stale
+
+
+def test_completion_wait_ordering_holds_and_its_mutant_breaks_it():
+    assert ordering.wait_after_invalidations().status == PROVED
+    assert ordering.wait_after_invalidations(mutants=frozenset({"completion-wait-early"})).status == REFUTED
+
+
+@pytest.mark.parametrize("change", list(invalidation.CHANGES))
+def test_every_required_invalidation_is_needed(change):
+    outcome = catalog.run_property(f"{change}-minimal")
+    assert outcome.result.status == PROVED, outcome.result.detail
+    assert outcome.parts and all(p.status == REFUTED for p in outcome.parts)
+    assert all(p.detail.startswith("STALE") for p in outcome.parts)
+    # the issue's list: a missing PDE flush after a directory change, a range without its S bit
+    names = {p.name for p in outcome.parts}
+    if change == "v1-entry":
+        assert {"v1-entry: PDE bit clear", "v1-entry: S bit clear", "v1-entry: wrong DomainID"} <= names
+
+
+@pytest.mark.deep
+@pytest.mark.parametrize("name", catalog.DEFAULT)
+def test_every_default_property_proved(name):
+    assert catalog.run_property(name).result.status == PROVED
