@@ -1,0 +1,62 @@
+"""`amdvi prove`: statuses and times per property, broken models refuted with a readable trace,
+bad arguments one line and exit 2."""
+
+import json
+
+import pytest
+
+from amdvi.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_names_properties_and_mutants(capsys):
+    code, out, _ = run(capsys, "prove", "--list")
+    assert code == 0
+    for name in ("v1-entry-invalidation", "dte-invalidation", "completion-wait-ordering", "v1-entry-minimal",
+                 "invalidate-pages-ignores-size", "completion-wait-early"):
+        assert name in out
+
+
+def test_a_property_that_holds(capsys):
+    code, out, _ = run(capsys, "prove", "--property", "gcr3-entry-invalidation", "--property",
+                       "completion-wait-ordering")
+    assert code == 0
+    assert out.count("proved") == 2
+
+
+def test_a_broken_model_is_refuted_with_a_trace(capsys, tmp_path):
+    trace_file = tmp_path / "trace.json"
+    code, out, _ = run(capsys, "prove", "--property", "v1-entry-invalidation", "--mutant",
+                       "invalidate-pages-ignores-size", "--trace-out", str(trace_file))
+    assert code == 1
+    assert "refuted" in out and "counterexample:" in out
+    assert "INVALIDATE_IOMMU_PAGES(" in out and "COMPLETION_WAIT(" in out  # queued commands are decoded
+    assert "STALE: the DMA reaches" in out
+    saved = json.loads(trace_file.read_text())
+    assert saved["replay"]["stale"] is True and saved["moves"][0]["move"] == "Fill"
+
+
+def test_json_report(capsys):
+    code, out, _ = run(capsys, "prove", "--property", "completion-wait-ordering", "--mutant",
+                       "completion-wait-early", "--json")
+    assert code == 1
+    report = json.loads(out)
+    [prop] = report["properties"]
+    assert prop["status"] == "refuted" and report["mutants"] == ["completion-wait-early"]
+    assert prop["seconds"] >= 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--property", "no-such"], "unknown property"),
+    (["--mutant", "no-such"], "unknown mutant"),
+    (["--timeout", "0"], "--timeout"),
+])
+def test_bad_arguments(capsys, argv, message):
+    code, out, err = run(capsys, "prove", *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("amdvi: error:") and message in err and len(err.strip().splitlines()) == 1
