@@ -10,14 +10,19 @@ of three parties on a small fixed platform:
   storing the next value of an increasing counter; the change is complete only when software sees
   that value at the semaphore. The stores of one change are one move each, made in one rule (no
   hardware move between them);
-* the hardware: command processing, retiring an in-flight invalidation, filling or evicting any slot
-  of any cache (the GCR3 cache stays empty: the platform has no v2 device);
-* the devices: untranslated DMA served from any choice of slots, and translated (ATS) DMA from the
+* the hardware: command processing (one move at a time, or running until it has nothing to do, with
+  or without retiring in-flight invalidations), filling a slot of any cache from a walk of current
+  memory or evicting one (the GCR3 cache stays empty: the platform has no v2 device);
+* the devices: untranslated DMA served from a drawn choice of slots, and translated (ATS) DMA from the
   ATS device's own IOTLB.
 
 The property (:func:`amdvi.properties.coherence.agrees`): while no change is outstanding, every DMA
-gives what the fresh walk of current memory (taken before the access) gives. Each model mutant of
-``spec.mutants`` breaks it, and the machine finds the interleaving that shows it.
+gives what the fresh walk of current memory gives, *however the hardware serves it*. At each access
+every choice of valid slots is tried (the model is pure: trying is a call, not a move), and after every
+rule an invariant tries, for each valid slot, the access of the request the slot was filled from,
+served from that slot: a device may make that access at any moment. Each model mutant of
+``spec.mutants`` breaks the property, and the machine finds an interleaving that shows it within its
+default budget (100 examples of at most ``STEP_COUNT`` rules, derandomized in CI).
 
 The platform: devices 0x10 and 0x11 (0x11 with DTE.I = 1), both starting in domain 5; domains 5 and
 6, each a 3-level v1 table mapping the pages 0x4000..0x7000 (one level-1 table) and 0x40_0000
@@ -29,12 +34,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from itertools import combinations_with_replacement
+from itertools import combinations_with_replacement, product
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
 
 from amdvi.models import software as sw
 from amdvi.models.caches import Caches
@@ -322,28 +328,46 @@ class IommuMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.processor_moves())
     @rule(data=st.data(), count=st.integers(1, PROCESSOR_BURST))
     def command_processor(self, data: st.DataObject, count: int) -> None:
-        """Up to ``count`` moves of the command processor, each drawn among those it can make."""
+        """Up to ``count`` moves of the command processor, each drawn among those it can make (taking
+        the next command half the time, so that a COMPLETION_WAIT may overtake in-flight work when
+        the model lets it)."""
         for _ in range(count):
             moves = self.processor_moves()
             if not moves:
                 return
-            self._step(data.draw(st.sampled_from(moves), label="move"))
+            move = data.draw(favoured(moves, lambda m: isinstance(m, ProcessCommand)), label="move")
+            self._step(move)
+
+    @precondition(lambda self: self.processor_moves())
+    @rule(retire=st.booleans())
+    def run(self, retire: bool) -> None:
+        """The command processor runs until it has nothing to do: it takes every queued command it may
+        take, and, with ``retire``, first retires each in-flight invalidation (what software sees when
+        it spins on the semaphore); without, it leaves them in flight (a COMPLETION_WAIT then waits,
+        unless the model lets it overtake them)."""
+        while True:
+            moves = [m for m in self.processor_moves() if retire or isinstance(m, ProcessCommand)]
+            if not moves or self._step(moves[-1]).blocked:  # retire first: a blocked wait waits for it
+                return
 
     @initialize(moves=WARM_UP)
     def warm_up(self, moves: tuple[Fill, ...]) -> None:
         """Fill every slot of every cache."""
         for move in moves:
-            self.fill(move)
+            self._fill(move)
 
-    @rule(move=FILLS)
-    def fill(self, move: Fill) -> None:
+    @rule(move=st.one_of(FILLS, FILLS, FILLS, EVICTS))
+    def cache(self, move: Fill | Evict) -> None:
+        """The hardware fills a slot from a walk of current memory or (a quarter of the time) evicts one."""
+        if isinstance(move, Fill):
+            self._fill(move)
+        else:
+            self._step(move)
+            self.ghosts.pop((move.cache, move.slot), None)
+
+    def _fill(self, move: Fill) -> None:
         self._step(move)
         self.ghosts[move.cache, move.slot] = move.request
-
-    @rule(move=EVICTS)
-    def evict(self, move: Evict) -> None:
-        self._step(move)
-        self.ghosts.pop((move.cache, move.slot), None)
 
     # -- devices -----------------------------------------------------------------------------------
 
@@ -389,14 +413,49 @@ class IommuMachine(RuleBasedStateMachine):
             self.access(TranslatedDma(request, slot, dte_slot))
 
     def access(self, move: Dma | TranslatedDma) -> None:
-        """The device's access; with no change outstanding it must agree with the fresh walk."""
+        """The device's access. With no change outstanding, it must agree with the fresh walk however
+        the hardware serves it: every choice of valid slots is tried (the model is pure, so trying
+        costs nothing), then the drawn one is taken."""
+        if self.settled():
+            for alternative in self.alternatives(move):
+                self.check(alternative)
+        self._step(move)
+
+    @invariant()
+    def cached_requests_fresh(self) -> None:
+        """With no change outstanding, a DMA made now of the request a valid slot was filled from,
+        served from that slot, agrees with the fresh walk: a device may make it at any time."""
+        if not self.settled():
+            return
+        for (cache, slot), ghost in sorted(self.ghosts.items(), key=repr):
+            if not self.state.caches.slots(cache)[slot].valid:
+                continue
+            if cache == "device_iotlb":
+                self.check(TranslatedDma(ghost, slot))
+            else:
+                self.check(Dma(dataclasses.replace(ghost, ats=False), ServeChoice(**{cache: slot})))
+
+    def check(self, move: Dma | TranslatedDma) -> None:
+        """``move``, tried without being taken, agrees with the fresh walk (else StaleTranslation)."""
         fresh = translate(INT, self.state.memory, self.state.regs.dev_tab_bar, move.request)
-        settled = self.settled()
-        served = self._step(move).dma
-        if settled and not agrees(INT, served, fresh):
+        served = step(INT, self.state, move, mutants=self.mutants)[1].dma
+        if not agrees(INT, served, fresh):
             raise StaleTranslation(
                 f"{move}: served ok={served.ok} spa={served.spa:#x}, the fresh walk gives "
                 f"ok={fresh.ok} spa={fresh.spa:#x} (no software change outstanding)")
+
+    def valid_slots(self, cache: str) -> list[int | None]:
+        """``None`` (read memory) and each valid slot of ``cache``."""
+        return [None, *(i for i, s in enumerate(self.state.caches.slots(cache)) if s.valid)]
+
+    def alternatives(self, move: Dma | TranslatedDma) -> Iterable[Dma | TranslatedDma]:
+        """``move`` served in each way the hardware may serve it (each choice of valid slots)."""
+        if isinstance(move, TranslatedDma):
+            for slot, dte in product(range(SLOTS), self.valid_slots("dte")):
+                yield dataclasses.replace(move, slot=slot, dte_slot=dte)
+            return
+        for dte, iotlb, pde in product(*(self.valid_slots(c) for c in ("dte", "iotlb", "pde"))):
+            yield dataclasses.replace(move, choice=ServeChoice(dte=dte, iotlb=iotlb, pde=pde))
 
 
 @functools.lru_cache(maxsize=None)
@@ -409,9 +468,10 @@ def machine(mutants: frozenset[str] = NONE) -> type[IommuMachine]:
 
 def run_machine(mutants: Iterable[str] = NONE, *, max_examples: int | None = None,
                 stateful_step_count: int = STEP_COUNT, derandomize: bool | None = None,
-                shrink: bool = True) -> Exception | None:
+                shrink: bool = True, machine_class: type[IommuMachine] | None = None) -> Exception | None:
     """Run the machine once under Hypothesis; ``None`` when no run failed, else the failure (a
-    :class:`StaleTranslation` when the property broke). Unset settings come from the loaded profile."""
+    :class:`StaleTranslation` when the property broke). Unset settings come from the loaded profile.
+    ``machine_class`` (a subclass of ``machine(mutants)``) replaces the machine, e.g. to count steps."""
     base = settings.default
     config = settings(
         base, max_examples=base.max_examples if max_examples is None else max_examples,
@@ -421,7 +481,7 @@ def run_machine(mutants: Iterable[str] = NONE, *, max_examples: int | None = Non
         phases=(Phase.explicit, Phase.generate) + ((Phase.shrink,) if shrink else ()),
         suppress_health_check=[HealthCheck.too_slow])
     try:
-        run_state_machine_as_test(machine(frozenset(mutants)), settings=config)
+        run_state_machine_as_test(machine_class or machine(frozenset(mutants)), settings=config)
     except Exception as failure:  # noqa: BLE001 - the caller decides what a failure means
         return failure
     return None

@@ -1,0 +1,95 @@
+"""The Hypothesis state machine on the IOMMU model: it passes on the correct model and, within its
+default budget (derandomized, as in CI), finds the stale translation of every broken model."""
+
+import dataclasses
+
+import pytest
+
+from amdvi.models.iommu import Dma, Fill, TranslatedDma
+from amdvi.properties import stateful
+from amdvi.properties.stateful import StaleTranslation, run_machine
+from amdvi.spec.mutants import MODEL_MUTANTS
+from amdvi.spec.translation import Request
+
+BUDGET = dict(max_examples=100, derandomize=True)  # the default budget, as CI runs it
+
+
+def test_correct_model_serves_only_fresh_translations():
+    assert run_machine(**BUDGET) is None
+
+
+@pytest.mark.parametrize("mutant", MODEL_MUTANTS)
+def test_each_broken_model_is_caught_within_the_default_budget(mutant):
+    failure = run_machine([mutant], shrink=False, **BUDGET)
+    assert isinstance(failure, StaleTranslation), failure
+    assert "no software change outstanding" in str(failure)
+
+
+def test_a_caught_failure_shrinks_to_a_short_replayable_trace():
+    failure = run_machine(["devtab-invalidation-ignored"], **BUDGET)
+    assert isinstance(failure, StaleTranslation)
+    steps = [n for n in failure.__notes__ if n.startswith("state.") and "cached_requests_fresh" not in n]
+    # warm-up fills, the DTE rewrite with its commands, the hardware running them; then the stale DMA
+    assert any("move_device" in s for s in steps) and any("state.run(" in s for s in steps), steps
+    assert len(steps) <= 5, steps
+
+
+@pytest.mark.deep
+def test_correct_model_holds_under_a_deep_random_exploration():
+    assert run_machine(max_examples=2000, derandomize=False) is None
+
+
+def _machine_with(mutants=()):
+    m = stateful.machine(frozenset(mutants))()
+    return m
+
+
+def _stale_iotlb_setup(m):
+    """Slot 0 of the IOTLB filled for page 0x5000 of device 0x10; then that page is unmapped with a
+    two-page range (0x4000..0x5fff) invalidation, and the hardware runs everything."""
+    request = Request(stateful.PLAIN_DEVICE, 0x5010)
+    m._fill(Fill("iotlb", 0, request))
+    memory = dict(m.state.memory)
+    for page in (0x4000, 0x5000):
+        memory[stateful.entry_address(memory, stateful.DOMAIN_ROOTS[5], page, 1)] = 0
+    m.page_table_change(memory, 5, 0x4000, 0x2000, directory=False)
+    assert not m.settled()
+    m.run(retire=True)
+    assert m.settled()
+    return request
+
+
+def test_the_check_tells_a_stale_slot_from_a_fresh_one():
+    correct = _machine_with()
+    request = _stale_iotlb_setup(correct)
+    correct.cached_requests_fresh()  # the slot was invalidated: nothing to report
+    correct.access(Dma(request))
+
+    broken = _machine_with(["invalidate-pages-ignores-size"])
+    request = _stale_iotlb_setup(broken)
+    with pytest.raises(StaleTranslation, match="iotlb=0"):
+        broken.cached_requests_fresh()
+    with pytest.raises(StaleTranslation):
+        broken.access(Dma(request))  # served from memory as drawn, but the IOTLB may serve it
+
+
+def test_every_way_of_serving_an_access_is_tried():
+    m = _machine_with()
+    request = Request(stateful.PLAIN_DEVICE, 0x4010)
+    for cache in ("dte", "iotlb", "pde"):
+        m._fill(Fill(cache, 0, request))
+    choices = {dataclasses.astuple(a.choice) for a in m.alternatives(Dma(request))}
+    assert len(choices) == 8  # memory or slot 0, for each of three caches
+    translated = list(m.alternatives(TranslatedDma(dataclasses.replace(request, ats=True), 0)))
+    assert {a.dte_slot for a in translated} == {None, 0}
+
+
+def test_outstanding_changes_are_not_checked_until_their_wait_completes():
+    broken = _machine_with(["invalidate-pages-ignores-size"])
+    request = Request(stateful.PLAIN_DEVICE, 0x5010)
+    broken._fill(Fill("iotlb", 0, request))
+    memory = dict(broken.state.memory)
+    memory[stateful.entry_address(memory, stateful.DOMAIN_ROOTS[5], 0x5000, 1)] = 0
+    broken.page_table_change(memory, 5, 0x5000, 0x1000, directory=False)
+    broken.cached_requests_fresh()  # stale, but software has not seen its wait complete
+    broken.access(Dma(request))
