@@ -27,8 +27,8 @@ def _command(bits: int) -> str:
     structure = COMMANDS_BY_OPCODE.get((bits >> OPCODE_LO) & ((1 << (OPCODE_HI - OPCODE_LO + 1)) - 1))
     if structure is None:
         return f"undefined command {bits:#034x}"
-    fields = {f.name: v for f, v in ((f, structure.view(bits)[f.name]) for f in structure.named_fields)
-              if f.name != "Opcode" and v}
+    fields = {f.name: v << f.unit_shift for f, v in ((f, structure.view(bits)[f.name]) for f in structure.named_fields)
+              if f.name != "Opcode" and v}  # address fields as the address they stand for
     shown = ", ".join(f"{k}={v:#x}" for k, v in fields.items())
     return f"{structure.name}({shown})"
 
@@ -53,6 +53,11 @@ def describe(move: Any, ring_commands: dict[int, int] | None = None) -> str:
     return repr(move)
 
 
+def _in_ring(trace: Trace, address: int) -> bool:
+    """``address`` is in the trace's command ring (any address, when the trace does not say)."""
+    return trace.ring is None or trace.ring[0] <= address < trace.ring[0] + trace.ring[1]
+
+
 def render(trace: Trace, result: Replay | None = None) -> list[str]:
     """The trace as numbered lines; queued commands are decoded."""
     lines = [f"counterexample: {trace.title}", *[f"  note: {n}" for n in trace.notes],
@@ -63,7 +68,7 @@ def render(trace: Trace, result: Replay | None = None) -> list[str]:
         lines.append(f"  {i:2}. {describe(move)}")
         if isinstance(move, CpuWrite):
             words[move.address] = move.value
-            if move.address % 16 == 8 and move.address - 8 in words:
+            if _in_ring(trace, move.address) and move.address % 16 == 8 and move.address - 8 in words:
                 bits = words[move.address - 8] | move.value << 64
                 if (bits >> OPCODE_LO) & 0xF:
                     lines[-1] += f"   [ring: {_command(bits)}]"

@@ -39,6 +39,7 @@ class Trace:
     memory: dict[int, int]
     moves: tuple[Any, ...]
     notes: tuple[str, ...] = ()
+    ring: tuple[int, int] | None = None  # the command ring (base, bytes): writes there are commands
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def trace_from(query: Query, model: z3.ModelRef) -> Trace:
     title = f"{query.change} change, {query.cache} slot ({query.profile} DTE)"
     sent = [r.label for r in query.commands if _value(model, r.when)]
     notes = (f"software sent: {', '.join(sent) or 'nothing'}, then COMPLETION_WAIT",)
-    return Trace(title, memory, tuple(moves), notes)
+    return Trace(title, memory, tuple(moves), notes, ring=(LAYOUT.cmd_ring, LAYOUT.ring_bytes))
 
 
 def replay(trace: Trace, *, mutants: frozenset[str] = NONE) -> Replay:
