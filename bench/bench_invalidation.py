@@ -105,7 +105,7 @@ def main() -> int:
     results["state_machine"] = machine_speed(args.examples)
     print(f"  {results['state_machine']}", flush=True)
     results["state_machine_catches"] = {}
-    for m in MODEL_MUTANTS:
+    for m in stateful.MACHINE_MUTANTS:
         results["state_machine_catches"][m] = time_to_catch(m, args.examples)
         print(f"  {m}: {results['state_machine_catches'][m]}", flush=True)
     doc = {

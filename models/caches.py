@@ -50,6 +50,7 @@ from amdvi.spec.commands import (
     OPCODE_LO, _invalidation_span,
 )
 from amdvi.spec.device_table import DTE
+from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.host_translation import default_shift, host_entry
 from amdvi.spec.mutants import NONE
 from amdvi.spec.translation import Outcome, Request
@@ -182,7 +183,8 @@ def pde_fill(b: Any, request: Request, fresh: Outcome, step_index: int) -> PdeSl
 
 
 def gcr3_fill(b: Any, request: Request, fresh: Outcome) -> Gcr3Slot:
-    """The last-level GCR3 table entry a guest walk read for the request's PASID."""
+    """The last-level GCR3 table entry a guest walk read for the request's PASID, if usable (present,
+    no reserved bit set: an entry the walk faults on is not cached)."""
     last = [s for s in fresh.steps if s.table == "GCR3" and s.dimension == GUEST]
     valid, entry = b.false(), b.const(0, 64)
     for s in last:
@@ -190,7 +192,8 @@ def gcr3_fill(b: Any, request: Request, fresh: Outcome) -> Gcr3Slot:
         valid = b.any_of(valid, here)
         entry = b.ite(here, s.entry, entry)
     pasid = b.ite(request.has_pasid, request.pasid, b.const(0, 20))
-    return Gcr3Slot(valid=b.all_of(valid, fresh.guest, b.eq(b.extract(entry, 0, 0), 1)),
+    usable = b.all_of(b.eq(b.extract(entry, 0, 0), 1), b.eq(b.band(entry, GCR3_ENTRY.reserved_mask), 0))
+    return Gcr3Slot(valid=b.all_of(valid, fresh.guest, usable),
                     domain_id=fresh.domain_id, pasid=pasid, entry=entry)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amdvi.spec.device_table import DTE
+from amdvi.spec.mutants import NONE
 from amdvi.spec.translation import CachedStart, Outcome, Request, guest_path, read_dte, translate
 from amdvi.spec.walk_types import WalkStep, low_mask
 
@@ -57,7 +58,7 @@ def _allows(b: Any, request: Request, readable: Any, writable: Any) -> Any:
 
 
 def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Request,
-          choice: ServeChoice = ServeChoice(), *, context: Any = None) -> DmaResult:
+          choice: ServeChoice = ServeChoice(), *, context: Any = None, mutants: frozenset[str] = NONE) -> DmaResult:
     """An untranslated request through the IOMMU, using the chosen cache slots where they match."""
     r = request
     memory_dte, _, _ = read_dte(b, memory, dev_tab_bar, r.device_id)
@@ -88,10 +89,11 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
     spa = walk.spa
     if choice.iotlb is not None:
         t = caches.iotlb[choice.iotlb]
+        allowed = b.true() if "iotlb-hit-ignores-permissions" in mutants else _allows(b, r, t.readable, t.writable)
         from_iotlb = b.all_of(
             t.valid, plain.walked, b.eq(t.owner, domain), b.eq(t.guest, plain.guest),
             b.any_of(b.lnot(t.guest), b.eq(t.pasid, pasid)), _in_block(b, r.address, t.page, t.page_shift),
-            b.lnot(r.user), b.lnot(r.execute), _allows(b, r, t.readable, t.writable))
+            b.lnot(r.user), b.lnot(r.execute), allowed)
         spa = b.ite(from_iotlb, b.bor(t.spa, b.band(r.address, low_mask(b, t.page_shift))), spa, width=64)
     ok = b.any_of(from_iotlb, walk.ok)
     return DmaResult(ok=ok, spa=spa, logged=b.all_of(b.lnot(from_iotlb), walk.logged), event=walk.event,

@@ -232,7 +232,8 @@ def step(b: Any, state: IommuState, move: Any, *, context: Any = None,
     if isinstance(move, (Dma, TranslatedDma)):
         bar = state.regs.dev_tab_bar
         if isinstance(move, Dma):
-            result = serve(b, state.memory, bar, state.caches, move.request, move.choice, context=context)
+            result = serve(b, state.memory, bar, state.caches, move.request, move.choice, context=context,
+                           mutants=mutants)
         else:
             result = serve_translated(b, state.memory, bar, state.caches, move.request, move.slot, move.dte_slot,
                                       context=context)

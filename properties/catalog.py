@@ -7,6 +7,8 @@
   wrong DomainID, PASID, DeviceID, S bit or PDE bit, is refuted with a stale DMA that a concrete
   replay reproduces. "proved" here means every such weakening was refuted and replayed; a weakening
   the solver cannot refute is reported (it means that part of the sequence is not needed in the model).
+* ``fresh-slots-serve-fresh``: ``serving.serves_fresh`` for each cache and DTE shape (the other half:
+  fresh slots give only fresh DMA).
 * ``completion-wait-ordering``: ``ordering.wait_after_invalidations``.
 
 Run with a mutant (``spec.mutants.MODEL_MUTANTS``) a property should come out refuted; the
@@ -21,8 +23,8 @@ from typing import Any, Callable, Iterator
 
 from amdvi.spec.mutants import NONE
 
-from . import invalidation, ordering
-from .counterexample import Replay, Trace, replay, trace_from
+from . import invalidation, ordering, serving
+from .counterexample import Replay, Trace, replay, serving_trace, trace_from
 from .proof import PROVED, REFUTED, UNKNOWN, VACUOUS, ProofResult
 
 
@@ -118,6 +120,23 @@ def _minimal(change: str) -> Callable[..., Iterator[ProofResult | Outcome]]:
     return run
 
 
+def _serving(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
+    parts = []
+    for cache, profile in serving.QUERIES:
+        r = serving.serves_fresh(cache, profile, mutants=mutants, timeout_ms=timeout_ms)
+        parts.append(r)
+        yield r
+        if r.status != PROVED:
+            result = replace(r, name="fresh-slots-serve-fresh")
+            if r.status == REFUTED and r.evidence is not None:
+                trace = serving_trace(r.evidence, r.model)
+                yield Outcome(result, trace, replay(trace, mutants=mutants))
+            else:
+                yield Outcome(result)
+            return
+    yield Outcome(ProofResult("fresh-slots-serve-fresh", PROVED, sum(p.seconds for p in parts)), parts=tuple(parts))
+
+
 def _ordering(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
     r = ordering.wait_after_invalidations(mutants=mutants, timeout_ms=timeout_ms)
     yield r
@@ -130,6 +149,9 @@ for _change in invalidation.CHANGES:
         f"{_change}-invalidation",
         f"{invalidation.CHANGE_TITLES[_change]}: after the invalidations it requires and a COMPLETION_WAIT "
         "no cache slot is stale", _completeness(_change))
+PROPERTIES["fresh-slots-serve-fresh"] = Property(
+    "fresh-slots-serve-fresh", "a cache slot holding what a walk of current memory gives serves every request it "
+    "matches exactly as a fresh walk does", _serving)
 PROPERTIES["completion-wait-ordering"] = Property(
     "completion-wait-ordering", "a COMPLETION_WAIT store is visible only after earlier invalidations took effect",
     _ordering)

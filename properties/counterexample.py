@@ -27,6 +27,7 @@ from amdvi.spec.mutants import NONE
 from amdvi.spec.translation import Request, translate
 
 from .invalidation import LAYOUT, REGS, Query, _apply
+from .serving import ServingQuery
 
 SEMAPHORE_VALUE = 1
 
@@ -40,6 +41,7 @@ class Trace:
     moves: tuple[Any, ...]
     notes: tuple[str, ...] = ()
     ring: tuple[int, int] | None = None  # the command ring (base, bytes): writes there are commands
+    waits: bool = True  # the trace ends with software having seen its COMPLETION_WAIT complete
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class Replay:
 
     def summary(self) -> str:
         served = f"reaches {self.served_spa:#x}" if self.served_ok else "faults"
-        fresh = f"would reach {self.fresh_spa:#x}" if self.fresh_ok else "would fault (no longer mapped)"
+        fresh = f"would reach {self.fresh_spa:#x}" if self.fresh_ok else "would fault"
         verdict = "STALE" if self.stale else ("DIFFERENT" if self.differs else "fresh")
         return f"{verdict}: the DMA {served}; a fresh walk of current memory {fresh}"
 
@@ -122,6 +124,21 @@ def trace_from(query: Query, model: z3.ModelRef) -> Trace:
     return Trace(title, memory, tuple(moves), notes, ring=(LAYOUT.cmd_ring, LAYOUT.ring_bytes))
 
 
+def serving_trace(query: ServingQuery, model: z3.ModelRef) -> Trace:
+    """A refuted serving query as a trace: a slot filled from the ghost request, then another request
+    of the same device served from it, on the same memory (no software change at all)."""
+    v = query.symbols
+    ghost, served = _request(model, v.ghost), _request(model, query.served)
+    memory: dict[int, int] = {}
+    for request in (v.ghost, query.served):
+        memory.update(_read_words(model, v.memory, translate(Z3, v.memory, REGS.dev_tab_bar, request)))
+    last: Any = (TranslatedDma(served, slot=0) if query.cache == "device_iotlb"
+                 else Dma(served, ServeChoice(**{query.cache: 0})))
+    return Trace(f"{query.cache} slot serving another request ({query.profile} DTE)", memory,
+                 (Fill(query.cache, 0, ghost, query.step), last), ("no software change: the slot is fresh",),
+                 waits=False)
+
+
 def replay(trace: Trace, *, mutants: frozenset[str] = NONE) -> Replay:
     """Run ``trace`` on Python ints. After each ProcessCommand that accepts an invalidation, the
     hardware carries it out (Retire) before going on; the last move must be a DMA."""
@@ -134,7 +151,7 @@ def replay(trace: Trace, *, mutants: frozenset[str] = NONE) -> Replay:
                 state, _ = step(INT, state, Retire(next(i for i, q in enumerate(state.in_flight) if q.valid)),
                                 mutants=mutants)
         states.append(state)
-    if software.semaphore(state, LAYOUT) != SEMAPHORE_VALUE or not idle(INT, state):
+    if trace.waits and (software.semaphore(state, LAYOUT) != SEMAPHORE_VALUE or not idle(INT, state)):
         raise ValueError("the trace's COMPLETION_WAIT did not complete")
     last = trace.moves[-1]
     fresh = translate(INT, state.memory, state.regs.dev_tab_bar, last.request)

@@ -20,6 +20,9 @@ MUTANTS: dict[str, str] = {
         "COMPLETION_WAIT completes (stores, interrupts) while earlier invalidations are still in flight"),
     "invalidate-pages-keeps-pde-cache": (
         "INVALIDATE_IOMMU_PAGES with PDE = 1 leaves cached page-directory and GCR3 entries in place"),
+    "iotlb-hit-ignores-permissions": (
+        "an IOTLB hit does not check the access against the cached permissions: a write is served "
+        "from a read-only translation"),
 }
 
 SPEC_MUTANTS = ("guest-table-pointer-untranslated",)

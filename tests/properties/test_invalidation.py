@@ -3,7 +3,7 @@ broken models and sequences that must refute them, with counterexamples replayed
 
 import pytest
 
-from amdvi.properties import catalog, invalidation, ordering
+from amdvi.properties import catalog, invalidation, ordering, serving
 from amdvi.properties.counterexample import replay, trace_from
 from amdvi.properties.proof import PROVED, REFUTED
 
@@ -40,6 +40,7 @@ MUTANT_PROPERTY = {
     "devtab-invalidation-ignored": "dte-invalidation",
     "invalidate-pages-keeps-pde-cache": "v1-entry-invalidation",
     "completion-wait-early": "completion-wait-ordering",
+    "iotlb-hit-ignores-permissions": "fresh-slots-serve-fresh",
 }
 
 
@@ -69,6 +70,36 @@ def test_every_required_invalidation_is_needed(change):
     names = {p.name for p in outcome.parts}
     if change == "v1-entry":
         assert {"v1-entry: PDE bit clear", "v1-entry: S bit clear", "v1-entry: wrong DomainID"} <= names
+
+
+SLOW_SERVING = {("iotlb", "nested"), ("gcr3", "nested")}
+
+
+@pytest.mark.parametrize("cache,profile", [
+    pytest.param(c, p, id=f"{c}/{p}", marks=[pytest.mark.deep] if (c, p) in SLOW_SERVING else [])
+    for c, p in serving.QUERIES])
+def test_a_fresh_slot_serves_every_request_as_the_fresh_walk(cache, profile):
+    r = serving.serves_fresh(cache, profile)  # its witness: a filled slot serving another address
+    assert r.status == PROVED, r.detail
+
+
+def test_a_gcr3_entry_the_walk_faults_on_is_not_cached():
+    # found by the serving query: a cached entry with reserved bits set used to skip the walk's check
+    from amdvi.models.caches import gcr3_fill
+    from amdvi.spec.bitvec import INT
+    from amdvi.spec.guest_page_table import GCR3_ENTRY
+    from amdvi.spec.translation import Outcome, Request
+    from amdvi.spec.walk_types import GUEST, WalkStep
+
+    def slot_for(entry):
+        step = WalkStep("GCR3", GUEST, 0, 0x1000, entry, True, True, True)
+        fresh = Outcome(ok=False, spa=0, page_shift=12, readable=True, writable=True, domain_id=1, logged=True,
+                        event=0, dimension=GUEST, steps=(step,), guest=True, walked=True)
+        return gcr3_fill(INT, Request(0x10, 0, pasid=1, has_pasid=True), fresh)
+
+    good = GCR3_ENTRY.encode(V=1, GCR3=0x2000 >> 12)
+    assert slot_for(good).valid
+    assert not slot_for(good | GCR3_ENTRY.reserved_mask & -GCR3_ENTRY.reserved_mask).valid  # one reserved bit
 
 
 @pytest.mark.deep

@@ -7,8 +7,7 @@ import pytest
 
 from amdvi.models.iommu import Dma, Fill, TranslatedDma
 from amdvi.properties import stateful
-from amdvi.properties.stateful import StaleTranslation, run_machine
-from amdvi.spec.mutants import MODEL_MUTANTS
+from amdvi.properties.stateful import MACHINE_MUTANTS, StaleTranslation, run_machine
 from amdvi.spec.translation import Request
 
 BUDGET = dict(max_examples=100, derandomize=True)  # the default budget, as CI runs it
@@ -18,7 +17,7 @@ def test_correct_model_serves_only_fresh_translations():
     assert run_machine(**BUDGET) is None
 
 
-@pytest.mark.parametrize("mutant", MODEL_MUTANTS)
+@pytest.mark.parametrize("mutant", MACHINE_MUTANTS)
 def test_each_broken_model_is_caught_within_the_default_budget(mutant):
     failure = run_machine([mutant], shrink=False, **BUDGET)
     assert isinstance(failure, StaleTranslation), failure
