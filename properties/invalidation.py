@@ -14,7 +14,7 @@ Everything else is symbolic: all of memory (an uninterpreted function: any table
 slot's contents, the ghost request (any device, address, PASID, access), the changed address and its
 new value, the DomainID, PASID and the range. The caches act on each slot separately, so one slot
 stands for any number; filling and evicting keep slots fresh by construction, and
-``serve_is_fresh`` shows that fresh slots serve only fresh results. COMPLETION_WAIT ordering
+``serving.serves_fresh`` shows that fresh slots serve only fresh results. COMPLETION_WAIT ordering
 (``ordering``) is what lets software know the invalidations have taken effect.
 
 Each proof first shows its assumptions satisfiable together with a *stale* witness: the change
