@@ -8,19 +8,15 @@ second; time to catch each broken model). Writes bench/results/invalidation.json
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from amdvi.properties import stateful
 from amdvi.properties.catalog import DEFAULT, PROPERTIES, Outcome
-from amdvi.reference_docs import write_atomically
 from amdvi.spec.mutants import MODEL_MUTANTS
+
+from record import write_results  # bench/record.py: these scripts run from this folder
 
 
 def run_property(name: str, mutants: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -108,15 +104,7 @@ def main() -> int:
     for m in stateful.MACHINE_MUTANTS:
         results["state_machine_catches"][m] = time_to_catch(m, args.examples)
         print(f"  {m}: {results['state_machine_catches'][m]}", flush=True)
-    doc = {
-        "benchmark": "invalidation",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
-                    "processor": platform.processor() or platform.machine()},
-        "results": results,
-    }
-    write_atomically(Path(args.out), json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results("invalidation", results, args.out)
     return 0
 
 

@@ -7,22 +7,18 @@ adversarial-guest isolation query. Writes bench/results/translation.json (machin
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from amdvi.properties.isolation import nested_isolation
-from amdvi.reference_docs import write_atomically
 from amdvi.spec.bitvec import INT
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
 from amdvi.spec.host_page_table import PDE, PTE
 from amdvi.spec.mmio import DEV_TAB_BAR
 from amdvi.spec.translation import Request, translate
+
+from record import write_results  # bench/record.py: these scripts run from this folder
 
 DT = 0x100000
 BAR = DEV_TAB_BAR.encode(DevTabBase=DT >> 12, Size=0)
@@ -101,15 +97,7 @@ def main() -> int:
             results[f"z3_nested_isolation_{label}"] = {"status": q.result.status, "seconds": round(q.result.seconds, 1),
                                                        "detail": q.result.detail}
             print(f"nested isolation ({label}): {q.result.status} in {q.result.seconds:.1f} s", flush=True)
-    doc = {
-        "benchmark": "translation",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
-                    "processor": platform.processor() or platform.machine()},
-        "results": results,
-    }
-    write_atomically(Path(args.out), json.dumps(doc, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results("translation", results, args.out)
     return 0
 
 
