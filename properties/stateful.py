@@ -353,7 +353,10 @@ class IommuMachine(RuleBasedStateMachine):
         unless the model lets it overtake them)."""
         while True:
             moves = [m for m in self.processor_moves() if retire or isinstance(m, ProcessCommand)]
+            before = self.state
             if not moves or self._step(moves[-1]).blocked:  # retire first: a blocked wait waits for it
+                return
+            if self.state == before:  # stopped (e.g. after an illegal command): nothing more will happen
                 return
 
     @initialize(moves=WARM_UP)

@@ -92,3 +92,13 @@ def test_outstanding_changes_are_not_checked_until_their_wait_completes():
     broken.page_table_change(memory, 5, 0x5000, 0x1000, directory=False)
     broken.cached_requests_fresh()  # stale, but software has not seen its wait complete
     broken.access(Dma(request))
+
+
+def test_the_processor_run_ends_when_processing_has_stopped():
+    from amdvi.models import software as sw
+    m = _machine_with()
+    bad = 1  # opcode 00h is undefined: ILLEGAL_COMMAND_ERROR, and processing stops
+    for move in sw.queue_moves(m.state, stateful.LAYOUT, [bad]):
+        m._step(move)
+    m.run(retire=True)  # returns although the command stays at the head
+    assert m.command_pending()
