@@ -36,7 +36,8 @@ def _command(bits: int) -> str:
 def describe(move: Any, ring_commands: dict[int, int] | None = None) -> str:
     """One line for one move."""
     if isinstance(move, Fill):
-        level = f" (host level index {move.step})" if move.cache == "pde" else ""
+        dimension = {"pde": "host", "guest_pde": "guest"}.get(move.cache)
+        level = f" ({dimension} directory entry {move.step} of the walk)" if dimension else ""
         return f"hardware fills {move.cache} slot {move.slot} from a walk for {_request(move.request)}{level}"
     if isinstance(move, CpuWrite):
         return f"software writes {move.value:#018x} at {move.address:#x}"

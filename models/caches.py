@@ -20,6 +20,9 @@ The caches and their tags (modelling choices where 48882 is not quoted in ``shar
 * ``pde``: a host (v1) page-directory entry of a DomainID, tagged by the aligned IOVA range the table
   it points to covers -> that table, its level and the R/W so far. Only pure v1 walks use it (not the
   host walks inside a nested translation: the model caches less there than hardware may).
+* ``guest_pde``: a guest (v2) page-directory entry of a (DomainID, PASID), tagged by the aligned GVA
+  range the table it points to covers -> that table's *system* address (already through the host
+  table when nested), its level, and the W, U/S and NX gathered so far. The guest dimension's walk cache.
 * ``gcr3``: (DomainID, PASID) -> the GCR3 table entry (the guest CR3, a GPA when nested).
 * ``device_iotlb``: the ATS device's own cache, (DeviceID, PASID or none, page) -> system page, R/W.
 
@@ -28,8 +31,10 @@ Invalidation semantics (each a modelling choice pinned by tests where the refere
 * INVALIDATE_IOMMU_PAGES clears IOTLB slots of the DomainID whose page overlaps the range and whose
   GN matches (and PASID, when GN = 1). A GN = 0 command also clears every GN = 1 slot of the DomainID
   (a host-table change may alter any nested GVA -> SPA result; the IOTLB cannot tell which). With
-  PDE = 1 it also clears overlapping PDE slots (GN = 0) and GCR3 slots of the DomainID: of the PASID
-  with GN = 1, all of them with GN = 0 (a host-table change may move where a GCR3 entry is read).
+  PDE = 1 it also clears overlapping PDE slots (GN = 0), guest PDE slots of the DomainID (GN = 1:
+  those of the PASID overlapping the range; GN = 0: all of them, since a host-table change may move
+  any guest table a slot points to) and GCR3 slots of the DomainID: of the PASID with GN = 1, all of
+  them with GN = 0 (a host-table change may move where a GCR3 entry is read).
 * INVALIDATE_IOTLB_PAGES clears device-IOTLB slots of the DeviceID that overlap: with GN = 1 those of
   the PASID (PASID 0 also covering requests without a PASID, as Linux's IOMMU_NO_PASID = 0 use
   implies), with GN = 0 all of them whatever their PASID (unconfirmed reading of the PCIe ATS rule for
@@ -51,12 +56,13 @@ from amdvi.spec.commands import (
 )
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY
+from amdvi.spec.guest_translation import GUEST_LEVELS, guest_entry, guest_shift
 from amdvi.spec.host_translation import default_shift, host_entry
 from amdvi.spec.mutants import NONE
 from amdvi.spec.translation import Outcome, Request
-from amdvi.spec.walk_types import GUEST, HOST, SHIFT_WIDTH, low_mask
+from amdvi.spec.walk_types import GUEST, HOST, SHIFT_WIDTH, by_level, low_mask
 
-CACHE_NAMES = ("dte", "iotlb", "pde", "gcr3", "device_iotlb")
+CACHE_NAMES = ("dte", "iotlb", "pde", "guest_pde", "gcr3", "device_iotlb")
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,20 @@ class PdeSlot:
 
 
 @dataclass(frozen=True)
+class GuestPdeSlot:
+    valid: Any = False
+    domain_id: Any = 0
+    pasid: Any = 0
+    base: Any = 0  # GVA range covered by the table the entry points to: [base, base + 2^shift)
+    shift: Any = 12
+    table: Any = 0  # that table's system address
+    level: Any = 1  # that table's level
+    writable: Any = False  # W, U/S ANDed and NX ORed over the entries above and including this one
+    user: Any = False
+    nx: Any = False
+
+
+@dataclass(frozen=True)
 class Gcr3Slot:
     valid: Any = False
     domain_id: Any = 0
@@ -101,7 +121,8 @@ class Gcr3Slot:
     entry: Any = 0
 
 
-SLOT_TYPES = {"dte": DteSlot, "iotlb": TlbSlot, "pde": PdeSlot, "gcr3": Gcr3Slot, "device_iotlb": TlbSlot}
+SLOT_TYPES = {"dte": DteSlot, "iotlb": TlbSlot, "pde": PdeSlot, "guest_pde": GuestPdeSlot, "gcr3": Gcr3Slot,
+              "device_iotlb": TlbSlot}
 
 
 @dataclass(frozen=True)
@@ -111,12 +132,15 @@ class Caches:
     dte: tuple[DteSlot, ...] = ()
     iotlb: tuple[TlbSlot, ...] = ()
     pde: tuple[PdeSlot, ...] = ()
+    guest_pde: tuple[GuestPdeSlot, ...] = ()
     gcr3: tuple[Gcr3Slot, ...] = ()
     device_iotlb: tuple[TlbSlot, ...] = ()
 
     @classmethod
-    def empty(cls, dte: int = 2, iotlb: int = 4, pde: int = 2, gcr3: int = 2, device_iotlb: int = 2) -> "Caches":
-        sizes = {"dte": dte, "iotlb": iotlb, "pde": pde, "gcr3": gcr3, "device_iotlb": device_iotlb}
+    def empty(cls, dte: int = 2, iotlb: int = 4, pde: int = 2, guest_pde: int = 2, gcr3: int = 2,
+              device_iotlb: int = 2) -> "Caches":
+        sizes = {"dte": dte, "iotlb": iotlb, "pde": pde, "guest_pde": guest_pde, "gcr3": gcr3,
+                 "device_iotlb": device_iotlb}
         return cls(**{name: tuple(SLOT_TYPES[name]() for _ in range(n)) for name, n in sizes.items()})
 
     def slots(self, name: str) -> tuple[Any, ...]:
@@ -180,6 +204,27 @@ def pde_fill(b: Any, request: Request, fresh: Outcome, step_index: int) -> PdeSl
     return PdeSlot(valid=is_pde, domain_id=fresh.domain_id,
                    base=b.band(request.address, b.bnot(low_mask(b, shift), 64)), shift=shift,
                    table=ent.address, level=ent.next_level, readable=s.readable, writable=s.writable)
+
+
+def guest_pde_fill(b: Any, request: Request, fresh: Outcome, step_index: int) -> GuestPdeSlot:
+    """The ``step_index``-th guest page-directory entry of a guest walk, kept when the walk went on
+    below it (the entry is a usable directory and, when nested, its pointer translated)."""
+    guest_steps = [s for s in fresh.steps if s.table == "GPTE"]
+    if not 0 <= step_index < len(guest_steps) - 1:
+        return GuestPdeSlot()
+    s, below = guest_steps[step_index], guest_steps[step_index + 1]
+    ent = guest_entry(b, s.entry, s.level)
+    above = [guest_entry(b, t.entry, t.level) for t in guest_steps[:step_index + 1]]
+    valid = b.all_of(s.active, below.active, ent.present, b.lnot(ent.leaf), b.lnot(ent.invalid), fresh.guest,
+                     fresh.walked)
+    shift = by_level(b, s.level, GUEST_LEVELS, guest_shift, SHIFT_WIDTH)
+    # a table is 4 KiB aligned: the entry read below lies in the table this entry points to
+    return GuestPdeSlot(valid=valid, domain_id=fresh.domain_id,
+                        pasid=b.ite(request.has_pasid, request.pasid, b.const(0, 20)),
+                        base=b.band(request.address, b.bnot(low_mask(b, shift), 64)), shift=shift,
+                        table=b.band(below.entry_address, b.bnot(b.const(0xFFF, 64), 64)), level=below.level,
+                        writable=s.writable, user=b.all_of(*[e.user for e in above]),
+                        nx=b.any_of(*[e.nx for e in above]))
 
 
 def gcr3_fill(b: Any, request: Request, fresh: Outcome) -> Gcr3Slot:
@@ -259,6 +304,11 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
         hit = b.all_of(is_pages, pde, b.lnot(gn), b.eq(s.domain_id, domain), _overlaps(b, s.base, s.shift, start, span))
         return evict(b, s, b.any_of(is_all, hit))
 
+    def guest_pde_slot(s: GuestPdeSlot) -> GuestPdeSlot:
+        of_pasid = b.all_of(b.eq(s.pasid, pages.PASID), _overlaps(b, s.base, s.shift, start, span))
+        hit = b.all_of(is_pages, pde, b.eq(s.domain_id, domain), b.ite(gn, of_pasid, b.true()))
+        return evict(b, s, b.any_of(is_all, hit))
+
     def gcr3_slot(s: Gcr3Slot) -> Gcr3Slot:
         hit = b.all_of(is_pages, pde, b.eq(s.domain_id, domain), b.any_of(b.lnot(gn), b.eq(s.pasid, pages.PASID)))
         return evict(b, s, b.any_of(is_all, hit))
@@ -277,7 +327,7 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
         return evict(b, s, hit)
 
     return (caches.map_slots("dte", dte_slot).map_slots("iotlb", iotlb_slot).map_slots("pde", pde_slot)
-            .map_slots("gcr3", gcr3_slot).map_slots("device_iotlb", device_slot))
+            .map_slots("guest_pde", guest_pde_slot).map_slots("gcr3", gcr3_slot).map_slots("device_iotlb", device_slot))
 
 
 def dte_domain(b: Any, dte: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from amdvi.spec.device_table import DTE
 from amdvi.spec.mutants import NONE
+from amdvi.spec.guest_translation import GuestResume
 from amdvi.spec.translation import CachedStart, Outcome, Request, guest_path, read_dte, translate
 from amdvi.spec.walk_types import WalkStep, low_mask
 
@@ -29,6 +30,7 @@ class ServeChoice:
     dte: int | None = None
     iotlb: int | None = None
     pde: int | None = None
+    guest_pde: int | None = None
     gcr3: int | None = None
 
     def describe(self) -> str:
@@ -77,6 +79,14 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
         hit = b.all_of(g.valid, uses_guest, b.eq(g.domain_id, domain), b.eq(g.pasid, pasid))
         walk = _select(b, hit, translate(b, memory, dev_tab_bar, r, context=context,
                                          cached=CachedStart(dte=dte, gcr3_entry=g.entry)), walk)
+    if choice.guest_pde is not None:  # below the GCR3 table: it takes precedence over a GCR3 slot
+        q = caches.guest_pde[choice.guest_pde]
+        same_pasid = b.true() if "guest-pde-hit-ignores-pasid" in mutants else b.eq(q.pasid, pasid)
+        hit = b.all_of(q.valid, uses_guest, b.eq(q.domain_id, domain), same_pasid,
+                       _in_block(b, r.address, q.base, q.shift))
+        resume = GuestResume(table=q.table, level=q.level, writable=q.writable, user=q.user, nx=q.nx)
+        walk = _select(b, hit, translate(b, memory, dev_tab_bar, r, context=context,
+                                         cached=CachedStart(dte=dte, guest_resume=resume)), walk)
     if choice.pde is not None:
         p = caches.pde[choice.pde]
         hit = b.all_of(p.valid, b.lnot(uses_guest), b.ne(v.mode, 0), b.eq(p.domain_id, domain),

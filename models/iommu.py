@@ -35,7 +35,8 @@ from amdvi.spec.mutants import NONE, check_known
 from amdvi.spec.translation import Request, read_dte, translate
 
 from .caches import (
-    CACHE_NAMES, Caches, device_iotlb_fill, dte_fill, evict, gcr3_fill, invalidate, iotlb_fill, pde_fill,
+    CACHE_NAMES, Caches, device_iotlb_fill, dte_fill, evict, gcr3_fill, guest_pde_fill, invalidate, iotlb_fill,
+    pde_fill,
 )
 from .command_buffer import Effect, fetch_command, pending, step_command
 from .dma import DmaResult, ServeChoice, serve, serve_translated
@@ -93,7 +94,7 @@ class Fill:
     cache: str  # one of CACHE_NAMES
     slot: int
     request: Request
-    step: int = 0  # for the PDE cache: which host page-directory entry of the walk
+    step: int = 0  # for the PDE caches: which (host or guest) page-directory entry of the walk
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,8 @@ def fill(b: Any, state: IommuState, cache: str, slot: int, request: Request, ste
         new = iotlb_fill(b, request, fresh)
     elif cache == "pde":
         new = pde_fill(b, request, fresh, step)
+    elif cache == "guest_pde":
+        new = guest_pde_fill(b, request, fresh, step)
     elif cache == "gcr3":
         new = gcr3_fill(b, request, fresh)
     else:

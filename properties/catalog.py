@@ -80,11 +80,10 @@ def weakenings(change: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-# the weakenings that cannot matter for a change: the command or field is not in its required set,
-# or (v2-entry, PDE bit) the model keeps no guest-dimension page-directory cache for it to clear
+# the weakenings that cannot matter for a change: the command or field is not in its required set
 NOT_APPLICABLE = {
     "v1-entry": {"wrong PASID", "wrong DeviceID"},
-    "v2-entry": {"wrong DeviceID", "PDE bit clear"},
+    "v2-entry": {"wrong DeviceID"},
     "gcr3-entry": {"S bit clear", "wrong DeviceID"},
     "dte": {"wrong PASID", "S bit clear"},
 }
@@ -129,7 +128,12 @@ def _serving(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> Itera
         if r.status != PROVED:
             result = replace(r, name="fresh-slots-serve-fresh")
             if r.status == REFUTED and r.evidence is not None:
-                trace = serving_trace(r.evidence, r.model)
+                # prefer a counterexample where the slot lets the DMA reach a wrong address
+                access = serving.serves_fresh(cache, profile, mutants=mutants, timeout_ms=timeout_ms, observe=True)
+                found = access if access.status == REFUTED and access.evidence is not None else r
+                result = replace(found, name="fresh-slots-serve-fresh",
+                                 seconds=sum(p.seconds for p in parts) + (access.seconds if found is access else 0))
+                trace = serving_trace(found.evidence, found.model)
                 yield Outcome(result, trace, replay(trace, mutants=mutants))
             else:
                 yield Outcome(result)

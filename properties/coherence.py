@@ -17,7 +17,7 @@ from typing import Any
 
 import z3
 
-from amdvi.models.caches import Caches
+from amdvi.models.caches import CACHE_NAMES, Caches
 from amdvi.models.dma import DmaResult
 from amdvi.models.iommu import IommuState, fill
 from amdvi.models.registers import Registers
@@ -39,7 +39,7 @@ def reaches_only_fresh(b: Any, served: DmaResult, fresh: Outcome) -> Any:
 def filled_slot(b: Any, memory: Any, regs: Registers, cache: str, request: Request, step: int = 0,
                 context: Any = None) -> Any:
     """The slot a fill from ``request`` produces on ``memory`` (the model's own fill)."""
-    one = Caches.empty(**{name: 1 for name in ("dte", "iotlb", "pde", "gcr3", "device_iotlb")})
+    one = Caches.empty(**{name: 1 for name in CACHE_NAMES})
     state = fill(b, IommuState(memory=memory, regs=regs, caches=one), cache, 0, request, step, context=context)
     return state.caches.slots(cache)[0]
 

@@ -130,8 +130,9 @@ def serving_trace(query: ServingQuery, model: z3.ModelRef) -> Trace:
     v = query.symbols
     ghost, served = _request(model, v.ghost), _request(model, query.served)
     memory: dict[int, int] = {}
-    for request in (v.ghost, query.served):
-        memory.update(_read_words(model, v.memory, translate(Z3, v.memory, REGS.dev_tab_bar, request)))
+    walks = [translate(Z3, v.memory, REGS.dev_tab_bar, request) for request in (v.ghost, query.served)]
+    for walk in walks + ([query.walk] if query.walk is not None else []):
+        memory.update(_read_words(model, v.memory, walk))
     last: Any = (TranslatedDma(served, slot=0) if query.cache == "device_iotlb"
                  else Dma(served, ServeChoice(**{query.cache: 0})))
     return Trace(f"{query.cache} slot serving another request ({query.profile} DTE)", memory,

@@ -114,22 +114,6 @@ def symbols(profile: Profile) -> Symbols:
                    base=v("range_base", 64), shift=v("range_shift", 8), ghost=ghost)
 
 
-def symbolic_slot(cache: str, prefix: str) -> Any:
-    """A slot of ``cache`` whose every field is a free variable."""
-    empty = Caches.empty(**{n: 1 for n in CACHE_NAMES}).slots(cache)[0]
-    fields = {}
-    for name, value in vars(empty).items():
-        fields[name] = z3.Bool(f"{prefix}_{name}") if isinstance(value, bool) else z3.BitVec(
-            f"{prefix}_{name}", _slot_width(cache, name))
-    return type(empty)(**fields)
-
-
-def _slot_width(cache: str, name: str) -> int:
-    widths = {"device_id": 16, "dte": 256, "owner": 16, "pasid": 20, "page": 64, "page_shift": 8, "spa": 64,
-              "domain_id": 16, "base": 64, "shift": 8, "table": 64, "level": 3, "entry": 64}
-    return widths[name]
-
-
 # -- the changes ------------------------------------------------------------------------------------
 
 
@@ -314,7 +298,7 @@ class Query:
     change: str
     cache: str
     profile: str
-    step: int  # the PDE slot's level index
+    step: int  # a PDE slot's directory level index (``slot_steps``)
     symbols: Symbols
     situation: Situation
     commands: tuple[Required, ...]  # what software sent (after ``drop`` / ``corrupt``)
@@ -359,10 +343,16 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
                  z3.Not(same_slot(b, slot, refill)), served)
 
 
-def host_levels(profile: str) -> int:
-    """How many host entries a walk of ``profile`` reads at most (the PDE slot's possible levels)."""
+def slot_steps(cache: str, profile: str) -> range:
+    """Which entry of the ghost's walk a slot of ``cache`` may hold: for a PDE cache, each directory
+    level of its dimension (the last entry a walk reads is a leaf); one choice for the other caches."""
+    if cache not in ("pde", "guest_pde"):
+        return range(1)
     v = symbols(PROFILES[profile])
-    return sum(1 for st in translate(b, v.memory, REGS.dev_tab_bar, v.ghost).steps if st.dimension == HOST)
+    steps = translate(b, v.memory, REGS.dev_tab_bar, v.ghost).steps
+    if cache == "pde":  # a pure v1 walk's host entries
+        return range(sum(1 for st in steps if st.dimension == HOST) - 1)
+    return range(sum(1 for st in steps if st.table == "GPTE") - 1)
 
 
 def fresh_after_change(change: str, cache: str, profile: str = "v1", *, mutants: frozenset[str] = NONE,
@@ -376,8 +366,7 @@ def fresh_after_change(change: str, cache: str, profile: str = "v1", *, mutants:
     A refutation carries its :class:`Query` as ``evidence`` (see ``counterexample``).
     """
     results = []
-    # a PDE slot holds one of the walk's directory levels (the last entry read is always a leaf)
-    for k in range(host_levels(profile) - 1) if cache == "pde" else (0,):
+    for k in slot_steps(cache, profile):
         q = build_query(change, cache, profile, k, mutants=mutants, drop=drop, corrupt=corrupt, observe=observe)
         witnesses = [Witness("a slot the change makes stale", q.stale)] if stale_possible else []
         r = prove(f"{change}/{cache}/{profile}/{k}", q.assumptions, q.claim, witnesses=witnesses,
@@ -406,17 +395,21 @@ QUERIES: tuple[tuple[str, str, str, bool], ...] = (
     ("v1-entry", "dte", "v1", False),
     ("v1-entry", "iotlb", "nested", True),
     ("v1-entry", "gcr3", "nested", True),
+    ("v1-entry", "guest_pde", "nested", True),
     ("v2-entry", "iotlb", "v2", True),
     ("v2-entry", "device_iotlb", "v2", True),
     ("v2-entry", "gcr3", "v2", False),
+    ("v2-entry", "guest_pde", "v2", True),
     ("gcr3-entry", "gcr3", "v2", True),
     ("gcr3-entry", "iotlb", "v2", True),
     ("gcr3-entry", "device_iotlb", "v2", True),
+    ("gcr3-entry", "guest_pde", "v2", True),
     ("dte", "dte", "v1", True),
     ("dte", "iotlb", "v1", True),
     ("dte", "pde", "v1", True),
     ("dte", "device_iotlb", "v1", True),
     ("dte", "gcr3", "v2", True),
+    ("dte", "guest_pde", "v2", True),
 )
 
 
@@ -432,25 +425,30 @@ def _with_field(structure: Any, command: Any, field: str, fn: Callable[[Any], An
     return b.deposit(command, f.hi, f.lo, fn(b.extract(command, f.hi, f.lo)), 128)
 
 
-def _corrupt_field(fields: tuple[tuple[Any, str], ...], fn: Callable[[Any, int], Any]) -> Callable[[Required], Required]:
+def _corrupt_field(what: str, fields: tuple[tuple[Any, str], ...],
+                   fn: Callable[[Any, int], Any]) -> Callable[[Required], Required]:
     def corrupt(req: Required) -> Required:
-        command = req.command
+        command, label = req.command, req.label
         for structure, field in fields:
             is_it = b.eq(b.extract(command, 63, 60), structure.field("Opcode").fixed)
+            if b.known_false(is_it if isinstance(is_it, bool) else z3.simplify(is_it)):  # not that command
+                continue
             changed = _with_field(structure, command, field, lambda x: fn(x, structure.field(field).width))
             command = b.ite(is_it, changed, command, width=128)
-        return Required(req.label, command, req.when)
+            label = f"{req.label} with {what}"
+        return Required(label, command, req.when)
     return corrupt
 
 
 # Wrong operands (each applied to every required command that has the field)
 CORRUPTIONS: dict[str, Callable[[Required], Required]] = {
-    "wrong DomainID": _corrupt_field(((INVALIDATE_IOMMU_PAGES, "DomainID"),), lambda x, w: b.add(x, 1, w)),
-    "wrong PASID": _corrupt_field(((INVALIDATE_IOMMU_PAGES, "PASID"), (INVALIDATE_IOTLB_PAGES, "PASID[7:0]")),
-                                  lambda x, w: b.bxor(x, b.const(1, w))),
-    "S bit clear": _corrupt_field(((INVALIDATE_IOMMU_PAGES, "S"), (INVALIDATE_IOTLB_PAGES, "S")),
-                                  lambda x, w: b.const(0, w)),
-    "PDE bit clear": _corrupt_field(((INVALIDATE_IOMMU_PAGES, "PDE"),), lambda x, w: b.const(0, w)),
-    "wrong DeviceID": _corrupt_field(((INVALIDATE_DEVTAB_ENTRY, "DeviceID"), (INVALIDATE_IOTLB_PAGES, "DeviceID")),
-                                     lambda x, w: b.add(x, 1, w)),
+    name: _corrupt_field(name, fields, fn) for name, fields, fn in (
+        ("wrong DomainID", ((INVALIDATE_IOMMU_PAGES, "DomainID"),), lambda x, w: b.add(x, 1, w)),
+        ("wrong PASID", ((INVALIDATE_IOMMU_PAGES, "PASID"), (INVALIDATE_IOTLB_PAGES, "PASID[7:0]")),
+         lambda x, w: b.bxor(x, b.const(1, w))),
+        ("S bit clear", ((INVALIDATE_IOMMU_PAGES, "S"), (INVALIDATE_IOTLB_PAGES, "S")), lambda x, w: b.const(0, w)),
+        ("PDE bit clear", ((INVALIDATE_IOMMU_PAGES, "PDE"),), lambda x, w: b.const(0, w)),
+        ("wrong DeviceID", ((INVALIDATE_DEVTAB_ENTRY, "DeviceID"), (INVALIDATE_IOTLB_PAGES, "DeviceID")),
+         lambda x, w: b.add(x, 1, w)),
+    )
 }

@@ -66,6 +66,18 @@ def _to_system(b: Any, memory: Any, host: HostContext, gpa: Any, write: Any, fau
 
 
 @dataclass(frozen=True)
+class GuestResume:
+    """A guest walk picked up below a cached guest page-directory entry: the system address of the
+    table that entry points to, that table's level, and the permissions gathered above it."""
+
+    table: Any
+    level: Any
+    writable: Any
+    user: Any
+    nx: Any
+
+
+@dataclass(frozen=True)
 class GuestEntry:
     """One guest (x86-64 format) entry read at a level, as the walk understands it (backend values)."""
 
@@ -99,10 +111,13 @@ def guest_entry(b: Any, e: Any, level: Any) -> GuestEntry:
 
 def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid: Any, address: Any,
                write: Any, user: Any, execute: Any, host: HostContext, fault_address: Any = None,
-               mutants: frozenset[str] = NONE, gcr3_entry: Any = None) -> WalkResult:
+               mutants: frozenset[str] = NONE, gcr3_entry: Any = None,
+               resume: GuestResume | None = None) -> WalkResult:
     """Translate ``address`` (a GVA of ``pasid``) through the GCR3 table and the guest page table.
 
     ``gcr3_entry``: the PASID's GCR3 table entry as a GCR3 cache holds it; the GCR3 table is then not read.
+    ``resume``: the walk starts below a cached guest page-directory entry (neither the GCR3 table nor
+    the guest levels above it are read).
     """
     fault_address = address if fault_address is None else fault_address
     f = FaultState.none(b)
@@ -110,13 +125,15 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     read = b.false()
 
     # -- the GCR3 table -----------------------------------------------------------------------
-    if gcr3_entry is None:
+    if resume is not None:
+        table = resume.table
+    elif gcr3_entry is None:
         table, _, f = _to_system(b, memory, host, gcr3_root, read, f, steps)
     else:  # the cached entry is the last level's: its guest CR3 goes through the host table
         table, _, f = _to_system(b, memory, host, b.band(gcr3_entry, b.const(GCR3_ENTRY.field("GCR3").mask, 64)),
                                  read, f, steps)
     known_glx = b.constant(glx)
-    gcr3_levels = 0 if gcr3_entry is not None else (GCR3_LEVELS if known_glx is None else min(known_glx + 1, GCR3_LEVELS))
+    gcr3_levels = 0 if (gcr3_entry is not None or resume is not None) else (GCR3_LEVELS if known_glx is None else min(known_glx + 1, GCR3_LEVELS))
     for k in range(gcr3_levels):
         level = b.sub(b.zext(glx, 8), k, 8)  # GCR3 level counting down to 0
         active = b.all_of(b.ule(k, b.zext(glx, 8)), b.lnot(f.raised))
@@ -142,6 +159,8 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     f = f.raise_if(b, b.lnot(canonical), GUEST, fault_address)
     level = depth
     writable, user_ok, nx = b.true(), b.true(), b.false()
+    if resume is not None:
+        level, writable, user_ok, nx = b.zext(resume.level, 8), resume.writable, resume.user, resume.nx
     done = b.false()
     gpa, shift = b.const(0, 64), b.const(0, SHIFT_WIDTH)
     known_depth = b.constant(depth)  # each step goes down a level: a known depth bounds the entries read

@@ -19,7 +19,11 @@ MUTANTS: dict[str, str] = {
     "completion-wait-early": (
         "COMPLETION_WAIT completes (stores, interrupts) while earlier invalidations are still in flight"),
     "invalidate-pages-keeps-pde-cache": (
-        "INVALIDATE_IOMMU_PAGES with PDE = 1 leaves cached page-directory and GCR3 entries in place"),
+        "INVALIDATE_IOMMU_PAGES with PDE = 1 leaves cached page-directory (host and guest) and GCR3 "
+        "entries in place"),
+    "guest-pde-hit-ignores-pasid": (
+        "a cached guest page-directory entry is used for a request of any PASID of its DomainID, so one "
+        "process's guest table serves another's"),
     "iotlb-hit-ignores-permissions": (
         "an IOTLB hit does not check the access against the cached permissions: a write is served "
         "from a read-only translation"),

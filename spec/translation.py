@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from .device_table import DTE, ENTRY_BYTES, ILLEGAL_DTE, IO_PAGE_FAULT
 from .events import ILLEGAL_DEV_TABLE_ENTRY as ILLEGAL_DTE_RECORD
 from .events import IO_PAGE_FAULT as IO_PAGE_FAULT_RECORD
-from .guest_translation import HostContext, guest_walk
+from .guest_translation import GuestResume, HostContext, guest_walk
 from .host_translation import host_walk
 from .mmio import DEV_TAB_BAR
 from .mutants import NONE, check_known
@@ -105,13 +105,15 @@ def guest_path(b: Any, dte: Any, request: Request) -> tuple[Any, Any]:
 @dataclass(frozen=True)
 class CachedStart:
     """What translation caches may supply instead of reading memory (48882 §2.2 caching; each
-    ``None`` means "read memory"): the DTE, the guest CR3 of the GCR3 table entry, and a host
-    (v1) walk resumed below a cached page-directory entry: ``(table, level, readable, writable)``.
+    ``None`` means "read memory"): the DTE, the guest CR3 of the GCR3 table entry, a host (v1) walk
+    resumed below a cached page-directory entry: ``(table, level, readable, writable)``, and a guest
+    (v2) walk resumed below a cached guest page-directory entry (:class:`GuestResume`).
     Used only by ``models``; ``translate`` without it is the fresh walk."""
 
     dte: Any = None
     gcr3_entry: Any = None
     host_resume: tuple[Any, Any, Any, Any] | None = None
+    guest_resume: GuestResume | None = None
 
 
 def _choose(b: Any, cond: Any, then: Any, otherwise: Any) -> WalkResult:
@@ -186,7 +188,7 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
         host = HostContext(nested=nested, root=root, mode=v.mode, readable=ir, writable=iw)
         g = guest_walk(b, memory, gcr3_root=b.zext(v["GCR3 Table Root Pointer"], 64), glx=v.glx, gpm=v.gpm,
                        pasid=pasid, address=r.address, write=r.write, user=r.user, execute=r.execute, host=host,
-                       mutants=mutants, gcr3_entry=cached.gcr3_entry)
+                       mutants=mutants, gcr3_entry=cached.gcr3_entry, resume=cached.guest_resume)
         return g
 
     def host() -> WalkResult:

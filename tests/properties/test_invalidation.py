@@ -7,7 +7,7 @@ from amdvi.properties import catalog, invalidation, ordering, serving
 from amdvi.properties.counterexample import replay, trace_from
 from amdvi.properties.proof import PROVED, REFUTED
 
-SLOW = {("v1-entry", "iotlb", "nested")}
+SLOW = {("v1-entry", "iotlb", "nested"), ("v1-entry", "guest_pde", "nested")}
 
 
 def _query_params():
@@ -41,6 +41,7 @@ MUTANT_PROPERTY = {
     "invalidate-pages-keeps-pde-cache": "v1-entry-invalidation",
     "completion-wait-early": "completion-wait-ordering",
     "iotlb-hit-ignores-permissions": "fresh-slots-serve-fresh",
+    "guest-pde-hit-ignores-pasid": "fresh-slots-serve-fresh",
 }
 
 
@@ -70,9 +71,19 @@ def test_every_required_invalidation_is_needed(change):
     names = {p.name for p in outcome.parts}
     if change == "v1-entry":
         assert {"v1-entry: PDE bit clear", "v1-entry: S bit clear", "v1-entry: wrong DomainID"} <= names
+    if change == "v2-entry":  # the guest-dimension directory cache needs PDE = 1 too
+        assert {"v2-entry: PDE bit clear", "v2-entry: S bit clear", "v2-entry: wrong PASID"} <= names
 
 
-SLOW_SERVING = {("iotlb", "nested"), ("gcr3", "nested")}
+def test_a_guest_directory_cache_kept_by_the_pde_flag_goes_stale():
+    # the host-dimension case is MUTANT_PROPERTY's; here the slot that survives is a guest PDE slot
+    outcome = catalog.run_property("v2-entry-invalidation", mutants=frozenset({"invalidate-pages-keeps-pde-cache"}))
+    assert outcome.result.status == REFUTED and "/guest_pde/" in outcome.result.detail
+    assert outcome.replay.stale, outcome.replay.summary()
+    assert not replay(outcome.trace).stale
+
+
+SLOW_SERVING = {("iotlb", "nested"), ("gcr3", "nested"), ("guest_pde", "nested")}
 
 
 @pytest.mark.parametrize("cache,profile", [
