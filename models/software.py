@@ -196,6 +196,28 @@ def v2_map(memory: dict[int, int], root: int, gva: int, address: int, next_free:
     return Mapped(out, next_free, at, tuple(directories))
 
 
+def entry_on_path(memory: dict[int, int], root: int, address: int, level: int, *, top: int,
+                  guest: bool = False) -> int | None:
+    """Software's own look-up: the address of the level-``level`` entry on the path of ``address`` in
+    the ``top``-level table at ``root``, v1 (§2.2.3) or, with ``guest``, x86-64 format (§2.2.6);
+    ``None`` when an entry above it is not present."""
+    from amdvi.spec.guest_page_table import GPTE
+    from amdvi.spec.host_page_table import PDE
+    from amdvi.spec.host_translation import index_bits
+
+    table = root
+    for at_level in range(top, level - 1, -1):
+        hi, lo = index_bits(at_level)
+        at = table + 8 * ((address >> lo) & mask(hi - lo + 1))
+        if at_level == level:
+            return at
+        entry = memory.get(at, 0)
+        if not entry & 1:
+            return None
+        table = (GPTE.view(entry)["Address"] if guest else PDE.view(entry)["Next Table Address"]) << 12
+    raise ValueError(f"no level {level} in a {top}-level table")
+
+
 def gcr3_entry_address(table: int, pasid: int) -> int:
     """The entry of ``pasid`` in a one-level GCR3 table (DTE.GLX = 0)."""
     return table + 8 * (pasid & 0x1FF)

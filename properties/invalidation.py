@@ -36,7 +36,7 @@ from amdvi.spec.bitvec import Z3, OverlayMemory
 from amdvi.spec.commands import INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
 from amdvi.spec.mutants import NONE
-from amdvi.spec.translation import Outcome, Request, guest_path, read_dte, translate
+from amdvi.spec.translation import Outcome, Request, guest_path, translate
 from amdvi.spec.walk_types import HOST, low_mask
 
 from amdvi.models.dma import ServeChoice, serve, serve_translated

@@ -12,7 +12,7 @@ of three parties on a small fixed platform:
   hardware move between them);
 * the hardware: command processing (one move at a time, or running until it has nothing to do, with
   or without retiring in-flight invalidations), filling a slot of any cache from a walk of current
-  memory or evicting one (the GCR3 cache stays empty: the platform has no v2 device);
+  memory or evicting one;
 * the devices: untranslated DMA served from a drawn choice of slots, and translated (ATS) DMA from the
   ATS device's own IOTLB.
 
@@ -27,7 +27,11 @@ default budget (100 examples of at most ``STEP_COUNT`` rules, derandomized in CI
 The platform: devices 0x10 and 0x11 (0x11 with DTE.I = 1), both starting in domain 5; domains 5 and
 6, each a 3-level v1 table mapping the pages 0x4000..0x7000 (one level-1 table) and 0x40_0000
 (another level-1 table, so a range over all of them spans two page-directory entries) to different
-system pages of a pool.
+system pages of a pool. Device 0x12 uses guest (v2) translation in domain 7 (DTE.Mode = 0, GV = 1,
+a one-level GCR3 table): PASIDs 1 and 2 each have a 4-level guest table mapping the GVAs 0x4000,
+0x5000 and 0x40_0000. Its changes go through INVALIDATE_IOMMU_PAGES with GN = 1 and the PASID: a
+guest page mapped or unmapped, a guest directory entry replaced, the PASID's GCR3 entry pointed to a
+new guest table.
 """
 
 from __future__ import annotations
@@ -43,15 +47,14 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
                                  run_state_machine_as_test)
 
 from amdvi.models import software as sw
-from amdvi.models.caches import Caches
+from amdvi.models.caches import CACHE_NAMES, Caches
 from amdvi.models.dma import ServeChoice
 from amdvi.models.iommu import CpuWrite, Dma, Evict, Fill, IommuState, ProcessCommand, Retire, TranslatedDma, step
 from amdvi.models.registers import ring_offset
 from amdvi.spec.bitvec import INT
 from amdvi.spec.commands import COMMAND_BYTES
 from amdvi.spec.device_table import DTE
-from amdvi.spec.host_page_table import PDE
-from amdvi.spec.host_translation import default_shift, index_bits
+from amdvi.spec.host_translation import default_shift
 from amdvi.spec.mutants import NONE, check_known
 from amdvi.spec.translation import Request, translate
 
@@ -74,18 +77,29 @@ SLOTS = 1  # slots per cache
 COMMANDS_PER_CHANGE = 4  # at most: DEVTAB, PAGES, IOTLB_PAGES, COMPLETION_WAIT
 MAX_OUTSTANDING = 2  # software changes in progress at once
 CHANGES = ("map_page", "unmap_pages", "replace_directory", "move_device")  # IommuMachine methods
+GUEST_CHANGES = ("map_guest_page", "unmap_guest_pages", "replace_guest_directory", "switch_guest_table")
 DEVICE_BURST = 3  # accesses one device rule may make in a row
 PROCESSOR_BURST = 3  # command-processor moves one rule may make in a row
 STEP_COUNT = 40  # default stateful_step_count
+# the v2 device: a one-level GCR3 table for PASIDs 1 and 2, each with its own 4-level guest table
+GUEST_DEVICE, GUEST_DOMAIN = 0x12, 7
+GCR3_TABLE = 0x130_0000
+PASIDS = (1, 2)
+GUEST_ROOTS = {1: 0x140_0000, 2: 0x150_0000}
+GUEST_PAGES = (0x4000, 0x5000, 0x40_0000)
+GUEST_INITIAL_ROTATION = {1: 1, 2: 5}
+GUEST_LEVELS = 4
 # the broken models the machine is shown to catch within its default budget: the invalidation and
 # ordering ones. ``iotlb-hit-ignores-permissions`` (a write served from a read-only translation) is
 # refuted by the Z3 property ``fresh-slots-serve-fresh``; the machine does not reliably reach it
 # (it needs a read-only remap, a read filling the IOTLB, then a write, in that order).
 MACHINE_MUTANTS = ("invalidate-pages-ignores-size", "devtab-invalidation-ignored", "completion-wait-early",
-                   "invalidate-pages-keeps-pde-cache")
+                   "invalidate-pages-keeps-pde-cache", "guest-pde-hit-ignores-pasid")
 
 # contiguous runs of PAGES: one page (S = 0) or several (one S = 1 range)
 ADDRESSES = tuple(page | 0x10 for page in PAGES)  # what requests ask for (an offset inside each page)
+GUEST_ADDRESSES = tuple(page | 0x18 for page in GUEST_PAGES)
+GUEST_RUNS = tuple(GUEST_PAGES[i:j + 1] for i, j in combinations_with_replacement(range(len(GUEST_PAGES)), 2))
 PAGE_RUNS = tuple(PAGES[i:j + 1] for i, j in combinations_with_replacement(range(len(PAGES)), 2))
 DIRECTORY_BASES = tuple(sorted({p & ~(DIRECTORY_SPAN - 1) for p in PAGES}))
 T = TypeVar("T")
@@ -99,19 +113,21 @@ class StaleTranslation(AssertionError):
 
 
 def entry_address(memory: dict[int, int], root: int, iova: int, level: int) -> int | None:
-    """The address of the level-``level`` entry on the path of ``iova`` in the v1 table at ``root``
-    (``None`` when a directory entry above it is not present)."""
-    table = root
-    for at_level in range(MODE, level - 1, -1):
-        hi, lo = index_bits(at_level)
-        address = table + 8 * ((iova >> lo) & ((1 << (hi - lo + 1)) - 1))
-        if at_level == level:
-            return address
-        entry = memory.get(address, 0)
-        if not entry & 1:
-            return None
-        table = PDE.view(entry)["Next Table Address"] << 12
-    raise ValueError(f"no level {level} in a {MODE}-level table")
+    """The level-``level`` entry over ``iova`` in the v1 table at ``root`` (None: not reachable)."""
+    return sw.entry_on_path(memory, root, iova, level, top=MODE)
+
+
+def guest_root(memory: dict[int, int], pasid: int) -> int | None:
+    """The guest table root of ``pasid`` in the GCR3 table (``None`` when its entry is not valid)."""
+    from amdvi.spec.guest_page_table import GCR3_ENTRY
+
+    entry = memory.get(sw.gcr3_entry_address(GCR3_TABLE, pasid), 0)
+    return GCR3_ENTRY.view(entry)["GCR3"] << 12 if entry & 1 else None
+
+
+def guest_entry_address(memory: dict[int, int], root: int, gva: int, level: int) -> int | None:
+    """The level-``level`` entry over ``gva`` in the guest table at ``root`` (None: not reachable)."""
+    return sw.entry_on_path(memory, root, gva, level, top=GUEST_LEVELS, guest=True)
 
 
 def domain_of(memory: dict[int, int], device_id: int) -> int:
@@ -137,6 +153,19 @@ def rotated_page(page: int, rotation: int) -> int:
     return POOL[(PAGES.index(page) + rotation) % len(POOL)]
 
 
+def guest_rotated_page(page: int, rotation: int) -> int:
+    return POOL[(GUEST_PAGES.index(page) + rotation) % len(POOL)]
+
+
+def guest_table(memory: dict[int, int], root: int, rotation: int, next_free: int,
+                pages: Iterable[int] = GUEST_PAGES) -> tuple[dict[int, int], int]:
+    """``memory`` with ``pages`` mapped in the guest table at ``root``, rotated through the pool."""
+    for page in pages:
+        m = sw.v2_map(memory, root, page, guest_rotated_page(page, rotation), next_free, levels=GUEST_LEVELS)
+        memory, next_free = m.memory, m.next_free
+    return memory, next_free
+
+
 @functools.lru_cache(maxsize=1)
 def platform() -> tuple[IommuState, int]:
     """The initial state (both devices in domain 5, nothing cached) and the next free table page."""
@@ -149,7 +178,11 @@ def platform() -> tuple[IommuState, int]:
         for page in PAGES:
             m = sw.v1_map(memory, root, MODE, page, rotated_page(page, INITIAL_ROTATION[domain]), next_free)
             memory, next_free = m.memory, m.next_free
-    caches = Caches.empty(**{name: SLOTS for name in ("dte", "iotlb", "pde", "gcr3", "device_iotlb")})
+    memory = sw.write_dte(memory, LAYOUT, GUEST_DEVICE, sw.v2_dte(GUEST_DOMAIN, GCR3_TABLE, giov=False))
+    for pasid, root in GUEST_ROOTS.items():
+        memory[sw.gcr3_entry_address(GCR3_TABLE, pasid)] = sw.gcr3_entry(root)
+        memory, next_free = guest_table(memory, root, GUEST_INITIAL_ROTATION[pasid], next_free)
+    caches = Caches.empty(**{name: SLOTS for name in CACHE_NAMES})
     return sw.initial_state(LAYOUT, memory, caches), next_free
 
 
@@ -158,19 +191,30 @@ def platform() -> tuple[IommuState, int]:
 
 def _requests(devices: Iterable[int], addresses: Iterable[int] = ADDRESSES, *,
               ats: bool = False) -> st.SearchStrategy[Request]:
-    return st.builds(Request, device_id=st.sampled_from(tuple(devices)), address=st.sampled_from(tuple(addresses)),
-                     write=st.booleans(), ats=st.just(ats))
+    """Requests of one of ``devices`` (each equally likely); the v2 device's carry a PASID."""
+    def of(device: int) -> st.SearchStrategy[Request]:
+        if device == GUEST_DEVICE:
+            return st.builds(Request, device_id=st.just(device), address=st.sampled_from(GUEST_ADDRESSES),
+                             write=st.booleans(), pasid=st.sampled_from(PASIDS), has_pasid=st.just(True))
+        return st.builds(Request, device_id=st.just(device), address=st.sampled_from(tuple(addresses)),
+                         write=st.booleans(), ats=st.just(ats))
+    return st.sampled_from(tuple(devices)).flatmap(of)
 
 
 SLOT = st.integers(0, SLOTS - 1)
-FILLED_CACHES = ("dte", "iotlb", "pde", "device_iotlb")  # no v2 device: the GCR3 cache stays empty
+FILLED_CACHES = ("dte", "iotlb", "pde", "guest_pde", "gcr3", "device_iotlb")
+ALL_DEVICES = (*DEVICES, GUEST_DEVICE)
+# the caches that can serve a request of each kind of device (the model's hit conditions check DTE.GV
+# and Mode, so a v1 request never hits a guest slot and a v2 request never a host PDE slot)
+SERVING = {False: ("dte", "iotlb", "pde"), True: ("dte", "iotlb", "guest_pde", "gcr3")}
 
 
 def _fills(cache: str, slot: st.SearchStrategy[int] = SLOT) -> st.SearchStrategy[Fill]:
     if cache == "device_iotlb":
         return st.builds(Fill, cache=st.just(cache), slot=slot, request=_requests([ATS_DEVICE], ats=True))
-    step_index = st.integers(0, MODE - 2) if cache == "pde" else st.just(0)
-    return st.builds(Fill, cache=st.just(cache), slot=slot, request=_requests(DEVICES), step=step_index)
+    step_index = {"pde": st.integers(0, MODE - 2), "guest_pde": st.integers(0, GUEST_LEVELS - 2)}.get(cache, st.just(0))
+    devices = {"pde": DEVICES, "guest_pde": (GUEST_DEVICE,), "gcr3": (GUEST_DEVICE,)}.get(cache, ALL_DEVICES)
+    return st.builds(Fill, cache=st.just(cache), slot=slot, request=_requests(devices), step=step_index)
 
 
 FILLS = st.one_of(*(_fills(cache) for cache in FILLED_CACHES))
@@ -190,6 +234,8 @@ SERVES: dict[str, Callable[[Request, Request], bool]] = {
     "dte": lambda g, r: g.device_id == r.device_id,
     "iotlb": lambda g, r: page_of(g.address) == page_of(r.address),
     "pde": lambda g, r: directory_of(g.address) == directory_of(r.address),
+    "guest_pde": lambda g, r: g.pasid == r.pasid and directory_of(g.address) == directory_of(r.address),
+    "gcr3": lambda g, r: g.device_id == r.device_id and g.pasid == r.pasid,
     "device_iotlb": lambda g, r: g.device_id == r.device_id and page_of(g.address) == page_of(r.address),
 }
 
@@ -242,14 +288,13 @@ class IommuMachine(RuleBasedStateMachine):
     def ats_devices_in(self, domain: int) -> list[int]:
         return [d for d in DEVICES if d == ATS_DEVICE and domain_of(self.state.memory, d) == domain]
 
-    def change(self, memory: dict[int, int], commands: list[int], devices: Iterable[int],
-               addresses: Iterable[int] = ADDRESSES) -> None:
+    def change(self, memory: dict[int, int], commands: list[int], changed: Iterable[Request]) -> None:
         """Store what differs from ``memory``, then queue ``commands`` and a COMPLETION_WAIT. The
-        change concerns the requests of ``devices`` to ``addresses``."""
+        change concerns the requests ``changed``."""
         writes = stores(self.state.memory, memory)
         if not writes:
             return
-        self.changed = tuple(Request(d, a) for d in devices for a in addresses)
+        self.changed = tuple(changed)
         for move in writes:
             self._step(move)
         self.last_wait_value += 1
@@ -264,12 +309,18 @@ class IommuMachine(RuleBasedStateMachine):
         commands = [sw.inv_pages(domain, start, size, pde=directory)]
         commands += [sw.inv_iotlb(device, start, size) for device in self.ats_devices_in(domain)]
         devices = [d for d in DEVICES if domain_of(self.state.memory, d) == domain]
-        self.change(memory, commands, devices, [a for a in ADDRESSES if start <= a < start + size])
+        self.change(memory, commands, [Request(d, a) for d in devices for a in ADDRESSES if start <= a < start + size])
 
     @precondition(may_change)
     @rule(data=st.data(), change=st.sampled_from(CHANGES))
     def software(self, data: st.DataObject, change: str) -> None:
         """One change (a method named in ``CHANGES``), with its invalidations and COMPLETION_WAIT."""
+        getattr(self, change)(data)
+
+    @precondition(may_change)
+    @rule(data=st.data(), change=st.sampled_from(GUEST_CHANGES))
+    def guest_software(self, data: st.DataObject, change: str) -> None:
+        """One change of the v2 device's tables (a method named in ``GUEST_CHANGES``)."""
         getattr(self, change)(data)
 
     def map_page(self, data: st.DataObject) -> None:
@@ -318,7 +369,81 @@ class IommuMachine(RuleBasedStateMachine):
         dte = sw.v1_dte(new, DOMAIN_ROOTS[new], MODE, ats=device == ATS_DEVICE)
         commands = [sw.inv_devtab(device), sw.inv_pages(new)]
         commands += [sw.inv_iotlb(device)] if device == ATS_DEVICE else []
-        self.change(sw.write_dte(self.state.memory, LAYOUT, device, dte), commands, [device])
+        self.change(sw.write_dte(self.state.memory, LAYOUT, device, dte), commands,
+                    [Request(device, a) for a in ADDRESSES])
+
+    # the v2 device's changes: each followed by INVALIDATE_IOMMU_PAGES with GN = 1 and the PASID (no
+    # ATS on this device, so no INVALIDATE_IOTLB_PAGES)
+
+    def pasids(self) -> st.SearchStrategy[int]:
+        return self.favoured(PASIDS, lambda p, r: r.has_pasid and r.pasid == p)
+
+    def guest_change(self, memory: dict[int, int], pasid: int, start: int, size: int | None, *,
+                     directory: bool) -> None:
+        """A change of ``pasid``'s guest table over ``[start, start + size)`` (``None``: all of it)."""
+        commands = [sw.inv_pages(GUEST_DOMAIN, start, size, pasid=pasid, pde=directory)]
+        covered = [a for a in GUEST_ADDRESSES if size is None or start <= a < start + size]
+        self.change(memory, commands, [Request(GUEST_DEVICE, a, pasid=pasid, has_pasid=True) for a in covered])
+
+    def map_guest_page(self, data: st.DataObject) -> None:
+        """Map (or remap) a guest page of a PASID; missing guest tables are allocated."""
+        pasid = data.draw(self.pasids(), label="pasid")
+        root = guest_root(self.state.memory, pasid)
+        if root is None:  # the PASID has no guest table now
+            return
+        page = data.draw(self.favoured(GUEST_PAGES, lambda p, r: r.has_pasid and page_of(r.address) == p), label="gva")
+        spa = data.draw(st.sampled_from(POOL), label="spa")
+        writable = data.draw(st.booleans(), label="writable")
+        m = sw.v2_map(self.state.memory, root, page, spa, self.next_free, writable=writable, levels=GUEST_LEVELS)
+        self.next_free = m.next_free
+        directory = any(self.state.memory.get(a, 0) != m.memory.get(a, 0) for a in m.directory_addresses)
+        self.guest_change(m.memory, pasid, page, PAGE, directory=directory)
+
+    def unmap_guest_pages(self, data: st.DataObject) -> None:
+        """Clear the guest PTEs of a run of GVAs of a PASID: one range invalidation."""
+        pasid = data.draw(self.pasids(), label="pasid")
+        run = data.draw(self.favoured(GUEST_RUNS, lambda run, r: r.has_pasid and page_of(r.address) in run),
+                        label="gvas")
+        root = guest_root(self.state.memory, pasid)
+        memory = dict(self.state.memory)
+        for page in run:
+            leaf = guest_entry_address(memory, root, page, 1) if root is not None else None
+            if leaf is not None:
+                memory[leaf] = 0
+        self.guest_change(memory, pasid, run[0], run[-1] + PAGE - run[0], directory=False)
+
+    def replace_guest_directory(self, data: st.DataObject) -> None:
+        """Point a PASID's level-2 guest entry to a new level-1 table (its pages rotated through the
+        pool by a drawn amount), or clear it (rotation None)."""
+        pasid = data.draw(self.pasids(), label="pasid")
+        base = data.draw(self.favoured(DIRECTORY_BASES, lambda b, r: r.has_pasid and directory_of(r.address) == b),
+                         label="base")
+        rotation = data.draw(st.none() | st.integers(0, len(POOL) - 1), label="rotation")
+        root = guest_root(self.state.memory, pasid)
+        at = guest_entry_address(self.state.memory, root, base, 2) if root is not None else None
+        if at is None:
+            return
+        memory = dict(self.state.memory)
+        memory[at] = 0
+        if rotation is not None:
+            pages = [p for p in GUEST_PAGES if directory_of(p) == base]
+            memory, self.next_free = guest_table(memory, root, rotation, self.next_free, pages)
+        self.guest_change(memory, pasid, base, DIRECTORY_SPAN, directory=True)
+
+    def switch_guest_table(self, data: st.DataObject) -> None:
+        """Point a PASID's GCR3 entry to a newly built guest table (rotated by a drawn amount) or clear
+        it (rotation None): INVALIDATE_IOMMU_PAGES of all the PASID's pages with PDE = 1."""
+        pasid = data.draw(self.pasids(), label="pasid")
+        rotation = data.draw(st.none() | st.integers(0, len(POOL) - 1), label="rotation")
+        memory = dict(self.state.memory)
+        entry = sw.gcr3_entry_address(GCR3_TABLE, pasid)
+        if rotation is None:
+            memory[entry] = 0
+        else:
+            root, self.next_free = self.next_free, self.next_free + PAGE
+            memory, self.next_free = guest_table(memory, root, rotation, self.next_free)
+            memory[entry] = sw.gcr3_entry(root)
+        self.guest_change(memory, pasid, 0, None, directory=True)
 
     # -- hardware ----------------------------------------------------------------------------------
 
@@ -408,8 +533,9 @@ class IommuMachine(RuleBasedStateMachine):
     def dma(self, data: st.DataObject, count: int) -> None:
         """``count`` untranslated accesses, each served from a choice of cache slots."""
         for _ in range(count):
-            request = data.draw(self.requests(DEVICES), label="request")
-            choice = st.builds(ServeChoice, **{c: self.memory_or_valid_slot(c, request) for c in ("dte", "iotlb", "pde")})
+            request = data.draw(self.requests(ALL_DEVICES), label="request")
+            caches = SERVING[request.device_id == GUEST_DEVICE]
+            choice = st.builds(ServeChoice, **{c: self.memory_or_valid_slot(c, request) for c in caches})
             self.access(Dma(request, data.draw(choice, label="choice")))
 
     @rule(data=st.data(), count=st.integers(1, DEVICE_BURST))
@@ -466,8 +592,9 @@ class IommuMachine(RuleBasedStateMachine):
             for slot, dte in product(range(SLOTS), self.valid_slots("dte")):
                 yield dataclasses.replace(move, slot=slot, dte_slot=dte)
             return
-        for dte, iotlb, pde in product(*(self.valid_slots(c) for c in ("dte", "iotlb", "pde"))):
-            yield dataclasses.replace(move, choice=ServeChoice(dte=dte, iotlb=iotlb, pde=pde))
+        caches = SERVING[move.request.device_id == GUEST_DEVICE]
+        for slots in product(*(self.valid_slots(c) for c in caches)):
+            yield dataclasses.replace(move, choice=ServeChoice(**dict(zip(caches, slots))))
 
 
 @functools.lru_cache(maxsize=None)

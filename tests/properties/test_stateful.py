@@ -81,6 +81,41 @@ def test_every_way_of_serving_an_access_is_tried():
     assert len(choices) == 8  # memory or slot 0, for each of three caches
     translated = list(m.alternatives(TranslatedDma(dataclasses.replace(request, ats=True), 0)))
     assert {a.dte_slot for a in translated} == {None, 0}
+    # the v2 device's requests: memory or slot 0 of the DTE, IOTLB, guest page-directory and GCR3 caches
+    guest = Request(stateful.GUEST_DEVICE, 0x5018, pasid=1, has_pasid=True)
+    for cache in ("iotlb", "guest_pde", "gcr3"):
+        m._fill(Fill(cache, 0, guest))
+    assert all(m.state.caches.slots(c)[0].valid for c in ("guest_pde", "gcr3"))
+    choices = {dataclasses.astuple(a.choice) for a in m.alternatives(Dma(guest))}
+    assert len(choices) == 16
+
+
+def _stale_guest_directory_setup(m):
+    """A guest page-directory slot for PASID 1's level-2 entry over GVA 0x5018; software then clears
+    that entry (unmapping the 2 MiB region) with its PDE = 1 invalidation, and the hardware runs it."""
+    request = Request(stateful.GUEST_DEVICE, 0x5018, pasid=1, has_pasid=True)
+    m._fill(Fill("guest_pde", 0, request, step=2))
+    assert m.state.caches.guest_pde[0].valid
+    memory = dict(m.state.memory)
+    root = stateful.guest_root(memory, 1)
+    memory[stateful.guest_entry_address(memory, root, 0x5018, 2)] = 0
+    m.guest_change(memory, 1, 0, stateful.DIRECTORY_SPAN, directory=True)
+    m.run(retire=True)
+    assert m.settled()
+    return request
+
+
+def test_the_v2_device_and_its_guest_directory_cache_are_checked():
+    correct = _machine_with()
+    request = _stale_guest_directory_setup(correct)
+    assert not correct.state.caches.guest_pde[0].valid
+    correct.cached_requests_fresh()
+    correct.access(Dma(request))
+
+    broken = _machine_with(["invalidate-pages-keeps-pde-cache"])
+    request = _stale_guest_directory_setup(broken)
+    with pytest.raises(StaleTranslation, match="guest_pde=0"):
+        broken.cached_requests_fresh()
 
 
 def test_outstanding_changes_are_not_checked_until_their_wait_completes():
