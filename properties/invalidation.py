@@ -47,7 +47,6 @@ from .proof import PROVED, ProofResult, Witness, prove
 b = Z3
 LAYOUT = software.Layout()
 REGS = software.registers(LAYOUT)
-PDE_STEPS = 5  # the PDE cache may hold the entry of any of a v1 walk's first five levels
 ALL_ADDRESS = software.ALL >> 12
 
 

@@ -54,6 +54,7 @@ from amdvi.models.registers import ring_offset
 from amdvi.spec.bitvec import INT
 from amdvi.spec.commands import COMMAND_BYTES
 from amdvi.spec.device_table import DTE
+from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.host_translation import default_shift
 from amdvi.spec.mutants import NONE, check_known
 from amdvi.spec.translation import Request, translate
@@ -119,8 +120,6 @@ def entry_address(memory: dict[int, int], root: int, iova: int, level: int) -> i
 
 def guest_root(memory: dict[int, int], pasid: int) -> int | None:
     """The guest table root of ``pasid`` in the GCR3 table (``None`` when its entry is not valid)."""
-    from amdvi.spec.guest_page_table import GCR3_ENTRY
-
     entry = memory.get(sw.gcr3_entry_address(GCR3_TABLE, pasid), 0)
     return GCR3_ENTRY.view(entry)["GCR3"] << 12 if entry & 1 else None
 
