@@ -58,7 +58,7 @@ from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.guest_translation import GUEST_LEVELS, guest_entry, guest_shift
 from amdvi.spec.host_translation import default_shift, host_entry
-from amdvi.spec.mutants import NONE
+from amdvi.spec.mutants import NONE, refuses_unknown
 from amdvi.spec.translation import Outcome, Request
 from amdvi.spec.walk_types import GUEST, HOST, SHIFT_WIDTH, by_level, low_mask
 
@@ -269,6 +269,7 @@ def _is(b: Any, command: Any, structure: Any) -> Any:
     return b.eq(b.extract(command, OPCODE_HI, OPCODE_LO), structure.field("Opcode").fixed)
 
 
+@refuses_unknown
 def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
                mutants: frozenset[str] = NONE) -> Caches:
     """The caches after the 128-bit ``command`` took effect (where ``when`` holds; other commands and

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amdvi.spec.device_table import DTE
-from amdvi.spec.mutants import NONE
+from amdvi.spec.mutants import NONE, refuses_unknown
 from amdvi.spec.guest_translation import GuestResume
 from amdvi.spec.translation import CachedStart, Outcome, Request, guest_path, read_dte, translate
 from amdvi.spec.walk_types import WalkStep, low_mask
@@ -59,6 +59,7 @@ def _allows(b: Any, request: Request, readable: Any, writable: Any) -> Any:
     return b.ite(request.write, writable, readable)
 
 
+@refuses_unknown
 def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Request,
           choice: ServeChoice = ServeChoice(), *, context: Any = None, mutants: frozenset[str] = NONE) -> DmaResult:
     """An untranslated request through the IOMMU, using the chosen cache slots where they match."""

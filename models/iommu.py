@@ -31,7 +31,7 @@ from amdvi.spec.commands import (
     INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, OPCODE_HI, OPCODE_LO,
 )
 from amdvi.spec.device_table import DTE
-from amdvi.spec.mutants import NONE, check_known
+from amdvi.spec.mutants import NONE, check_known, refuses_unknown
 from amdvi.spec.translation import Request, read_dte, translate
 
 from .caches import (
@@ -148,6 +148,7 @@ def _enqueue(b: Any, in_flight: tuple[InFlight, ...], command: Any, when: Any) -
     return tuple(out)
 
 
+@refuses_unknown
 def process_command(b: Any, state: IommuState, *, context: Any = None,
                     mutants: frozenset[str] = NONE) -> tuple[IommuState, Outputs]:
     """Take the command at the head, unless it must wait: a COMPLETION_WAIT while an invalidation is in
@@ -175,6 +176,7 @@ def _select_regs(b: Any, cond: Any, then: Registers, otherwise: Registers) -> Re
     return Registers(**{n: b.ite(cond, getattr(then, n), getattr(otherwise, n), width=64) for n in then.names()})
 
 
+@refuses_unknown
 def retire(b: Any, state: IommuState, index: int, *, mutants: frozenset[str] = NONE) -> IommuState:
     """In-flight invalidation ``index`` takes effect on the caches (nothing if that entry is empty)."""
     q = state.in_flight[index]
@@ -215,6 +217,7 @@ def _dma_store(b: Any, state: IommuState, result: DmaResult, request: Request, d
     return b.ite(store, b.write64(state.memory, aligned, data), state.memory)
 
 
+@refuses_unknown
 def step(b: Any, state: IommuState, move: Any, *, context: Any = None,
          mutants: frozenset[str] = NONE) -> tuple[IommuState, Outputs]:
     """One move of software, the hardware or a device (see the module docstring)."""

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
-from amdvi.spec.mutants import NONE
+from amdvi.spec.mutants import NONE, refuses_unknown
 
 from . import invalidation, ordering, serving
 from .counterexample import Replay, Trace, replay, serving_trace, trace_from
@@ -49,6 +49,7 @@ def _queries(change: str) -> list[tuple[str, str, str, bool]]:
     return [q for q in invalidation.QUERIES if q[0] == change]
 
 
+@refuses_unknown
 def _with_trace(result: ProofResult, mutants: frozenset[str]) -> Outcome:
     if result.status != REFUTED or result.evidence is None:
         return Outcome(result)
@@ -57,6 +58,7 @@ def _with_trace(result: ProofResult, mutants: frozenset[str]) -> Outcome:
 
 
 def _completeness(change: str) -> Callable[..., Iterator[ProofResult | Outcome]]:
+    @refuses_unknown
     def run(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
         parts = []
         for _, cache, profile, stale in _queries(change):
@@ -90,6 +92,7 @@ NOT_APPLICABLE = {
 
 
 def _minimal(change: str) -> Callable[..., Iterator[ProofResult | Outcome]]:
+    @refuses_unknown
     def run(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
         start, parts, failures = time.perf_counter(), [], []
         for label, how in weakenings(change):
@@ -119,6 +122,7 @@ def _minimal(change: str) -> Callable[..., Iterator[ProofResult | Outcome]]:
     return run
 
 
+@refuses_unknown
 def _serving(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
     parts = []
     for cache, profile in serving.QUERIES:
@@ -141,6 +145,7 @@ def _serving(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> Itera
     yield Outcome(ProofResult("fresh-slots-serve-fresh", PROVED, sum(p.seconds for p in parts)), parts=tuple(parts))
 
 
+@refuses_unknown
 def _ordering(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
     r = ordering.wait_after_invalidations(mutants=mutants, timeout_ms=timeout_ms)
     yield r
@@ -180,6 +185,7 @@ MUTANT_TARGETS: dict[str, tuple[str, ...]] = {
 STATUSES = (PROVED, REFUTED, UNKNOWN, VACUOUS)
 
 
+@refuses_unknown
 def run_property(name: str, mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> Outcome:
     """Run one property to its end (no progress reporting)."""
     outcome = None

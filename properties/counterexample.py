@@ -23,7 +23,7 @@ from amdvi.models.iommu import (
     CpuWrite, Dma, Fill, IommuState, ProcessCommand, Retire, TranslatedDma, idle, in_flight_count, step,
 )
 from amdvi.spec.bitvec import INT, Z3
-from amdvi.spec.mutants import NONE
+from amdvi.spec.mutants import NONE, refuses_unknown
 from amdvi.spec.translation import Request, translate
 
 from .invalidation import LAYOUT, REGS, Query, _apply
@@ -140,6 +140,7 @@ def serving_trace(query: ServingQuery, model: z3.ModelRef) -> Trace:
                  waits=False)
 
 
+@refuses_unknown
 def replay(trace: Trace, *, mutants: frozenset[str] = NONE) -> Replay:
     """Run ``trace`` on Python ints. After each ProcessCommand that accepts an invalidation, the
     hardware carries it out (Retire) before going on; the last move must be a DMA."""

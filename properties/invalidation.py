@@ -35,7 +35,7 @@ from amdvi.models.caches import CACHE_NAMES, Caches, invalidate
 from amdvi.spec.bitvec import Z3, OverlayMemory
 from amdvi.spec.commands import INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
-from amdvi.spec.mutants import NONE
+from amdvi.spec.mutants import NONE, refuses_unknown
 from amdvi.spec.translation import Outcome, Request, guest_path, translate
 from amdvi.spec.walk_types import HOST, low_mask
 
@@ -309,6 +309,7 @@ class Query:
     served: Any = None  # observe mode: the DMA served from the surviving slot on the changed memory
 
 
+@refuses_unknown
 def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, mutants: frozenset[str] = NONE,
                 drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
                 observe: bool = False) -> Query:
@@ -354,6 +355,7 @@ def slot_steps(cache: str, profile: str) -> range:
     return range(sum(1 for st in steps if st.table == "GPTE") - 1)
 
 
+@refuses_unknown
 def fresh_after_change(change: str, cache: str, profile: str = "v1", *, mutants: frozenset[str] = NONE,
                        drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
                        timeout_ms: int = 300_000, stale_possible: bool = True, observe: bool = False) -> ProofResult:

@@ -22,7 +22,7 @@ from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
 from amdvi.spec.host_page_table import PDE, PTE
 from amdvi.spec.mmio import DEV_TAB_BAR
-from amdvi.spec.mutants import NONE
+from amdvi.spec.mutants import NONE, refuses_unknown
 from amdvi.spec.translation import GUEST, Outcome, Request, translate
 
 from .proof import REFUTED, ProofResult, Witness, prove
@@ -86,6 +86,7 @@ class IsolationQuery:
     request: Request | None
 
 
+@refuses_unknown
 def nested_isolation(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> IsolationQuery:
     """Prove (or refute, for a mutant) isolation of the nested device against any guest."""
     layout = host_layout()
@@ -175,6 +176,7 @@ def _counterexample(model: z3.ModelRef, layout: HostLayout, out: Outcome, reques
     return image, concrete
 
 
+@refuses_unknown
 def escapes(image: dict[int, int], request: Request, layout: HostLayout, mutants: frozenset[str] = NONE) -> bool:
     """Replay on Python ints: does this image make the device reach outside the mapped frames?"""
     out = translate(INT, image, layout.dev_tab_bar, request, mutants=mutants)

@@ -16,11 +16,12 @@ from amdvi.models.caches import Caches
 from amdvi.models.iommu import IN_FLIGHT, InFlight, IommuState, process_command
 from amdvi.models.registers import Registers
 from amdvi.spec.bitvec import Z3
-from amdvi.spec.mutants import NONE
+from amdvi.spec.mutants import NONE, refuses_unknown
 
 from .proof import ProofResult, Witness, prove
 
 
+@refuses_unknown
 def wait_after_invalidations(*, mutants: frozenset[str] = NONE, timeout_ms: int = 120_000) -> ProofResult:
     b = Z3
     regs = Registers(**{name: z3.BitVec(f"reg_{name}", 64) for name in Registers().names()})

@@ -25,7 +25,7 @@ import z3
 
 from amdvi.models.caches import CACHE_NAMES, Caches
 from amdvi.models.dma import ServeChoice, serve, serve_translated
-from amdvi.spec.mutants import NONE
+from amdvi.spec.mutants import NONE, refuses_unknown
 from amdvi.spec.translation import Request, translate
 
 from .coherence import agrees, filled_slot, reaches_only_fresh
@@ -71,6 +71,7 @@ def _served_request() -> Request:
                    execute=z3.Bool("served_execute"), ats=z3.BoolVal(False))
 
 
+@refuses_unknown
 def serves_fresh(cache: str, profile: str, *, mutants: frozenset[str] = NONE,
                  timeout_ms: int = 300_000, observe: bool = False) -> ProofResult:
     """A slot of ``cache`` filled on memory M serves every request as the fresh walk on M does.

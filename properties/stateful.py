@@ -56,7 +56,7 @@ from amdvi.spec.commands import COMMAND_BYTES
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.host_translation import default_shift
-from amdvi.spec.mutants import NONE, check_known
+from amdvi.spec.mutants import NONE, check_known, refuses_unknown
 from amdvi.spec.translation import Request, translate
 
 from .coherence import agrees
@@ -597,6 +597,7 @@ class IommuMachine(RuleBasedStateMachine):
 
 
 @functools.lru_cache(maxsize=None)
+@refuses_unknown
 def machine(mutants: frozenset[str] = NONE) -> type[IommuMachine]:
     """The machine class running the model with ``mutants`` (the empty set: the correct model)."""
     mutants = check_known(frozenset(mutants))
@@ -604,6 +605,7 @@ def machine(mutants: frozenset[str] = NONE) -> type[IommuMachine]:
     return type(name, (IommuMachine,), {"mutants": mutants})
 
 
+@refuses_unknown
 def run_machine(mutants: Iterable[str] = NONE, *, max_examples: int | None = None,
                 stateful_step_count: int = STEP_COUNT, derandomize: bool | None = None,
                 shrink: bool = True, machine_class: type[IommuMachine] | None = None) -> Exception | None:

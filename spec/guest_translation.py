@@ -27,7 +27,7 @@ from typing import Any
 
 from .guest_page_table import GCR3_ENTRY, GPTE
 from .host_translation import host_walk
-from .mutants import NONE
+from .mutants import NONE, refuses_unknown
 from .walk_types import GUEST, SHIFT_WIDTH, FaultState, WalkResult, WalkStep, by_level, low_mask
 
 GCR3_LEVELS = 3
@@ -109,6 +109,7 @@ def guest_entry(b: Any, e: Any, level: Any) -> GuestEntry:
     )
 
 
+@refuses_unknown
 def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid: Any, address: Any,
                write: Any, user: Any, execute: Any, host: HostContext, fault_address: Any = None,
                mutants: frozenset[str] = NONE, gcr3_entry: Any = None,

@@ -7,6 +7,10 @@ set is the specification. A mutant is a static switch, never a data-dependent br
 
 from __future__ import annotations
 
+import functools
+import inspect
+from typing import Any, Callable, TypeVar
+
 MUTANTS: dict[str, str] = {
     "guest-table-pointer-untranslated": (
         "nested walk: the table address in a guest page-table entry is used as a system address "
@@ -41,3 +45,22 @@ def check_known(mutants: frozenset[str]) -> frozenset[str]:
     if unknown:
         raise ValueError(f"unknown mutant(s): {', '.join(sorted(unknown))}; known: {', '.join(MUTANTS)}")
     return frozenset(mutants)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def refuses_unknown(function: F) -> F:
+    """Make ``function`` raise ValueError on an unknown name in its ``mutants`` argument before doing
+    anything, so a misspelt broken model can never run the correct one and come out 'proved'."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind_partial(*args, **kwargs)
+        if "mutants" in bound.arguments:
+            check_known(frozenset(bound.arguments["mutants"]))
+        return function(*args, **kwargs)
+
+    checked.refuses_unknown_mutants = True  # type: ignore[attr-defined]
+    return checked  # type: ignore[return-value]

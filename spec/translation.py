@@ -33,7 +33,7 @@ from .events import IO_PAGE_FAULT as IO_PAGE_FAULT_RECORD
 from .guest_translation import GuestResume, HostContext, guest_walk
 from .host_translation import host_walk
 from .mmio import DEV_TAB_BAR
-from .mutants import NONE, check_known
+from .mutants import NONE, check_known, refuses_unknown
 from .walk_types import (
     DEVICE_TABLE, DIMENSION_NAMES, DIMENSION_WIDTH, GUEST, HOST, NO_FAULT, SHIFT_WIDTH, FaultState, WalkResult,
     WalkStep,
@@ -148,6 +148,7 @@ def _violated(b: Any, view_bits: Any, event: str, context: Mapping[str, Any] | N
                       if v.rule.event == event and v.rule.scope in MEMORY_SCOPES])
 
 
+@refuses_unknown
 def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, context: Mapping[str, Any] | None = None,
               mutants: frozenset[str] = NONE, cached: CachedStart | None = None) -> Outcome:
     """Where the IOMMU sends ``request``, or the event it logs instead.
