@@ -76,14 +76,18 @@ def _structure_for(kind: str, words: list[str]) -> tuple[Any, int]:
 
 
 def cmd_decode(args: argparse.Namespace, console: Console) -> int:
-    from amdvi import render
+    from amdvi import dmesg_report, render
 
     if args.kind.lower() == "dmesg":
         return cmd_decode_dmesg(args, console)
     if not args.value:
         raise InputError(f"give the {args.kind} value to decode")
-    s, bits = _structure_for(args.kind, args.value)
-    report = render.decode_report(s, bits, _context(args))
+    short = dmesg_report.short_dte_words(args.value) if args.kind.lower() == "dte" else None
+    if short is not None:  # a DTE dump cut short: missing words are unknown, not zero
+        report = render.partial_decode_report(catalog.DECODE_KINDS["dte"], *short, _context(args))
+    else:
+        s, bits = _structure_for(args.kind, args.value)
+        report = render.decode_report(s, bits, _context(args))
     if args.json:
         _emit_json(report)
     else:

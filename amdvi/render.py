@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
 from amdvi.spec.catalog import Match
-from amdvi.spec.fields import FIELD, RESERVED, Composite, Field, Structure
+from amdvi.spec.fields import FIELD, RESERVED, Composite, Field, Rule, Structure
+from amdvi.spec.partial import check_partial, read_fields
 
 
 def words_of(bits: int, width: int) -> list[str]:
@@ -59,6 +60,75 @@ def decode_report(structure: Structure, bits: int, context: Mapping[str, Any] | 
     }
 
 
+def _rule_row(r: Rule) -> dict[str, Any]:
+    return {"rule": r.name, "description": r.description, "event": r.event, "section": r.section, "note": r.note}
+
+
+def hex_with_unknowns(bits: int, known_mask: int, width: int) -> str:
+    """``0x...`` with one ``?`` for every hex digit that is not wholly known."""
+    digits = [f"{(bits >> (4 * i)) & 0xF:x}" if (known_mask >> (4 * i)) & 0xF == 0xF else "?"
+              for i in reversed(range((width + 3) // 4))]
+    return "0x" + "".join(digits)
+
+
+def partial_decode_report(structure: Structure, bits: int, known_mask: int,
+                          context: Mapping[str, Any] | None = None, *, check_rules: bool = True) -> dict[str, Any]:
+    """:func:`decode_report` for a value of which only the ``known_mask`` bits are known (a cut paste).
+
+    A field with an unknown bit has value None; ``violations`` are the rules the known bits break
+    whatever the rest, ``undetermined`` those the missing bits decide (see ``amdvi.spec.partial``).
+    Without ``check_rules`` no rule is judged (``legal`` is None): for records the IOMMU wrote, such as
+    events, whose rules only name reserved bits a log line never prints.
+    """
+    if check_rules:
+        check = check_partial(structure, bits, known_mask, context)
+        fields, composite_values = check.fields, check.composites
+        violated, undetermined_rules = check.violated, check.undetermined
+    else:
+        fields, composite_values = read_fields(structure, bits, known_mask)
+        violated, undetermined_rules = [], []
+    bits &= known_mask
+    rows: list[dict[str, Any]] = []
+    readings = {r.field.name: r for r in fields}
+    for f in structure.fields:
+        field_known = (known_mask >> f.lo) & ((1 << f.width) - 1)
+        value = (bits >> f.lo) & ((1 << f.width) - 1)
+        if f.kind != FIELD:
+            if field_known and value:
+                rows.append({**field_row(f, value), "kind": f.kind})
+            continue
+        reading = readings[f.name]
+        if reading.known:
+            rows.append(field_row(f, value))
+        else:
+            rows.append({"name": f.name, "bits": f.bits, "value": None,
+                         "hex": hex_with_unknowns(value, field_known, f.width), "meaning": f.meaning,
+                         "value_meaning": "", "unknown": True})
+    composites = [{"name": c.name, "value": composite_values[c.name],
+                   "hex": "?" if composite_values[c.name] is None else hex(composite_values[c.name]),
+                   "meaning": c.meaning} for c in structure.composites]
+    violations = [_rule_row(r) for r in violated]
+    undetermined = [_rule_row(r) for r in undetermined_rules]
+    width = structure.width
+    words = [hex_with_unknowns(bits >> (64 * i), known_mask >> (64 * i), 64) for i in range(max(width // 64, 1))]
+    return {
+        "structure": structure.name,
+        "title": structure.title,
+        "section": structure.section,
+        "width": width,
+        "hex": hex_with_unknowns(bits, known_mask, width),
+        "words": words,
+        "known_mask": hex(known_mask),
+        "complete": known_mask == (1 << width) - 1,
+        "fields": rows,
+        "composites": composites,
+        "rules_checked": check_rules,
+        "violations": violations,
+        "undetermined": undetermined,
+        "legal": None if not check_rules else False if violations else (None if undetermined else True),
+    }
+
+
 def print_decode(console: Console, report: Mapping[str, Any], *, show_zero: bool = True) -> None:
     console.print(f"[bold]{report['structure']}[/bold] {report['title']} (48882 {report['section']})  {report['hex']}")
     if len(report["words"]) > 1:
@@ -66,8 +136,9 @@ def print_decode(console: Console, report: Mapping[str, Any], *, show_zero: bool
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in ("field", "bits", "value", "meaning"):
         table.add_column(col, overflow="fold")
+    unknown = [r["name"] for r in report["fields"] if r.get("unknown")]
     for r in report["fields"]:
-        if not show_zero and not r["value"] and r.get("kind") is None:
+        if r.get("unknown") or (not show_zero and not r["value"] and r.get("kind") is None):
             continue
         meaning = r["value_meaning"] or r["meaning"]
         if "address" in r:
@@ -75,14 +146,25 @@ def print_decode(console: Console, report: Mapping[str, Any], *, show_zero: bool
         name = r["name"] if r.get("kind") != RESERVED else "[red]Reserved (set!)[/red]"
         table.add_row(name, r["bits"], r["hex"], meaning)
     for c in report["composites"]:
-        table.add_row(c["name"], "(pieces)", c["hex"], c["meaning"])
+        if c["value"] is not None:
+            table.add_row(c["name"], "(pieces)", c["hex"], c["meaning"])
     console.print(table)
-    print_violations(console, report["violations"])
+    if unknown:
+        console.print(f"  unknown (bits not given): {', '.join(unknown)}", markup=False)
+    if report.get("rules_checked", True):
+        print_violations(console, report["violations"], report.get("undetermined", ()))
 
 
-def print_violations(console: Console, violations: list[Mapping[str, Any]]) -> None:
+def print_violations(console: Console, violations: list[Mapping[str, Any]],
+                     undetermined: Sequence[Mapping[str, Any]] = ()) -> None:
+    if undetermined:
+        console.print(f"  undetermined without the missing bits: {', '.join(u['rule'] for u in undetermined)}",
+                      markup=False)
     if not violations:
-        console.print("  legal: no reserved bit set, no illegal combination")
+        if undetermined:
+            console.print("  no rule is broken by the known bits alone")
+        else:
+            console.print("  legal: no reserved bit set, no illegal combination")
         return
     for v in violations:
         ev = f" -> {v['event']}" if v["event"] else ""

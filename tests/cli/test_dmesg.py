@@ -154,7 +154,8 @@ def test_kernel_5_4_both_forms_name_the_same_device():
     assert (b.source, b.device, b.segment) == (None, "23:00.0", None)
     assert a.fields()["DeviceID"] == b.fields()["DeviceID"] == 0x2300
     assert a.fields()["PR"] == 1 and a.fields()["RW"] == 0  # flags=0x0010: present, read
-    assert a.missing == b.missing == ("vflags",)  # 16 digits not starting with 0: the new format
+    # domain= is Q0[47:32] alone in every kernel (amd_iommu_report_page_fault takes it as a u16)
+    assert a.missing == b.missing == ("PASID[19:16]", "vflags")
     assert b.fields()["Address"] == 0xFFFFFFFFFFEC3800
 
 
@@ -299,7 +300,8 @@ def linux_line(s, bits, seg=0x0000, viommu=False):
     body = {
         "ILLEGAL_DEV_TABLE_ENTRY": (f"ILLEGAL_DEV_TABLE_ENTRY {'deice' if viommu else 'device'}={d} "
                                     f"pasid=0x{pasid:05x} address=0x{address:x} flags=0x{flags:04x}{v}"),
-        "IO_PAGE_FAULT": f"IO_PAGE_FAULT device={d} domain=0x{pasid:04x} address=0x{address:x} flags=0x{flags:04x}{v}",
+        "IO_PAGE_FAULT": (f"IO_PAGE_FAULT device={d} domain=0x{pasid & 0xFFFF:04x} address=0x{address:x} "
+                          f"flags=0x{flags:04x}{v}"),  # domain_id is a u16 parameter
         "DEV_TAB_HARDWARE_ERROR": (
             f"DEV_TAB_HARDWARE_ERROR device={d} address={c_hash_x(address)} "
             f"flags={('0x%02x' % flags) if flags else '0000'} vlfags={c_hash_x(vflags)}" if viommu
@@ -329,7 +331,8 @@ def linux_line(s, bits, seg=0x0000, viommu=False):
 
 # The fields each format leaves out (mainline); the vIOMMU branch also prints vflags.
 NOT_PRINTED = {
-    "ILLEGAL_DEV_TABLE_ENTRY": {"vflags"}, "IO_PAGE_FAULT": {"vflags"}, "DEV_TAB_HARDWARE_ERROR": {"vflags"},
+    "ILLEGAL_DEV_TABLE_ENTRY": {"vflags"}, "IO_PAGE_FAULT": {"PASID[19:16]", "vflags"},
+    "DEV_TAB_HARDWARE_ERROR": {"vflags"},
     "PAGE_TAB_HARDWARE_ERROR": {"vflags"}, "ILLEGAL_COMMAND_ERROR": set(), "COMMAND_HARDWARE_ERROR": set(),
     "IOTLB_INV_TIMEOUT": set(), "INVALID_DEVICE_REQUEST": set(), "INVALID_PPR_REQUEST": set(),
     "EVENT_COUNTER_ZERO": set(), "GUEST_EVENT_FAULT": {"GuestID (partly)"}, "VIOMMU_HW_ERR": set(),
@@ -470,10 +473,14 @@ def test_unreadable_event_lines_are_reported_not_raised(line, why):
     assert why in r.note and r.bits is None and r.raw == line
 
 
-def test_out_of_sequence_dump_line_is_reported():
+def test_out_of_sequence_dump_line_is_reported_and_a_lost_line_leaves_a_gap():
     records = parse_dmesg(SNP_IDENTITY.replace("DTE[2]", "DTE[5]"))
-    assert [r.kind for r in records] == [EVENT, UNRECOGNISED, UNRECOGNISED]  # DTE[5], then DTE[3]
-    assert records[0].dte is None and records[0].dte_words == (0x6000000000000003, 1)
+    assert [r.kind for r in records] == [EVENT, UNRECOGNISED]  # DTE[5] does not exist; DTE[3] still fits
+    r = records[0]
+    assert r.dte is None and r.dte_words == (0x6000000000000003, 1, 0)
+    assert r.dte_known_mask == mask(128) | mask(64) << 192  # word 2's line was lost
+    repeated = parse_dmesg(SNP_IDENTITY.replace("DTE[3]", "DTE[1]"))
+    assert [x.kind for x in repeated] == [EVENT, UNRECOGNISED] and "out of sequence" in repeated[1].note
 
 
 @given(st.lists(st.text(alphabet=st.sampled_from(list("AMD-Vi: Event logged [] =0x1fDTECMD_device.#,+\t\n ")) ),
