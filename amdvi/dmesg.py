@@ -115,7 +115,10 @@ class Record:
         """The rebuilt entry decoded by its event structure (empty when there is none); fields the log
         did not carry read 0 here (see ``missing``)."""
         s = self.structure
-        return {} if s is None or self.bits is None else s.decode(self.bits)
+        if s is None or self.bits is None:
+            return {}
+        view = s.view(self.bits)
+        return {**s.decode(self.bits), **{c.name: view[c.name] for c in s.composites}}
 
 
 # ---- where each printed value lands in the entry ----------------------------------------------
@@ -222,6 +225,8 @@ def _rebuild(s: Structure, printed_bits: int, known: int) -> tuple[int, tuple[st
     values: dict[str, int] = {}
     missing: list[str] = []
     named = 0
+    # a value the log prints whole (Linux's vflags=) is missing as one: by its composite's name
+    part_of = {n: c for c in s.composites for n, _ in c.parts}
     for f in s.named_fields:
         named |= f.mask
         if f.fixed is not None:
@@ -229,6 +234,11 @@ def _rebuild(s: Structure, printed_bits: int, known: int) -> tuple[int, tuple[st
         if known & f.mask:
             values[f.name] = (printed_bits >> f.lo) & mask(f.width)
         if known & f.mask != f.mask:
+            c = part_of.get(f.name)
+            if c is not None and not any(known & s.field(n).mask for n, _ in c.parts):
+                if c.name not in missing:
+                    missing.append(c.name)
+                continue
             missing.append(f.name if not known & f.mask else f"{f.name} (partly)")
     bits = s.encode(values) | (printed_bits & known & ~named)
     return bits, tuple(missing)

@@ -208,6 +208,10 @@ def member_report(match: Match) -> dict[str, Any]:
         "illegal": {str(k): v for k, v in sorted(m.illegal.items())},
         "address_shift": m.unit_shift,
         "note": m.note,
+        "sources": list(m.sources or ()),
+        "confirmed_by": m.confirmed_by,
+        "sources_declared": m.sources is not None,
+        "conflict": m.conflict,
         "rules": [{"rule": r.name, "description": r.description, "event": r.event} for r in rules],
     }
 
@@ -248,4 +252,12 @@ def print_member(console: Console, rep: Mapping[str, Any]) -> None:
     for r in rep["rules"]:
         console.print(f"  rule: {r['description']}" + (f" -> {r['event']}" if r["event"] else ""))
     if rep["note"]:
-        console.print(f"  note: {rep['note']}")
+        console.print(f"  note: {rep['note']}", markup=False)
+    if rep["sources_declared"]:
+        named = ", ".join(rep["sources"]) or "none"
+        console.print(f"  confirmed by {rep['confirmed_by']} public source{'s' * (rep['confirmed_by'] != 1)}: {named}",
+                      markup=False)
+    else:
+        console.print("  sources: not yet checked", markup=False)
+    if rep["conflict"]:
+        console.print(f"  conflict: {rep['conflict']}", markup=False)

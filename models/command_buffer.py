@@ -9,7 +9,7 @@ Every function is written once over the backend ``b`` (no Python branching on da
   command is found and only software (re-enabling CmdBufEn, not modelled here) sets it again.
 * :func:`fetch_command` -- the 128-bit command at ComBase + head (Q0 at the lower address).
 * :func:`check_command` -- the command is illegal (ILLEGAL_COMMAND_ERROR): an undefined opcode (00h,
-  09h, 0Bh-0Fh) or any violated rule of its opcode's Structure (reserved bits, EFR feature rules whose
+  0Bh-0Fh) or any violated rule of its opcode's Structure (reserved bits, EFR feature rules whose
   ``EFR.*`` keys are in ``context``). Derived from :data:`COMMANDS_BY_OPCODE` only.
 * :func:`step_command` -- process ONE command (see its docstring).
 

@@ -1,11 +1,11 @@
 """Field tables: each 48882 structure is declared once, as data, and everything else is derived.
 
 A :class:`Structure` lists its :class:`Field` s (name as 48882 spells it, bit range, meaning,
-legal values, section). From that one declaration come the encoder, the decoder, the
-validator (reserved bits, illegal values, and the structure's extra :class:`Rule` s), field
-accessors on either backend, the pretty printer (``amdvi.render``) and the generated
-reference pages (``amdvi.reference_docs``). A structure refuses to be built if its fields
-overlap, leave a bit undeclared, or repeat a name.
+legal values, section, the public sources that confirm its position). From that one
+declaration come the encoder, the decoder, the validator (reserved bits, illegal values, and
+the structure's extra :class:`Rule` s), field accessors on either backend, the pretty printer
+(``amdvi.render``) and the generated reference pages (``amdvi.reference_docs``). A structure
+refuses to be built if its fields overlap, leave a bit undeclared, or repeat a name.
 """
 
 from __future__ import annotations
@@ -20,6 +20,23 @@ from .bitvec import INT, mask
 FIELD = "field"
 RESERVED = "reserved"  # must be zero; a set bit is an error the IOMMU reports
 IGNORED = "ignored"  # hardware ignores it; software may use it
+
+
+# The independent public sources a field's position is checked against (48882 itself is not public
+# in full). A field's ``sources`` names those that state its bits explicitly; one that only implies them
+# (a reserved mask leaving a gap) does not count. Each counts once however many files of it were read.
+SOURCES: Mapping[str, str] = {
+    "Linux": "Linux drivers/iommu/amd (mainline and AMD's tree); for events and registers also AMD's RFC "
+             "series posted to the Linux lists",
+    "QEMU": "QEMU hw/i386/amd_iommu.h and amd_iommu.c, with the qemu-devel patches to them",
+    "Xen": "Xen xen/drivers/passthrough/amd (iommu-defs.h, iommu_cmd.c, iommu_init.c)",
+    "VirtualBox": "VirtualBox include/VBox/iommu-amd.h (written against 48882 rev 3.05)",
+    "FreeBSD": "FreeBSD sys/x86/iommu/amd_reg.h and the amd_*.c around it (2024)",
+    "NOVA": "NOVA microhypervisor inc/x86_64/smmu_amd.hpp, ptab_dpt_amd.hpp, src/x86_64/smmu_amd.cpp",
+    "AMD-RFC": "AMD's HW-vIOMMU RFC patches for Linux (2023) and AMDESE/linux-iommu nested.c",
+    "OSDev": "OSDev wiki page 'AMD-Vi IOMMU' (citing 48882 rev 3.11)",
+    "OpenVMM": "OpenVMM amd_iommu spec module (a fork's copy; low reliability, counted only where it agrees)",
+}
 
 
 @lru_cache(maxsize=None)
@@ -51,6 +68,18 @@ class Field:
     section: str | None = None
     note: str = ""
     scope: str = "all"  # which requests its legality rules concern: "all", "memory", "interrupt", "io"
+    sources: tuple[str, ...] | None = None
+    conflict: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sources or () if s not in SOURCES]
+        if unknown or (self.sources is not None and len(set(self.sources)) != len(self.sources)):
+            raise ValueError(f"{self.name}: sources {self.sources} name unknown or repeated sources {unknown}")
+
+    @property
+    def confirmed_by(self) -> int:
+        """How many independent public sources confirm the field's position (0 when undeclared)."""
+        return len(self.sources or ())
 
     @property
     def width(self) -> int:

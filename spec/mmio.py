@@ -39,25 +39,28 @@ RO = "RO"  # read-only
 
 # -- value tables shared by declarations and helpers --------------------------------------------
 HATS_LEVELS = {0: 4, 1: 5, 2: 6}  # EFR.HATS -> deepest host (v1) table; 3 = host translation unavailable
-GATS_LEVELS = {0: 4, 1: 5}  # EFR.GATS -> deepest guest (v2) table; 2 and 3 have no known meaning
+GATS_LEVELS = {0: 4, 1: 5}  # EFR.GATS -> deepest guest (v2) table; 2 and 3 are defined by no source
 MIN_LOG_LEN = 8  # ComLen / EventLen / PPRLogLen: at least 2^8 = 256 entries (Xen iommu-defs.h)
 
 
-def _log_len_field(name: str, what: str) -> Field:
+def _log_len_field(name: str, what: str, **kw: Any) -> Field:
     return Field(
         name, 59, 56, f"Length of the {what}: 2^{name} entries of 16 bytes",
         values={n: f"{1 << n} entries ({(1 << n) * ENTRY_BYTES // 1024} KiB)" for n in range(MIN_LOG_LEN, 16)},
         illegal={n: f"below the minimum of {1 << MIN_LOG_LEN} entries" for n in range(MIN_LOG_LEN)},
         note=("minimum 256 entries from Xen's 'power of 2 increments, minimum of 256'; that 48882 names "
               "0..7 reserved was not seen. Linux writes 9 (512 entries, 8 KiB)"),
+        **kw,
     )
 
 
-def _base_field(name: str, what: str) -> Field:
-    return Field(name, 51, 12, f"System physical address of the {what}, bits 51:12 (4 KiB aligned)", unit_shift=12)
+def _base_field(name: str, what: str, **kw: Any) -> Field:
+    return Field(name, 51, 12, f"System physical address of the {what}, bits 51:12 (4 KiB aligned)", unit_shift=12,
+                 **kw)
 
 
-def _pointer_register(name: str, title: str, field: str, meaning: str, alias: str, section: str) -> Structure:
+def _pointer_register(name: str, title: str, field: str, meaning: str, alias: str, section: str,
+                      sources: tuple[str, ...]) -> Structure:
     return Structure(
         name=name,
         title=title,
@@ -71,7 +74,7 @@ def _pointer_register(name: str, title: str, field: str, meaning: str, alias: st
             Field(field, 18, 4, "Byte offset into the ring, bits 18:4 (16-byte aligned; 512 KiB at most)",
                   unit_shift=4,
                   note=(f"spec short name {field!r} not seen in the sources; the bit range is Linux GENMASK(18, 4), "
-                        "VirtualBox valid mask 0x7fff0 and Xen 0x0007FFF0")),
+                        "VirtualBox valid mask 0x7fff0 and Xen 0x0007FFF0"), sources=sources),
             reserved(63, 19),
         ),
     )
@@ -91,15 +94,19 @@ DEV_TAB_BAR = Structure(
     fields=(
         Field("Size", 8, 0, "Device table length in 4 KiB pages minus one: (Size + 1) x 4 KiB, 128 DTEs a page",
               values={0: "4 KiB: DeviceIDs 0..0x7F", 0x1FF: "2 MiB: all 65536 DeviceIDs (Linux)"},
-              note="with a segmented device table (Control.DevTblSegEn) the segment registers' Size is 7:0 (VirtualBox)"),
+              note=("with a segmented device table (Control.DevTblSegEn) the segment registers' Size is 7:0 "
+                    "(VirtualBox)"),
+              sources=("VirtualBox", "Xen", "FreeBSD", "NOVA", "OpenVMM"),
+              conflict="VirtualBox, Xen, FreeBSD, NOVA and OpenVMM give 8:0; QEMU masks 11:0"),
         reserved(11, 9),
-        _base_field("DevTabBase", "device table"),
+        _base_field("DevTabBase", "device table", sources=("VirtualBox", "QEMU", "Xen", "OpenVMM")),
         reserved(63, 52),
     ),
 )
 
 def _ring_register(name: str, title: str, section: str, base: str, length: str, what: str,
-                   aliases: tuple[str, ...]) -> Structure:
+                   aliases: tuple[str, ...], base_sources: tuple[str, ...],
+                   length_sources: tuple[str, ...]) -> Structure:
     """A ring's base address register: base address 51:12 and log2 of its 16-byte entries in 59:56."""
     return Structure(
         name=name,
@@ -111,20 +118,25 @@ def _ring_register(name: str, title: str, section: str, base: str, length: str, 
         note=SECTION_NOTE,
         fields=(
             reserved(11, 0),
-            _base_field(base, what),
+            _base_field(base, what, sources=base_sources),
             reserved(55, 52),
-            _log_len_field(length, what),
+            _log_len_field(length, what, sources=length_sources),
             reserved(63, 60),
         ),
     )
 
 
 CMD_BUF_BAR = _ring_register("CMD_BUF_BAR", "Command Buffer Base Address Register", "§3.4.2", "ComBase", "ComLen",
-                             "command buffer", ("MMIO_CMD_BUF_OFFSET",))
+                             "command buffer", ("MMIO_CMD_BUF_OFFSET",),
+                             base_sources=("VirtualBox", "QEMU", "Xen", "OpenVMM"),
+                             length_sources=("Linux", "VirtualBox", "Xen", "QEMU", "FreeBSD", "NOVA", "OpenVMM"))
 EVT_LOG_BAR = _ring_register("EVT_LOG_BAR", "Event Log Base Address Register", "§3.4.3", "EventBase", "EventLen",
-                             "event log", ("MMIO_EVT_BUF_OFFSET",))
+                             "event log", ("MMIO_EVT_BUF_OFFSET",),
+                             base_sources=("VirtualBox", "QEMU", "Xen", "OpenVMM"),
+                             length_sources=("Linux", "VirtualBox", "Xen", "QEMU", "FreeBSD", "NOVA", "OpenVMM"))
 PPR_LOG_BAR = _ring_register("PPR_LOG_BAR", "PPR Log Base Address Register", "§3.4", "PPRLogBase", "PPRLogLen",
-                             "PPR log", ("Peripheral Page Request Log Base Address Register", "MMIO_PPR_LOG_OFFSET"))
+                             "PPR log", ("Peripheral Page Request Log Base Address Register", "MMIO_PPR_LOG_OFFSET"),
+                             base_sources=("VirtualBox", "Xen", "QEMU"), length_sources=("Linux", "VirtualBox", "Xen"))
 
 # =============================================================================================
 # Control
@@ -142,69 +154,111 @@ CONTROL = Structure(
           "0x004defffffffffff predates them. GstBufferTRPMode (used by AMD's vIOMMU driver) has no known bit "
           "and is not declared."),
     fields=(
-        flag("IommuEn", 0, "IOMMU enable: translate and remap upstream requests", values=_ENABLE),
-        flag("HtTunEn", 1, "HyperTransport tunnel translation enable"),
-        flag("EventLogEn", 2, "Event logging enable", values=_ENABLE),
-        flag("EventIntEn", 3, "Interrupt when an event is logged", values=_ENABLE),
-        flag("ComWaitIntEn", 4, "Interrupt on COMPLETION_WAIT with I = 1", values=_ENABLE),
+        flag("IommuEn", 0, "IOMMU enable: translate and remap upstream requests", values=_ENABLE,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
+        flag("HtTunEn", 1, "HyperTransport tunnel translation enable",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
+        flag("EventLogEn", 2, "Event logging enable", values=_ENABLE,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
+        flag("EventIntEn", 3, "Interrupt when an event is logged", values=_ENABLE,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
+        flag("ComWaitIntEn", 4, "Interrupt on COMPLETION_WAIT with I = 1", values=_ENABLE,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
         Field("InvTimeOut", 7, 5, "Timeout for remote IOTLB invalidations (INVALIDATE_IOTLB_PAGES)",
               values={0: "no timeout", 1: "1 ms", 2: "10 ms", 3: "100 ms", 4: "1 s", 5: "10 s", 6: "100 s"},
-              note="the meaning of 7 was not seen (Linux CTRL_INV_TO_* stops at 6)"),
-        flag("PassPW", 8, "HyperTransport PassPW bit for IOMMU-originated requests"),
-        flag("ResPassPW", 9, "HyperTransport response PassPW bit"),
-        flag("Coherent", 10, "HyperTransport coherent bit for device-table and page-table reads"),
-        flag("Isoc", 11, "HyperTransport isochronous bit for IOMMU reads"),
-        flag("CmdBufEn", 12, "Command buffer processing enable (Status.CmdBufRun follows it)", values=_ENABLE),
-        flag("PPRLogEn", 13, "PPR logging enable", note="VirtualBox spells it PprLogEn"),
-        flag("PprIntEn", 14, "Interrupt when a PPR is logged", note="VirtualBox spells it PprIntrEn"),
-        flag("PPREn", 15, "Peripheral page request processing enable", note="VirtualBox spells it PprEn"),
-        flag("GTEn", 16, "Guest translation (v2 tables through the GCR3 table) enable", values=_ENABLE),
-        flag("GAEn", 17, "Guest virtual-APIC enable (128-bit IRTEs)", values=_ENABLE),
+              note="the meaning of 7 was not seen (Linux CTRL_INV_TO_* stops at 6)",
+              sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("PassPW", 8, "HyperTransport PassPW bit for IOMMU-originated requests",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("ResPassPW", 9, "HyperTransport response PassPW bit",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("Coherent", 10, "HyperTransport coherent bit for device-table and page-table reads",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("Isoc", 11, "HyperTransport isochronous bit for IOMMU reads",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("CmdBufEn", 12, "Command buffer processing enable (Status.CmdBufRun follows it)", values=_ENABLE,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
+        flag("PPRLogEn", 13, "PPR logging enable", note="VirtualBox spells it PprLogEn",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("PprIntEn", 14, "Interrupt when a PPR is logged", note="VirtualBox spells it PprIntrEn",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("PPREn", 15, "Peripheral page request processing enable", note="VirtualBox spells it PprEn",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("GTEn", 16, "Guest translation (v2 tables through the GCR3 table) enable", values=_ENABLE,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("GAEn", 17, "Guest virtual-APIC enable (128-bit IRTEs)", values=_ENABLE,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
         Field("CRW", 21, 18, "Reserved for future use (undocumented)",
-              note="VirtualBox declares it 1 bit wide by mistake; Xen gives 4 bits"),
-        flag("SmiFEn", 22, "SMI filter enable"),
-        flag("SlfWBdis", 23, "Self write-back disable", note="VirtualBox spells it SlfWBDis"),
-        flag("SmiFLogEn", 24, "SMI filter log enable"),
+              note="VirtualBox declares it 1 bit wide by mistake; Xen gives 4 bits",
+              sources=("VirtualBox", "Xen")),
+        flag("SmiFEn", 22, "SMI filter enable", sources=("FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("SlfWBdis", 23, "Self write-back disable", note="VirtualBox spells it SlfWBDis",
+             sources=("FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("SmiFLogEn", 24, "SMI filter log enable", sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
         Field("GAMEn", 27, 25, "Guest virtual-APIC mode",
               values={0: "legacy guest-APIC interrupt remapping", 1: "virtual APIC (interrupts posted to vCPUs)"},
-              note="value meanings inferred: Linux sets only bit 25 (CONTROL_GAM_EN) for vAPIC mode"),
-        flag("GALogEn", 28, "Guest virtual-APIC (GA) log enable"),
-        flag("GAIntEn", 29, "Interrupt when the GA log is written"),
-        Field("DualPprLogEn", 31, 30, "Dual PPR log (log B) enable"),
-        Field("DualEventLogEn", 33, 32, "Dual event log (log B) enable"),
+              note="value meanings inferred: Linux sets only bit 25 (CONTROL_GAM_EN) for vAPIC mode",
+              sources=("Linux", "FreeBSD", "VirtualBox", "Xen"),
+              conflict="Linux, FreeBSD, VirtualBox and Xen give GAMEn at 27:25; OpenVMM's fork reserves those bits"),
+        flag("GALogEn", 28, "Guest virtual-APIC (GA) log enable",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("GAIntEn", 29, "Interrupt when the GA log is written",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        Field("DualPprLogEn", 31, 30, "Dual PPR log (log B) enable",
+              sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        Field("DualEventLogEn", 33, 32, "Dual event log (log B) enable",
+              sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
         Field("DevTblSegEn", 36, 34, "Segmented device table enable",
-              note="encodings (how many segments) not seen"),
-        Field("PrivAbrtEn", 38, 37, "Privilege abort enable"),
-        flag("PprAutoRspEn", 39, "PPR auto-response enable"),
-        flag("MarcEn", 40, "Memory address routing and control (MARC) enable"),
-        flag("BlkStopMrkEn", 41, "Block PCIe stop-marker messages", note="VirtualBox spells it BlkStopMarkEn"),
+              note="encodings (how many segments) not seen",
+              sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        Field("PrivAbrtEn", 38, 37, "Privilege abort enable", sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("PprAutoRspEn", 39, "PPR auto-response enable", sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("MarcEn", 40, "Memory address routing and control (MARC) enable",
+             sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("BlkStopMrkEn", 41, "Block PCIe stop-marker messages", note="VirtualBox spells it BlkStopMarkEn",
+             sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
         flag("PprAutoRspAon", 42, "PPR auto-response always on",
-             note=("VirtualBox and Xen put it at 42; the HW-vIOMMU RFC defines CONTROL_PPR_AUTO_RSP_AON as 48 "
-                   "but AMD's later vIOMMU code annotates the same use as bit [42]. Chose 42.")),
+             note="AMD's later vIOMMU code annotates its use as bit [42]; 42 is declared",
+             sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM"),
+             conflict=("FreeBSD, VirtualBox, Xen and OpenVMM give bit 42; AMD's HW-vIOMMU RFC header defines "
+                       "CONTROL_PPR_AUTO_RSP_AON as 48")),
         Field("NumIntRemapMode", 44, 43, "Interrupt remapping table size mode",
               values={0: "512 IRTEs per table", 1: "2048 IRTEs per table (needs EFR2.NumIntRemapSup = 1)"},
-              note=("conflict: VirtualBox and Xen name bit 43 DomainIDPNE and keep 44 reserved; Linux "
-                    "(CONTROL_NUM_INT_REMAP_MODE = 43, 2 bits) is newer and used by the driver. Chose Linux.")),
-        flag("EPHEn", 45, "Enhanced PPR handling enable"),
+              note="Linux CONTROL_NUM_INT_REMAP_MODE = 43, 2 bits; the newer layout is declared",
+              sources=("Linux", "FreeBSD", "OpenVMM"),
+              conflict=("Linux, FreeBSD and OpenVMM give NumIntRemapMode at 44:43; VirtualBox and Xen (older "
+                        "revision) name bit 43 DomainIDPNE and reserve 44")),
+        flag("EPHEn", 45, "Enhanced PPR handling enable", sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
         Field("HADUpdate", 47, 46, "Host access/dirty bit update in the v1 tables",
-              note="encodings not seen"),
-        flag("GDUpdateDis", 48, "Disable hardware update of the dirty bit in guest (v2) tables"),
+              note="encodings not seen",
+              sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("GDUpdateDis", 48, "Disable hardware update of the dirty bit in guest (v2) tables",
+             sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
         reserved(49, 49),
-        flag("XTEn", 50, "x2APIC interrupt remapping enable (32-bit destination IDs)"),
-        flag("IntCapXTEn", 51, "The IOMMU's own interrupts use the x2APIC-format registers at 0x170..0x180"),
+        flag("XTEn", 50, "x2APIC interrupt remapping enable (32-bit destination IDs)",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("IntCapXTEn", 51, "The IOMMU's own interrupts use the x2APIC-format registers at 0x170..0x180",
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
         flag("vCmdEn", 52, "HW-vIOMMU: virtualized command buffer enable",
-             note="from the HW-vIOMMU RFC (CONTROL_VCMD_EN) and Xen vcmd_en"),
-        flag("vIommuEn", 53, "HW-vIOMMU enable", note="from the HW-vIOMMU RFC (CONTROL_VIOMMU_EN) and Xen viommu_en"),
-        flag("GAUpdateDis", 54, "Disable hardware update of the access bit in guest (v2) tables"),
-        flag("GAPPIEn", 55, "Guest APIC posted-interrupt enable", note="Linux CONTROL_GAPPI_EN and Xen gappi_en"),
+             note="from the HW-vIOMMU RFC (CONTROL_VCMD_EN) and Xen vcmd_en",
+             sources=("FreeBSD", "Xen", "OpenVMM")),
+        flag("vIommuEn", 53, "HW-vIOMMU enable", note="from the HW-vIOMMU RFC (CONTROL_VIOMMU_EN) and Xen viommu_en",
+             sources=("FreeBSD", "Xen", "OpenVMM")),
+        flag("GAUpdateDis", 54, "Disable hardware update of the access bit in guest (v2) tables",
+             sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("GAPPIEn", 55, "Guest APIC posted-interrupt enable", note="Linux CONTROL_GAPPI_EN and Xen gappi_en",
+             sources=("FreeBSD", "Xen", "OpenVMM", "Linux")),
         reserved(57, 56, note="Xen marks 63:56 reserved; Linux uses 58, 59 and 61 only"),
-        flag("GCR3TRPMode", 58, "GCR3 table root pointers are guest physical (needs EFR2.GCR3TRPModeSup)"),
-        flag("IRTCacheDis", 59, "Disable caching of interrupt remapping table entries"),
+        flag("GCR3TRPMode", 58, "GCR3 table root pointers are guest physical (needs EFR2.GCR3TRPModeSup)",
+             sources=("Linux", "FreeBSD", "OpenVMM")),
+        flag("IRTCacheDis", 59, "Disable caching of interrupt remapping table entries",
+             sources=("Linux", "FreeBSD", "OpenVMM")),
         reserved(60, 60),
         Field("SNPAVICEn", 63, 61, "SNP-secure virtual-APIC mode",
               values={0: "disabled", 1: "enabled with GAM vAPIC (Linux)"},
               note=("width inferred: Linux sets only bit 61 (CONTROL_SNPAVIC_EN); the 3-bit width mirrors "
-                    "EFR2.SNPAVICSup (7:5) the way GAMEn mirrors GAMSup. Bits 63:62 may be reserved.")),
+                    "EFR2.SNPAVICSup (7:5) the way GAMEn mirrors GAMSup. Bits 63:62 may be reserved."),
+              sources=("Linux", "FreeBSD", "OpenVMM")),
     ),
 )
 
@@ -220,12 +274,16 @@ EXCL_BASE = Structure(
     description="Start of the exclusion range: DMA inside it passes untranslated for the selected devices.",
     note=SECTION_NOTE + ". The spec's short name for the address field was not seen.",
     fields=(
-        flag("ExEn", 0, "Exclusion range enable", values=_ENABLE, note="Linux MMIO_EXCL_ENABLE_MASK"),
+        flag("ExEn", 0, "Exclusion range enable", values=_ENABLE, note="Linux MMIO_EXCL_ENABLE_MASK",
+             sources=("Linux", "VirtualBox", "Xen", "QEMU", "OpenVMM")),
         flag("Allow", 1, "The range applies to all devices (else only those with DTE.EX = 1)",
-             values={0: "only devices with DTE.EX = 1", 1: "all devices"}, note="Linux MMIO_EXCL_ALLOW_MASK"),
+             values={0: "only devices with DTE.EX = 1", 1: "all devices"}, note="Linux MMIO_EXCL_ALLOW_MASK",
+             sources=("Linux", "VirtualBox", "Xen", "QEMU", "OpenVMM")),
         reserved(11, 2),
         Field("Exclusion Range Base Address", 51, 12, "System physical address where the range starts, bits 51:12",
-              unit_shift=12),
+              unit_shift=12,
+              sources=("VirtualBox", "OpenVMM"),
+              conflict="VirtualBox and OpenVMM give 51:12; Xen's high-dword mask 0xFFFFFFFF takes 63:12"),
         reserved(63, 52),
     ),
 )
@@ -241,7 +299,9 @@ EXCL_LIMIT = Structure(
     fields=(
         ignored(11, 0, note="read as ones, so the limit covers the whole last page (VirtualBox 'treated as 1s')"),
         Field("Exclusion Range Limit", 51, 12, "System physical address of the range's last page, bits 51:12",
-              unit_shift=12),
+              unit_shift=12,
+              sources=("VirtualBox", "QEMU", "OpenVMM"),
+              conflict="VirtualBox, QEMU and OpenVMM give 51:12; Xen's high-dword mask 0xFFFFFFFF takes 63:12"),
         reserved(63, 52),
     ),
 )
@@ -261,64 +321,112 @@ EFR = Structure(
     note=(SECTION_NOTE + ". Bits 5, 31 and 55..63 differ between spec revisions: VirtualBox and Xen follow "
           "different revisions; Linux adds SNPSup at 63."),
     fields=(
-        flag("PreFSup", 0, "PREFETCH_IOMMU_PAGES supported", values=_SUP),
-        flag("PPRSup", 1, "Peripheral page requests (PRI) supported", values=_SUP),
-        flag("XTSup", 2, "x2APIC interrupt remapping supported", values=_SUP),
-        flag("NXSup", 3, "No-execute and privilege-level protection supported", values=_SUP),
-        flag("GTSup", 4, "Guest translation (v2 tables) supported", values=_SUP),
+        flag("PreFSup", 0, "PREFETCH_IOMMU_PAGES supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "QEMU", "OpenVMM")),
+        flag("PPRSup", 1, "Peripheral page requests (PRI) supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "QEMU", "OpenVMM")),
+        flag("XTSup", 2, "x2APIC interrupt remapping supported", values=_SUP,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("NXSup", 3, "No-execute and privilege-level protection supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "OpenVMM")),
+        flag("GTSup", 4, "Guest translation (v2 tables) supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "QEMU", "OpenVMM")),
         flag("GAPPISup", 5, "Guest APIC posted interrupts supported", values=_SUP,
-             note="Linux FEATURE_GAPPI and Xen gappi_sup; VirtualBox keeps bit 5 reserved"),
-        flag("IASup", 6, "INVALIDATE_IOMMU_ALL supported", values=_SUP),
-        flag("GASup", 7, "Guest virtual APIC supported", values=_SUP),
-        flag("HESup", 8, "Hardware error registers supported", values=_SUP),
-        flag("PCSup", 9, "Performance counters supported", values=_SUP),
+             note="Linux FEATURE_GAPPI and Xen gappi_sup",
+             sources=("Xen", "OpenVMM", "Linux"),
+             conflict="Linux, Xen and OpenVMM name bit 5 GAPPISup; VirtualBox (older revision) reserves it"),
+        flag("IASup", 6, "INVALIDATE_IOMMU_ALL supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
+        flag("GASup", 7, "Guest virtual APIC supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
+        flag("HESup", 8, "Hardware error registers supported", values=_SUP,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "OpenVMM")),
+        flag("PCSup", 9, "Performance counters supported", values=_SUP,
+             sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "OpenVMM")),
         Field("HATS", 11, 10, "Host address translation size: deepest host (v1) table is HATS + 4 levels",
               values={**{h: f"up to {n}-level host tables" for h, n in HATS_LEVELS.items()},
                       3: "host translation unavailable (HATDis)"},
-              note="Linux init.c: hpt_level = HATS + 4, and 3 disables host translation; QEMU reports 3 when DMA translation is off"),
+              note=("Linux init.c: hpt_level = HATS + 4, and 3 disables host translation; QEMU reports 3 when DMA "
+                    "translation is off"),
+              sources=("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
         Field("GATS", 13, 12, "Guest address translation size: depth of guest (v2) tables",
-              values={g: f"{n}-level guest tables" for g, n in GATS_LEVELS.items()},
-              note="only 0 and 1 are seen (Linux tests GATS == 1 for 5-level); 2 and 3 have no known meaning"),
+              values={**{g: f"{n}-level guest tables" for g, n in GATS_LEVELS.items()},
+                      2: "no defined meaning (QEMU advertises it); read as 4-level guest tables, as Linux does",
+                      3: "no defined meaning"},
+              note=("only 0 (4-level) and 1 (5-level) are defined anywhere (Linux GUEST_PGTABLE_5_LEVEL, AMD's RFC "
+                    "FEATURE_GATS_5LEVEL). QEMU advertises 2 (AMDVI_GATS_MODE 2 << 12) without implementing guest "
+                    "tables, apparently copying HATS = 2 (6 host levels): x86-64 has no 6-level guest table. Linux "
+                    "uses 5-level tables only when GATS == 1, so 2 and 3 act as 4-level; the GPM-beyond-GATS rule "
+                    "does the same. Not illegal: EFR is a report, and a reserved report value is no error"),
+              sources=("Linux", "VirtualBox", "Xen", "QEMU", "OpenVMM"),
+              conflict=("the position (13:12) is agreed by Linux, VirtualBox, Xen, QEMU and OpenVMM; the value QEMU "
+                        "advertises, 2, no source defines (see the note)")),
         Field("GLXSup", 15, 14, "Largest DTE.GLX supported (GCR3 table levels minus one)",
               values={0: "1-level GCR3 table", 1: "up to 2-level GCR3 tables", 2: "up to 3-level GCR3 tables"},
               note=("Linux compares the GCR3 levels it needs with this value; the HW-vIOMMU RFC's "
-                    "FEATURE_GLX_3LEVEL = 0 disagrees with that reading")),
-        Field("SmiFSup", 17, 16, "SMI filter support"),
-        Field("SmiFRC", 20, 18, "SMI filter register count"),
-        Field("GAMSup", 23, 21, "Guest virtual-APIC modes supported (Linux tests bit 21 for vAPIC)"),
-        Field("DualPprLogSup", 25, 24, "Dual PPR log support"),
+                    "FEATURE_GLX_3LEVEL = 0 disagrees with that reading"),
+              sources=("Linux", "VirtualBox", "Xen", "OpenVMM")),
+        Field("SmiFSup", 17, 16, "SMI filter support", sources=("VirtualBox", "Xen", "OpenVMM")),
+        Field("SmiFRC", 20, 18, "SMI filter register count", sources=("VirtualBox", "Xen", "OpenVMM")),
+        Field("GAMSup", 23, 21, "Guest virtual-APIC modes supported (Linux tests bit 21 for vAPIC)",
+              sources=("Linux", "VirtualBox", "Xen", "OpenVMM")),
+        Field("DualPprLogSup", 25, 24, "Dual PPR log support", sources=("VirtualBox", "Xen", "OpenVMM")),
         reserved(27, 26),
-        Field("DualEventLogSup", 29, 28, "Dual event log support"),
+        Field("DualEventLogSup", 29, 28, "Dual event log support", sources=("VirtualBox", "Xen", "OpenVMM")),
         reserved(30, 30),
-        flag("SATSSup", 31, "Secure ATS supported", values=_SUP, note="Xen sats_sup only; VirtualBox: reserved"),
+        flag("SATSSup", 31, "Secure ATS supported", values=_SUP, note="Xen sats_sup; DTE.SATS is the matching entry bit",
+             sources=("Xen", "OpenVMM"), conflict="Xen and OpenVMM name bit 31 SATSSup; VirtualBox reserves 31:30"),
         Field("PASmax", 36, 32, "Largest PASID width minus one: PASIDs have PASmax + 1 bits",
               note=("Linux init.c sets max_pasids = 2^(PASmax+1) - 1 and AMD's QEMU vIOMMU reports 16-bit "
-                    "PASIDs as 0xF; VirtualBox spells it PASMax")),
-        flag("USSup", 37, "User/supervisor page protection supported", values=_SUP),
-        Field("DevTblSegSup", 39, 38, "Segmented device table support", note="encodings not seen"),
-        flag("PprOvrflwEarlySup", 40, "PPR log overflow early warning supported", values=_SUP),
-        flag("PprAutoRspSup", 41, "PPR auto-response supported", values=_SUP),
-        Field("MarcSup", 43, 42, "Memory address routing and control (MARC) support"),
+                    "PASIDs as 0xF; VirtualBox spells it PASMax"),
+              sources=("Linux", "VirtualBox", "Xen", "OpenVMM")),
+        flag("USSup", 37, "User/supervisor page protection supported", values=_SUP,
+             sources=("VirtualBox", "Xen", "OpenVMM")),
+        Field("DevTblSegSup", 39, 38, "Segmented device table support", note="encodings not seen",
+              sources=("FreeBSD", "VirtualBox", "Xen", "OpenVMM")),
+        flag("PprOvrflwEarlySup", 40, "PPR log overflow early warning supported", values=_SUP,
+             sources=("VirtualBox", "Xen", "OpenVMM")),
+        flag("PprAutoRspSup", 41, "PPR auto-response supported", values=_SUP, sources=("VirtualBox", "Xen", "OpenVMM")),
+        Field("MarcSup", 43, 42, "Memory address routing and control (MARC) support",
+              sources=("VirtualBox", "Xen", "OpenVMM")),
         flag("BlkStopMrkSup", 44, "Blocking stop-marker messages supported", values=_SUP,
-             note="VirtualBox spells it BlkStopMarkSup"),
-        flag("PerfOptSup", 45, "Performance optimization supported", values=_SUP),
-        flag("MsiCapMmioSup", 46, "MSI capability registers readable through MMIO", values=_SUP),
+             note="VirtualBox spells it BlkStopMarkSup",
+             sources=("VirtualBox", "Xen", "OpenVMM")),
+        flag("PerfOptSup", 45, "Performance optimization supported", values=_SUP,
+             sources=("VirtualBox", "Xen", "NOVA", "OpenVMM")),
+        flag("MsiCapMmioSup", 46, "MSI capability registers readable through MMIO", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "OpenVMM")),
         reserved(47, 47),
-        flag("GIoSup", 48, "Guest I/O protection (DTE.GIoV) supported", values=_SUP),
-        flag("HASup", 49, "Host access-bit update supported", values=_SUP),
-        flag("EPHSup", 50, "Enhanced PPR handling supported", values=_SUP),
-        flag("AttrFWSup", 51, "Attribute forwarding supported", values=_SUP),
-        flag("HDSup", 52, "Host dirty-bit update supported", values=_SUP),
+        flag("GIoSup", 48, "Guest I/O protection (DTE.GIoV) supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "OpenVMM")),
+        flag("HASup", 49, "Host access-bit update supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "OpenVMM")),
+        flag("EPHSup", 50, "Enhanced PPR handling supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "OpenVMM")),
+        flag("AttrFWSup", 51, "Attribute forwarding supported", values=_SUP, sources=("VirtualBox", "Xen", "OpenVMM")),
+        flag("HDSup", 52, "Host dirty-bit update supported", values=_SUP,
+             sources=("Linux", "VirtualBox", "Xen", "OpenVMM")),
         reserved(53, 53),
-        flag("InvIotlbTypeSup", 54, "INVALIDATE_IOTLB_PAGES Type field supported", values=_SUP),
+        flag("InvIotlbTypeSup", 54, "INVALIDATE_IOTLB_PAGES Type field supported", values=_SUP,
+             sources=("VirtualBox", "Xen", "OpenVMM")),
         flag("vIommuSup", 55, "HW-vIOMMU supported", values=_SUP,
-             note="AMD's Linux tree FEATURE_VIOMMU and Xen viommu_sup; VirtualBox: reserved"),
-        flag("VmGuardIOSup", 56, "VM guard I/O supported", values=_SUP, note="Xen only"),
-        Field("VmTableSize", 60, 57, "VM table size", note="Xen only; meaning not seen"),
-        flag("GAUpdateDisSup", 61, "Disabling guest access/dirty updates supported", values=_SUP),
+             note="AMD's Linux tree FEATURE_VIOMMU and Xen viommu_sup",
+             sources=("Linux", "Xen", "OpenVMM"),
+             conflict="Linux, Xen and OpenVMM name bit 55 vIommuSup; VirtualBox reserves 60:55"),
+        flag("VmGuardIOSup", 56, "VM guard I/O supported", values=_SUP, sources=("Xen", "OpenVMM")),
+        Field("VmTableSize", 60, 57, "VM table size", note="meaning not seen",
+              sources=("Xen",), conflict="only Xen names 60:57; OpenVMM's fork reserves 60:57 and VirtualBox 60:55"),
+        flag("GAUpdateDisSup", 61, "Disabling guest access/dirty updates supported", values=_SUP,
+             sources=("VirtualBox", "Xen"),
+             conflict=("VirtualBox and Xen name bit 61 GAUpdateDisSup; OpenVMM's fork names it v2_had_dis_sup "
+                       "(disabling v2 host access/dirty updates)")),
         flag("ForcePhyDestSup", 62, "Forcing physical destination mode for remapped interrupts supported",
-             values=_SUP, note="VirtualBox only; Xen: reserved"),
-        flag("SNPSup", 63, "SEV-SNP supported", values=_SUP, note="Linux FEATURE_SNP; VirtualBox and Xen: reserved"),
+             values=_SUP,
+             sources=("VirtualBox", "OpenVMM"),
+             conflict="VirtualBox and OpenVMM name bit 62 ForcePhyDestSup; Xen reserves 63:62"),
+        flag("SNPSup", 63, "SEV-SNP supported", values=_SUP, note="Linux FEATURE_SNP",
+             sources=("Linux", "OpenVMM"),
+             conflict="Linux and OpenVMM name bit 63 SNPSup; VirtualBox and Xen (older revisions) reserve it"),
     ),
 )
 
@@ -329,20 +437,28 @@ EFR2 = Structure(
     section="§3.4",
     aliases=("IOMMU Extended Feature 2 Register", "Extended Feature Register 2", "MMIO_EXT_FEATURES2"),
     description="Second feature report (also in the ACPI IVHD types 11h/40h at offset 80h).",
-    note=SECTION_NOTE + ". Only the bits Linux uses are named; the others are declared reserved for lack of a source.",
+    note=(SECTION_NOTE + ". Only the bits Linux or FreeBSD use are named; the others are declared reserved for lack "
+          "of a source (FreeBSD also names bit 2, TMPMSup, not declared here: one source, no user)."),
     fields=(
         reserved(0, 0),
-        flag("SEVSNPIOSup", 1, "SEV-SNP trusted I/O supported", values=_SUP),
+        flag("SEVSNPIOSup", 1, "SEV-SNP trusted I/O supported", values=_SUP, sources=("Linux",)),
         reserved(2, 2),
-        flag("GCR3TRPModeSup", 3, "Control.GCR3TRPMode is usable", values=_SUP),
-        reserved(4, 4),
+        flag("GCR3TRPModeSup", 3, "Control.GCR3TRPMode is usable", values=_SUP, sources=("Linux", "FreeBSD")),
+        flag("GAPPIDisSup", 4, "IRTE[GAPPIDis] is usable: software may suppress a guest APIC physical processor "
+             "interrupt (GAPPI) per interrupt remapping entry", values=_SUP,
+             note="FreeBSD AMDIOMMU_EFR2_GAPPID ('masking of GAPIC PPI'); AMD's 2026 GAPPI RFC for Linux "
+                  "(FEATURE_GAPPIDISSUP, citing 48882 rev 3.11 §2.2.5.4)",
+             sources=("FreeBSD", "Linux")),
         Field("SNPAVICSup", 7, 5, "Virtual APIC with SEV-SNP support",
-              values={1: "GAM vAPIC supported with SNP"}),
+              values={1: "GAM vAPIC supported with SNP"},
+              sources=("Linux", "FreeBSD")),
         Field("NumIntRemapSup", 9, 8, "Interrupt remapping table sizes supported",
               values={0: "512 IRTEs per table", 1: "2048 IRTEs per table supported"},
-              note="value 0 meaning inferred: Linux only tests for 1"),
+              note="value 0 meaning inferred: Linux only tests for 1",
+              sources=("Linux", "FreeBSD")),
         reserved(10, 10),
-        flag("HTRangeIgnore", 11, "The HyperTransport range 0xFD_0000_0000..0xFF_FFFF_FFFF need not be reserved"),
+        flag("HTRangeIgnore", 11, "The HyperTransport range 0xFD_0000_0000..0xFF_FFFF_FFFF need not be reserved",
+             sources=("Linux", "FreeBSD")),
         reserved(63, 12),
     ),
 )
@@ -352,40 +468,56 @@ EFR2 = Structure(
 # =============================================================================================
 CMD_BUF_HEAD = _pointer_register(
     "CMD_BUF_HEAD", "Command Buffer Head Pointer Register", "CmdHdPtr",
-    "Offset of the next command the IOMMU will read; the IOMMU advances it.", "MMIO_CMD_HEAD_OFFSET", "§3.4.9")
+    "Offset of the next command the IOMMU will read; the IOMMU advances it.", "MMIO_CMD_HEAD_OFFSET", "§3.4.9",
+    sources=("Linux", "VirtualBox", "Xen", "QEMU", "FreeBSD", "NOVA", "OpenVMM"))
 CMD_BUF_TAIL = _pointer_register(
     "CMD_BUF_TAIL", "Command Buffer Tail Pointer Register", "CmdTailPtr",
-    "Offset just past the last command software wrote; the ring is empty when head == tail.", "MMIO_CMD_TAIL_OFFSET", "§3.4.10")
+    "Offset just past the last command software wrote; the ring is empty when head == tail.", "MMIO_CMD_TAIL_OFFSET", "§3.4.10",
+    sources=("Linux", "VirtualBox", "Xen", "QEMU", "FreeBSD", "OpenVMM"))
 EVT_LOG_HEAD = _pointer_register(
     "EVT_LOG_HEAD", "Event Log Head Pointer Register", "EventHdPtr",
-    "Offset of the next event software will read; software advances it.", "MMIO_EVT_HEAD_OFFSET", "§3.4.11")
+    "Offset of the next event software will read; software advances it.", "MMIO_EVT_HEAD_OFFSET", "§3.4.11",
+    sources=("VirtualBox", "Xen", "QEMU", "OpenVMM"))
 EVT_LOG_TAIL = _pointer_register(
     "EVT_LOG_TAIL", "Event Log Tail Pointer Register", "EventTailPtr",
-    "Offset where the IOMMU writes the next event; the IOMMU advances it.", "MMIO_EVT_TAIL_OFFSET", "§3.4.12")
+    "Offset where the IOMMU writes the next event; the IOMMU advances it.", "MMIO_EVT_TAIL_OFFSET", "§3.4.12",
+    sources=("VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM"))
 
 # =============================================================================================
 # Status
 # =============================================================================================
-# (name, bit, access, meaning, note): the one place that says which Status bits are RW1C.
+# (name, bit, access, meaning, note, sources[, conflict]): the one place that says which Status bits are RW1C.
+_ALL7 = ("Linux", "FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")
+_PPR_MOVED = ("OpenVMM's fork reserves bits 9:5 and puts the PPR overflow/interrupt/run bits at 10/11/12; Linux, "
+              "FreeBSD, VirtualBox, Xen and NOVA put them at 5/6/7")
+_GA_ORDER = ("Linux, FreeBSD, VirtualBox and NOVA: 8 = GA log running, 9 = overflow, 10 = interrupt; Xen's "
+             "IOMMU_STATUS_GAPIC_LOG_* masks give 8 = overflow, 9 = interrupt, 10 = running; OpenVMM's fork puts "
+             "the three at 13/14/15. The majority is followed")
+_DUAL = ("FreeBSD", "VirtualBox", "NOVA")
 _STATUS_BITS = (
-    ("EventOverflow", 0, RW1C, "The event log was full and an event was dropped", ""),
-    ("EventLogInt", 1, RW1C, "An event was logged (interrupt requested when EventIntEn)", ""),
-    ("ComWaitInt", 2, RW1C, "A COMPLETION_WAIT with I = 1 completed", ""),
-    ("EventLogRun", 3, RO, "Event logging is running", ""),
-    ("CmdBufRun", 4, RO, "Command buffer processing is running", ""),
-    ("PprOverflow", 5, RW1C, "The PPR log was full and a request was dropped", ""),
-    ("PprInt", 6, RW1C, "A PPR was logged", ""),
-    ("PprLogRun", 7, RO, "PPR logging is running", ""),
-    ("GALogRun", 8, RO, "Guest virtual-APIC logging is running",
-     "Xen puts GA log overflow at 8, interrupt at 9 and run at 10; Linux and VirtualBox agree on 8 = run"),
-    ("GALOverflow", 9, RW1C, "The GA log overflowed", "see GALogRun"),
-    ("GAInt", 10, RW1C, "A GA log entry was written", "see GALogRun"),
-    ("PprOverflowB", 11, RW1C, "PPR log B overflowed", "VirtualBox only"),
-    ("PprLogActive", 12, RO, "Which PPR log is active (A or B)", "VirtualBox only"),
-    ("EvtOverflowB", 15, RW1C, "Event log B overflowed", "VirtualBox only"),
-    ("EventLogActive", 16, RO, "Which event log is active (A or B)", "VirtualBox only; it spells it EvtLogActive"),
-    ("PprOverflowEarlyB", 17, RW1C, "PPR log B overflow early warning", "VirtualBox only"),
-    ("PprOverflowEarly", 18, RW1C, "PPR log overflow early warning", "VirtualBox only"),
+    ("EventOverflow", 0, RW1C, "The event log was full and an event was dropped", "", _ALL7),
+    ("EventLogInt", 1, RW1C, "An event was logged (interrupt requested when EventIntEn)", "",
+     ("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA", "OpenVMM")),
+    ("ComWaitInt", 2, RW1C, "A COMPLETION_WAIT with I = 1 completed", "", _ALL7),
+    ("EventLogRun", 3, RO, "Event logging is running", "", _ALL7),
+    ("CmdBufRun", 4, RO, "Command buffer processing is running", "",
+     ("FreeBSD", "VirtualBox", "Xen", "QEMU", "NOVA", "OpenVMM")),
+    ("PprOverflow", 5, RW1C, "The PPR log was full and a request was dropped", "",
+     ("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA"), _PPR_MOVED),
+    ("PprInt", 6, RW1C, "A PPR was logged", "", ("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA"), _PPR_MOVED),
+    ("PprLogRun", 7, RO, "PPR logging is running", "", ("Linux", "FreeBSD", "VirtualBox", "Xen", "NOVA"), _PPR_MOVED),
+    ("GALogRun", 8, RO, "Guest virtual-APIC logging is running", "", ("Linux", "FreeBSD", "VirtualBox", "NOVA"),
+     _GA_ORDER),
+    ("GALOverflow", 9, RW1C, "The GA log overflowed", "", ("Linux", "FreeBSD", "VirtualBox", "NOVA"), _GA_ORDER),
+    ("GAInt", 10, RW1C, "A GA log entry was written", "", ("Linux", "FreeBSD", "VirtualBox", "NOVA"), _GA_ORDER),
+    ("PprOverflowB", 11, RW1C, "PPR log B overflowed", "", _DUAL),
+    ("PprLogActive", 12, RO, "Which PPR log is active (A or B)",
+     "VirtualBox describes it as 'log A is active', NOVA as 'log B active': the polarity is unconfirmed", _DUAL),
+    ("EvtOverflowB", 15, RW1C, "Event log B overflowed", "", _DUAL),
+    ("EventLogActive", 16, RO, "Which event log is active (A or B)",
+     "VirtualBox spells it EvtLogActive; VirtualBox and NOVA disagree on the polarity as for PprLogActive", _DUAL),
+    ("PprOverflowEarlyB", 17, RW1C, "PPR log B overflow early warning", "", _DUAL),
+    ("PprOverflowEarly", 18, RW1C, "PPR log overflow early warning", "", _DUAL),
 )
 
 STATUS = Structure(
@@ -398,12 +530,13 @@ STATUS = Structure(
                  "RO bits follow the enables."),
     note=SECTION_NOTE + ". Bits 13-14 and 19 and up are unknown and declared reserved.",
     fields=tuple(sorted(
-        (*(flag(name, bit, f"{meaning} ({access})", note=note) for name, bit, access, meaning, note in _STATUS_BITS),
+        (*(flag(name, bit, f"{meaning} ({access})", note=note, sources=srcs, conflict="".join(conflict))
+           for name, bit, access, meaning, note, srcs, *conflict in _STATUS_BITS),
          reserved(14, 13), reserved(63, 19)),
         key=lambda f: f.lo)),
 )
 
-STATUS_ACCESS: Mapping[str, str] = MappingProxyType({name: access for name, _, access, _, _ in _STATUS_BITS})
+STATUS_ACCESS: Mapping[str, str] = MappingProxyType({name: access for name, _, access, *_ in _STATUS_BITS})
 STATUS_RW1C_MASK = sum(STATUS.field(n).mask for n, a in STATUS_ACCESS.items() if a == RW1C)
 
 # =============================================================================================

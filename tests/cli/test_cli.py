@@ -1,5 +1,6 @@
 """The `amdvi` command: decode, explain, list, docs; bad input is one line and exit 2."""
 
+import re
 import json
 import os
 import subprocess
@@ -84,7 +85,7 @@ def test_decode_any_register_by_name(capsys):
     (["decode", "dte", "0xzz"], "not a hexadecimal number"),
     (["decode", "dte", "0x1", "0x2", "0x3"], "give 1 number or 4 or 8 words"),
     (["decode", "pte", "0x1" + "0" * 16], "has 65 bits"),
-    (["decode", "cmd", "0x9000000000000000", "0"], "unknown command opcode 0x9"),
+    (["decode", "cmd", "0xB000000000000000", "0"], "unknown command opcode 0xb"),
     (["decode", "event", "0x0", "0xf0000000", "0", "0"], "unknown event code 0xf"),
     (["decode", "nonsense", "0"], "unknown structure"),
     (["decode", "dte"], "give the dte value"),
@@ -136,7 +137,7 @@ def test_list_names_every_structure(capsys):
 def test_docs_writes_one_page_per_structure_with_sections(capsys, tmp_path):
     out = tmp_path / "ref"
     rep = run_json(capsys, "docs", "--out", str(out))
-    assert len(rep["written"]) == len(catalog.STRUCTURES) + 1
+    assert len(rep["written"]) == len(catalog.STRUCTURES) + 2  # the pages, sources.md and index.md
     page = (out / "dte.md").read_text()
     assert "| 55 | GV |" in page and "§2.2.2.1" in page
     assert "[DTE](dte.md)" in (out / "index.md").read_text()
@@ -191,3 +192,26 @@ def test_dmesg_from_stdin_tolerates_bytes_that_are_not_utf8(tmp_path):
                           env={**os.environ, "PYTHONIOENCODING": "utf-8", "LC_ALL": "C.UTF-8"})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["event"] == "IO_PAGE_FAULT"
+
+
+def test_explain_shows_the_sources_and_the_conflict(capsys):
+    code, out, _ = run(capsys, "explain", "DTE.GuestID")
+    assert code == 0 and "239:224" in out and "confirmed by 3 public sources: FreeBSD, OSDev, AMD-RFC" in out
+    assert "conflict:" in out and "DTE_VIOMMU_GUESTID_SHIFT" in out.replace("\n", "")
+    rep = run_json(capsys, "explain", "GPTE.G")
+    assert (rep["sources"], rep["confirmed_by"], rep["sources_declared"]) == ([], 0, True)
+    rep = run_json(capsys, "explain", "DTE.V")
+    assert rep["confirmed_by"] >= 5 and "FreeBSD" in rep["sources"] and rep["conflict"] == ""
+
+
+def test_docs_list_exactly_the_doubtful_and_the_disputed_fields(capsys, tmp_path):
+    run_json(capsys, "docs", "--out", str(tmp_path))
+    page = (tmp_path / "sources.md").read_text()
+    doubtful_part, disputed_part = page.split("## Fields the sources disagree on")
+    listed = set(re.findall(r"^\| \[(.+?)\]\(", doubtful_part, re.M))
+    want = {f"{s.name}.{f.name}" for s in catalog.STRUCTURES for f in s.named_fields if f.confirmed_by < 2}
+    assert listed == want and "GPTE.G" in listed and "DTE.V" not in listed
+    disputed = set(re.findall(r"^\| \[(.+?)\]\(", disputed_part, re.M))
+    assert disputed == {f"{s.name}.{f.name}" for s in catalog.STRUCTURES for f in s.named_fields if f.conflict}
+    assert "(sources.md)" in (tmp_path / "index.md").read_text()
+    assert "| 7: Linux, QEMU, Xen, VirtualBox, FreeBSD, NOVA, OSDev |" in (tmp_path / "dte.md").read_text()

@@ -19,7 +19,7 @@ from amdvi.spec.mmio import (
 CMD_BASE, EVT_BASE = 0x10_0000, 0x20_0000
 RING = 256 * 16  # ComLen = EventLen = 8
 SEM = 0x30_0008  # a COMPLETION_WAIT semaphore, 8-byte aligned
-UNDEFINED = (0x0, 0x9, 0xB, 0xC, 0xD, 0xE, 0xF)
+UNDEFINED = (0x0, 0xB, 0xC, 0xD, 0xE, 0xF)  # 09h is INSERT_GUEST_EVENT
 
 
 def regs(head=0, tail=0, evt_head=0, evt_tail=0, control=None, status=None):
@@ -110,14 +110,14 @@ def test_reserved_bit_in_completion_wait_is_illegal():
 
 def test_illegal_command_stops_processing_virtualbox_choice():
     """Pinned choice: after an illegal command later commands are not processed (QEMU would go on)."""
-    mem0, mem, r, _ = illegal_command_outcome(0x9 << 60)
+    mem0, mem, r, _ = illegal_command_outcome(0xB << 60)
     mem2, r2, effects = run_commands(INT, mem, r, 3)
     assert (mem2, r2) == (mem, r) and not any(e.processed or e.illegal for e in effects)
     assert SEM not in mem2 and not pending(INT, r2)
 
 
 def test_illegal_command_with_full_event_log():
-    mem0 = place([0x9 << 60], head=0)
+    mem0 = place([0xB << 60], head=0)
     mem, r, e = step_command(INT, mem0, regs(head=0, tail=16, evt_head=0x10, evt_tail=0))
     assert e.illegal and mem == mem0 and status(r).EventOverflow == 1 and status(r).CmdBufRun == 0
 
@@ -165,7 +165,7 @@ def test_symbolic_check_command_matches_concrete():
     x = z3.BitVec("cmd", 128)
     sym = check_command(Z3, x)
     s = z3.Solver()
-    for bits in [LINUX_INV_DTE, LINUX_COMPL_WAIT, LINUX_COMPL_WAIT | 1 << 52, 0x9 << 60, 0]:
+    for bits in [LINUX_INV_DTE, LINUX_COMPL_WAIT, LINUX_COMPL_WAIT | 1 << 52, 0xB << 60, 0]:
         s.push()
         s.add(x == bits, sym != check_command(INT, bits))
         assert s.check() == z3.unsat
@@ -217,7 +217,7 @@ def to_terms(r):
     efr=st.fixed_dictionaries({"IASup": st.integers(0, 1), "PreFSup": st.integers(0, 1),
                                "vIommuSup": st.integers(0, 1), "InvIotlbTypeSup": st.integers(0, 1)}),
 )
-@example(cmds=[LINUX_INV_DTE, LINUX_COMPL_WAIT, 0x9 << 60, LINUX_COMPL_WAIT], head=RING - 16, evt_tail=0,
+@example(cmds=[LINUX_INV_DTE, LINUX_COMPL_WAIT, 0xB << 60, LINUX_COMPL_WAIT], head=RING - 16, evt_tail=0,
          evt_gap=0x800, control={"CmdBufEn": 1, "EventLogEn": 1, "ComWaitIntEn": 1},
          stat={"CmdBufRun": 1, "EventOverflow": 0, "ComWaitInt": 0},
          efr={"IASup": 1, "PreFSup": 1, "vIommuSup": 1, "InvIotlbTypeSup": 1})

@@ -109,7 +109,7 @@ def dte_is_illegal(dte: int) -> bool:
     stop a DMA request: the spec scopes those rules to the requests they concern, a refinement
     of the design note's "DTE.check with no context".
     """
-    reserved_ranges = [(6, 2), (63, 63), (106, 106), (181, 180), (187, 187), (206, 192), (245, 240)]
+    reserved_ranges = [(6, 2), (63, 63), (181, 180), (206, 192), (245, 240)]  # 106 SATS, 187 HPTMode: fields (FreeBSD, OSDev)
     for hi, lo in reserved_ranges:
         if bits(dte, hi, lo) != 0:
             return True

@@ -2,7 +2,8 @@
 
 * round trip: decode(encode(x)) == x and encode(decode(bits)) == bits on the named fields;
 * the same round trip proved for all values with Z3 (symbolic fields);
-* differential: decode and every legality rule give the same answer on Python ints and Z3 terms.
+* differential: decode and every legality rule give the same answer on Python ints and Z3 terms;
+* every named field says which public sources confirm its position, and conflicts name both sides.
 """
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, strategies as st
 
 from amdvi.spec import catalog
 from amdvi.spec.bitvec import INT, Z3_TERMS as Z3  # terms, never folded: Z3 itself evaluates
+from amdvi.spec.fields import SOURCES, Field
 
 STRUCTURES = catalog.STRUCTURES
 IDS = [s.name for s in STRUCTURES]
@@ -111,3 +113,60 @@ def test_each_rule_can_fire_and_can_hold(s):
             solver = z3.Solver()
             solver.add(*fixed, v.condition == want)
             assert solver.check() == z3.sat, f"{s.name}: rule {v.rule.name} can never be {want}"
+
+
+# ---- where the facts come from ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("s", STRUCTURES, ids=IDS)
+def test_every_named_field_declares_its_sources(s):
+    """A new field must say who confirms it: ``sources=()`` is an answer (nobody), leaving it out is not."""
+    for f in s.named_fields:
+        assert f.sources is not None, f"{s.name}.{f.name} declares no sources"
+        assert f.confirmed_by == len(f.sources) == len(set(f.sources))
+        assert set(f.sources) <= set(SOURCES)
+
+
+@pytest.mark.parametrize("s", STRUCTURES, ids=IDS)
+def test_every_conflict_names_the_sources_on_each_side(s):
+    for f in s.named_fields:
+        if f.conflict:
+            named = {src for src in SOURCES if src in f.conflict or (src == "AMD-RFC" and "RFC" in f.conflict)}
+            assert len(named) >= 2, f"{s.name}.{f.name}: {f.conflict}"
+
+
+def test_unknown_or_repeated_sources_are_refused():
+    with pytest.raises(ValueError, match="sources"):
+        Field("A", 1, 0, sources=("Linux", "Wikipedia"))
+    with pytest.raises(ValueError, match="sources"):
+        Field("A", 1, 0, sources=("Linux", "Linux"))
+    assert Field("A", 1, 0).confirmed_by == 0 and Field("A", 1, 0, sources=()).sources == ()
+
+
+def test_known_source_counts():
+    def f(name):
+        (m,) = catalog.resolve(name)
+        return m.member
+
+    assert f("DTE.V").confirmed_by >= 5 and {"Linux", "QEMU", "Xen", "VirtualBox", "FreeBSD"} <= set(f("DTE.V").sources)
+    assert f("GPTE.G").sources == ()  # only the generic x86-64 CPU format backs it, which does not count
+    assert f("GCR3.V").sources == ("Linux",)
+    assert f("PREFETCH_IOMMU_PAGES.PFCount").sources == ("FreeBSD",)
+    assert f("RESET_VMMIO.All").sources == ("AMD-RFC",) and "27" in f("RESET_VMMIO.All").conflict
+    assert f("EVENT_COUNTER_ZERO.EventCode").sources == ("FreeBSD", "NOVA")
+    assert "0x10" in f("EVENT_COUNTER_ZERO.EventCode").conflict
+    assert f("STATUS.EventOverflow").confirmed_by == 7
+
+
+def test_recorded_conflicts_of_the_research():
+    """Each disagreement the source reading found is recorded on the field the model declares."""
+    def conflict(name):
+        (m,) = catalog.resolve(name)
+        return m.member.conflict
+
+    assert "Xen" in conflict("STATUS.GALOverflow") and "DomainIDPNE" in conflict("CONTROL.NumIntRemapMode")
+    assert "v2_had_dis_sup" in conflict("EFR.GAUpdateDisSup")
+    assert "127:68" in conflict("PAGE_TAB_HARDWARE_ERROR.Address")
+    assert "0x11" in conflict("GUEST_EVENT_FAULT.EventCode")
+    assert "PASID[19:8]" in conflict("INVALIDATE_IOTLB_PAGES.PASID[7:0]")
+    assert "35:32" in conflict("INVALIDATE_IOMMU_ALL.Opcode")
+    assert "127:66" in conflict("ILLEGAL_DEV_TABLE_ENTRY.Address")

@@ -63,18 +63,20 @@ def with_opcode(s, bits):
 
 # ---- the declarations ----------------------------------------------------------------------------
 
-def test_nine_commands_each_named_by_its_fixed_opcode():
+def test_ten_commands_each_named_by_its_fixed_opcode():
     assert [(s.field("Opcode").fixed, s.name) for s in COMMANDS] == [
         (0x1, "COMPLETION_WAIT"), (0x2, "INVALIDATE_DEVTAB_ENTRY"), (0x3, "INVALIDATE_IOMMU_PAGES"),
         (0x4, "INVALIDATE_IOTLB_PAGES"), (0x5, "INVALIDATE_INTERRUPT_TABLE"), (0x6, "PREFETCH_IOMMU_PAGES"),
-        (0x7, "COMPLETE_PPR_REQUEST"), (0x8, "INVALIDATE_IOMMU_ALL"), (0xA, "RESET_VMMIO")]
+        (0x7, "COMPLETE_PPR_REQUEST"), (0x8, "INVALIDATE_IOMMU_ALL"), (0x9, "INSERT_GUEST_EVENT"),
+        (0xA, "RESET_VMMIO")]
     for s in COMMANDS:
         op = s.field("Opcode")
         assert (op.hi, op.lo, s.width) == (63, 60, 128)
         assert op.values == {op.fixed: s.name}
         assert s.reserved_event == "ILLEGAL_COMMAND_ERROR"
         assert "revision 3.11" in s.note
-    assert sum(len(s.named_fields) for s in COMMANDS) == 47
+        assert s.section == f"§2.4.{op.fixed}"  # NOVA cites §2.4.1..§2.4.10, one per opcode
+    assert sum(len(s.named_fields) for s in COMMANDS) == 48
 
 
 def test_field_names_and_places_as_the_sources_give_them():
@@ -163,8 +165,9 @@ def test_build_complete_ppr():
     # data[2] = GN; data[3] = tag & 0x1ff | (status & 0xf) << 12 (PPR_STATUS_SHIFT).
     bits = linux_cmd(0x0100, 0x54321, 0x4, 0x1A5 | 0x1 << 12, opcode=0x07)
     d = C.COMPLETE_PPR_REQUEST.decode(bits)
-    assert d == {"DeviceID": 0x0100, "PASID": 0x54321, "Opcode": 7, "GN": 1, "Completion Tag": 0x1A5, "Status": 1}
-    assert C.COMPLETE_PPR_REQUEST.field("Status").describe(1) == "invalid request"
+    assert d == {"DeviceID": 0x0100, "PASID": 0x54321, "Opcode": 7, "GN": 1, "Completion Tag": 0x11A5}
+    assert C.linux_ppr_reading(d["Completion Tag"]) == {"tag": 0x1A5, "status": 1, "unused": 0}
+    assert C.LINUX_PPR_STATUS[1] == "invalid request"
     assert C.COMPLETE_PPR_REQUEST.validate(bits) == []
 
 
@@ -201,7 +204,7 @@ def test_prefetch_layout_agrees_with_amds_unmerged_linux_patch():
 def test_dispatch_by_opcode(opcode):
     bits = opcode << 60 | 0xFFFF
     s = command_structure(bits)
-    if opcode in (0x0, 0x9) or opcode >= 0xB:
+    if opcode == 0x0 or opcode >= 0xB:
         assert s is None
     else:
         assert s is COMMANDS_BY_OPCODE[opcode] and s.field("Opcode").fixed == opcode
@@ -240,6 +243,8 @@ def test_feature_gated_commands():
     pf = C.PREFETCH_IOMMU_PAGES.encode(DeviceID=1, PFCount=1)
     assert names(C.PREFETCH_IOMMU_PAGES.validate(pf, NO_FEATURES)) == ["PREFETCH_IOMMU_PAGES-without-PreFSup"]
     assert names(C.RESET_VMMIO.validate(C.RESET_VMMIO.encode(), NO_FEATURES)) == ["RESET_VMMIO-without-vIommuSup"]
+    assert names(C.INSERT_GUEST_EVENT.validate(C.INSERT_GUEST_EVENT.encode(GuestID=3), NO_FEATURES)) == [
+        "INSERT_GUEST_EVENT-without-vIommuSup"]
     typed = C.INVALIDATE_IOTLB_PAGES.encode(DeviceID=1, Type=1)
     assert names(C.INVALIDATE_IOTLB_PAGES.validate(typed, NO_FEATURES)) == ["Type-without-InvIotlbTypeSup"]
     assert C.INVALIDATE_IOTLB_PAGES.validate(typed, ALL_FEATURES) == []
@@ -250,24 +255,45 @@ def test_feature_gated_commands():
 
 # ---- pinned choices where the sources disagree ---------------------------------------------------
 
-def test_pin_iotlb_pasid_split_follows_linux_not_virtualbox():
-    # Linux: PASID[15:8] at Q0[23:16], PASID[7:0] at Q0[55:48]. VirtualBox calls 23:16 "PASID Lo" and
-    # 59:48 "PASID Hi". PASID[19:16] at Q0[59:56] is inferred (Linux never writes it).
+def test_pin_iotlb_pasid_split_follows_current_linux_and_freebsd():
+    # Current Linux and FreeBSD: PASID[15:8] at Q0[23:16], PASID[7:0] at Q0[55:48], FreeBSD PASID[19:16] at
+    # Q0[59:56]. Xen, VirtualBox and older Linux: PASID[7:0] at 23:16, PASID[19:8] at 59:48.
     s = C.INVALIDATE_IOTLB_PAGES
     assert [(s.field(n).hi, s.field(n).lo) for n in ("PASID[7:0]", "PASID[15:8]", "PASID[19:16]")] == [
         (55, 48), (23, 16), (59, 56)]
     assert s.encode({"PASID[7:0]": 0x01, "PASID[15:8]": 0x02, "PASID[19:16]": 0x3}) >> 16 & 0xFF == 0x02
     assert s.view(s.encode({"PASID[7:0]": 0x01, "PASID[15:8]": 0x02, "PASID[19:16]": 0x3}))["PASID"] == 0x30201
-    assert "VirtualBox" in s.field("PASID[15:8]").note and "inferred" in s.field("PASID[19:16]").note
+    for n in ("PASID[7:0]", "PASID[15:8]", "PASID[19:16]"):
+        f = s.field(n)
+        assert all(src in f.conflict for src in ("Linux", "FreeBSD", "Xen", "VirtualBox"))
+        assert "FreeBSD" in f.sources and "VirtualBox" not in f.sources
 
 
-def test_pin_ppr_completion_tag_is_9_bits_with_status_above():
-    # Linux: tag & 0x1ff in dword 3, status at dword-3 bits 15:12. VirtualBox: 16-bit tag, no status.
+def test_pin_ppr_completion_tag_is_16_bits_as_three_sources_have_it():
+    # VirtualBox (u16CompletionTag) and FreeBSD (compltag:16) declare 111:96 as one tag and QEMU leaves it
+    # unreserved; only Linux splits it (9-bit tag, 4-bit status at 111:108). What three accept is legal.
     s = C.COMPLETE_PPR_REQUEST
-    assert (s.field("Completion Tag").hi, s.field("Completion Tag").lo) == (104, 96)
-    assert (s.field("Status").hi, s.field("Status").lo) == (111, 108)
-    vbox_style_tag = s.encode(DeviceID=1) | 0x0200 << 96  # a tag bit VirtualBox allows, Linux never sets
-    assert names(s.validate(vbox_style_tag)) == ["reserved[107:105]"]
+    tag = s.field("Completion Tag")
+    assert (tag.hi, tag.lo) == (111, 96) and s.field("Status") is None
+    assert set(tag.sources) == {"VirtualBox", "FreeBSD"} and "Linux" in tag.conflict and "QEMU" in tag.conflict
+    assert "111:108" in tag.note and "104:96" in tag.note  # Linux's reading stays visible
+    wide = s.encode({"DeviceID": 1, "Completion Tag": 0b1111 << 9})  # tag bits 12:9 = Q1 bits 108:105
+    assert all((wide >> b) & 1 for b in range(105, 109))
+    assert s.validate(wide) == []
+    assert C.linux_ppr_reading(0xF000 | 0x0E00 | 0x1FF) == {"tag": 0x1FF, "status": 0xF, "unused": 0b111}
+    assert names(s.validate(s.encode(DeviceID=1) | 1 << 112)) == ["reserved[127:112]"]
+
+
+def test_insert_guest_event_from_freebsd():
+    # FreeBSD struct amdiommu_cmd_insert_guest_event: GuestID at 47:32, the rest reserved; opcode 09h in
+    # FreeBSD, NOVA (§2.4.9) and OSDev.
+    s = C.INSERT_GUEST_EVENT
+    assert command_structure(0x9 << 60) is s
+    assert [(f.name, f.hi, f.lo) for f in s.named_fields] == [("GuestID", 47, 32), ("Opcode", 63, 60)]
+    assert s.reserved_mask == (2**128 - 1) & ~(0xFFFF << 32 | 0xF << 60)
+    assert s.validate(s.encode(GuestID=0x1234), ALL_FEATURES) == []
+    assert names(s.validate(s.encode(GuestID=1) | 1 << 48, ALL_FEATURES)) == ["reserved[59:48]"]
+    assert s.field("Opcode").sources == ("FreeBSD", "NOVA", "OSDev") and s.field("GuestID").sources == ("FreeBSD",)
 
 
 def test_pin_prefetch_layout_from_virtualbox():
@@ -283,6 +309,30 @@ def test_pin_prefetch_layout_from_virtualbox():
 def test_s0_is_one_4k_page():
     assert invalidation_range(0x1234_5678, 0) == (0x1234_5000, 0x1000)
     assert invalidation_range(C.INV_IOMMU_ALL_PAGES_ADDRESS, 0) == (0x7FFF_FFFF_FFFF_F000, 0x1000)
+
+
+def test_large_ranges_follow_linux_and_qemu():
+    """Linux sends the all-pages address once the highest differing bit passes 51; QEMU decodes a first
+    clear bit at 51 or above as every page (48882 Table 14). Both at the boundary."""
+    # encoding: aligned blocks of 2^51, 2^52, 2^53 and 2^63 bytes
+    assert C.range_operand(0, 2**51) == ((1 << 50) - 1 & ~0xFFF, 1)  # first zero at 50
+    assert C.range_operand(0, 2**52) == ((1 << 51) - 1 & ~0xFFF, 1)  # first zero at 51
+    assert C.range_operand(0, 2**53) == (C.INV_IOMMU_ALL_PAGES_ADDRESS & ~0xFFF, 1)
+    assert C.range_operand(2**63, 2**63) == (C.INV_IOMMU_ALL_PAGES_ADDRESS & ~0xFFF, 1)
+    for start, size in ((0, 2**51), (0, 2**52), (0, 2**53), (2**63, 2**63), (2**52, 2**52), (0x1000, 2**51)):
+        assert C.range_operand(start, size) == (linux_build_inv_address(start, size) & ~1,
+                                                linux_build_inv_address(start, size) & 1)
+    # decoding: first clear bit at 50, 51, 52
+    first_zero = lambda z: ((1 << z) - 1) & ~0xFFF
+    assert invalidation_range(first_zero(50), 1) == (0, 2**51)
+    assert invalidation_range(first_zero(50) | 1 << 51, 1) == (2**51, 2**51)
+    assert invalidation_range(first_zero(51), 1) == (0, 2**64)
+    assert invalidation_range(first_zero(51) | 1 << 60, 1) == (0, 2**64)
+    assert invalidation_range(first_zero(52), 1) == (0, 2**64)
+    # so the 2^51 block decodes to itself, and 2^52 and up to every page
+    assert invalidation_range(*C.range_operand(2**51, 2**51)) == (2**51, 2**51)
+    assert invalidation_range(*C.range_operand(0, 2**52)) == (0, 2**64)
+    assert invalidation_range(*C.range_operand(2**63, 2**63)) == (0, 2**64)
 
 
 def test_linux_all_pages_constant_is_the_whole_space():

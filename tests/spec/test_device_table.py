@@ -56,7 +56,7 @@ def test_illegal_encodings_are_caught(field, value, rule, largest_legal):
     assert DTE.validate(DTE.encode(V=1, TV=1, **{field: largest_legal})) == []
 
 
-@pytest.mark.parametrize("bit", [2, 6, 63, 106, 180, 187, 192, 206, 240, 245])
+@pytest.mark.parametrize("bit", [2, 6, 63, 180, 181, 192, 206, 240, 245])
 def test_each_reserved_bit_is_caught_with_illegal_dev_table_entry(bit):
     rules = DTE.validate(DTE.encode(V=1, TV=1) | 1 << bit)
     assert len(rules) == 1 and rules[0].event == "ILLEGAL_DEV_TABLE_ENTRY"
@@ -84,8 +84,15 @@ def test_feature_dependent_rules():
 
 
 def test_pinned_layout_choices():
-    # GuestID / GDeviceID order follows the RFC's macro names (word 3 bit 16, then bit 32): unconfirmed.
-    assert (DTE.field("GuestID").lo, DTE.field("GDeviceID").lo) == (208, 224)
+    # GDeviceID then GuestID, as FreeBSD's struct, the OSDev table and the RFC's set_dte_viommu code have
+    # them; only the RFC's macro names say the reverse. Both sides are named in the conflict.
+    gdev, gid = DTE.field("GDeviceID"), DTE.field("GuestID")
+    assert (gdev.hi, gdev.lo, gid.hi, gid.lo) == (223, 208, 239, 224)
+    for f in (gdev, gid):
+        assert set(f.sources) == {"FreeBSD", "OSDev", "AMD-RFC"}
+        assert "DTE_VIOMMU_GUESTID_SHIFT" in f.conflict and "FreeBSD" in f.conflict
+    assert DTE.decode(DTE.encode(GDeviceID=0x0A08, GuestID=0x7))["GuestID"] == 0x7
+    assert DTE.encode(GDeviceID=0x0A08, GuestID=0x7) == (0x0007_0A08 << 16) << 192
     # Bits 183:182 carry the guest paging mode under the name GPM (spec spelling unconfirmed).
     assert (DTE.field("GPM").hi, DTE.field("GPM").lo) == (183, 182)
     assert "not confirmed" in DTE.field("GPM").note
@@ -97,7 +104,7 @@ def test_every_bit_of_the_256_is_declared_once():
         assert total & f.mask == 0
         total |= f.mask
     assert total == (1 << 256) - 1
-    assert len(DTE.named_fields) == 41
+    assert len(DTE.named_fields) == 43
 
 
 def test_device_id_is_printed_as_linux_prints_it():
@@ -114,3 +121,29 @@ def test_ppr_needs_ephen_when_the_iommu_has_enhanced_ppr_handling():
     assert names(DTE.validate(thinkbook, after_resume)) == ["PPR-without-EPHEn"]
     assert DTE.validate(thinkbook, {"EFR.EPHSup": 1, "CONTROL.EPHEn": 1}) == []
     assert DTE.validate(thinkbook, {"EFR.EPHSup": 0, "CONTROL.EPHEn": 0}) == []
+
+
+def test_sats_and_hptmode_are_fields_not_reserved_bits():
+    # FreeBSD and OSDev name bit 106 SATS and bit 187 HPTMode; VirtualBox, Xen and older QEMU reserve them.
+    for name, bit in (("SATS", 106), ("HPTMode", 187)):
+        f = DTE.field(name)
+        assert (f.hi, f.lo) == (bit, bit) and f.sources == ("FreeBSD", "OSDev")
+        assert "VirtualBox" in f.conflict and "Xen" in f.conflict
+        assert DTE.validate(DTE.encode(V=1, TV=1) | 1 << bit) == []
+    assert "QEMU" in DTE.field("HPTMode").conflict
+    assert not DTE.reserved_mask >> 106 & 1 and not DTE.reserved_mask >> 187 & 1
+
+
+def test_had_encodings_from_freebsd_with_10b_reserved_but_not_illegal():
+    had = DTE.field("HAD")
+    assert set(had.values) == {0, 1, 2, 3} and "reserved" in had.values[2] and had.illegal == {}
+    assert "access" in had.values[1] and "dirty" not in had.values[1] and "dirty" in had.values[3]
+    assert DTE.validate(DTE.encode(V=1, TV=1, HAD=2)) == []  # no source says the IOMMU rejects 10b
+
+
+def test_gats_2_does_not_advertise_5_level_guest_tables():
+    # QEMU advertises GATS = 2, which no source defines; Linux uses 5-level tables only for GATS == 1.
+    guest = DTE.encode(V=1, TV=1, GV=1, GPM=1)
+    for gats, broken in ((0, True), (1, False), (2, True), (3, True)):
+        assert bool(DTE.validate(guest, {"EFR.GATS": gats})) == broken, gats
+    assert DTE.validate(DTE.encode(V=1, TV=1, GV=1, GPM=0), {"EFR.GATS": 2}) == []

@@ -48,10 +48,10 @@ def test_every_event_is_declared_once_with_its_code():
         assert s.width == 128
         assert s.reserved_event == ""  # produced by the IOMMU, not checked by it
         assert s.reserved_mask  # the reserved ranges are still declared
-        assert "section numbers unconfirmed" in s.note
-    # Subsections as rev 3.11 numbers them (a public emulator; a linux-kernel post quotes "2.5.3
-    # IO_PAGE_FAULT Event"); PPR and counter-zero inferred from the order; the rest only §2.5.
-    assert [s.section for s in EVENTS] == [f"§2.5.{n}" for n in range(2, 12)] + ["§2.5"] * 4
+        assert "not read in the PDF" in s.note
+    # Subsections as rev 3.11 numbers them (OpenVMM up to §2.5.9, NOVA from §2.5.11; a linux-kernel post
+    # quotes "2.5.3 IO_PAGE_FAULT Event"); §2.5.10 inferred from the order.
+    assert [s.section for s in EVENTS] == [f"§2.5.{n}" for n in range(2, 16)]
 
 
 @pytest.mark.parametrize("s", EVENTS, ids=IDS)
@@ -91,8 +91,9 @@ def test_codes_no_source_defines_have_no_structure(code):
     ("RMP_PAGE_FAULT", "FlagsRMP", 23, 16),  # Linux: (event[0] >> 16) & 0xFF
     ("RMP_PAGE_FAULT", "VMG Tag", 47, 32),  # Linux: event[1] & 0xFFFF
     ("RMP_HW_ERROR", "VMG Tag", 47, 32),
-] + [(n, "vflags", 31, 27) for n in ("ILLEGAL_DEV_TABLE_ENTRY", "IO_PAGE_FAULT", "DEV_TAB_HARDWARE_ERROR",
-                                        "PAGE_TAB_HARDWARE_ERROR", "GUEST_EVENT_FAULT", "VIOMMU_HW_ERR")])
+] + [(n, f, bit, bit) for n in ("ILLEGAL_DEV_TABLE_ENTRY", "IO_PAGE_FAULT", "DEV_TAB_HARDWARE_ERROR",
+                                  "PAGE_TAB_HARDWARE_ERROR", "GUEST_EVENT_FAULT", "VIOMMU_HW_ERR")
+      for f, bit in (("vNR", 27), ("vEvent", 29), ("vPtr", 30), ("vCmd", 31))])
 def test_field_positions(name, field, hi, lo):
     f = ev.EVENTS_BY_NAME[name].field(field)
     assert (f.hi, f.lo) == (hi, lo)
@@ -227,3 +228,23 @@ def test_header_matches_linux_event_macros(raw):
     assert rmp.address << 3 == (e[3] << 32) | (e[2] & 0xFFFFFFF8)  # spa as Linux prints it
     assert ev.RMP_PAGE_FAULT.view(raw).flagsrmp == (e[0] >> 16) & 0xFF
     assert ev.IOTLB_INV_TIMEOUT.view(raw).address << 4 == (raw >> 64) & ~0xF
+
+
+VFLAG_EVENTS = ("ILLEGAL_DEV_TABLE_ENTRY", "IO_PAGE_FAULT", "DEV_TAB_HARDWARE_ERROR", "PAGE_TAB_HARDWARE_ERROR",
+                "GUEST_EVENT_FAULT", "VIOMMU_HW_ERR")
+
+
+@pytest.mark.parametrize("name", VFLAG_EVENTS)
+def test_vflags_are_four_bits_with_28_reserved_and_the_rfc_reading_kept(name):
+    # FreeBSD (ILLEGAL_DEV_TABLE_ENTRY, IO_PAGE_FAULT): vnr 27, bit 28 reserved, vevent 29, vptr 30, vcmd 31.
+    # AMD's RFC prints Q0[31:27] as one vflags= value in six events: kept as the composite "vflags".
+    s = ev.EVENTS_BY_NAME[name]
+    assert s.reserved_mask >> 28 & 1
+    assert s.composite("vflags") is ev.VFLAGS
+    bits = s.encode(vNR=1, vEvent=1, vPtr=1, vCmd=1)
+    assert bits >> 27 & 0x1F == 0b11101 and s.view(bits)["vflags"] == 0b11101
+    assert s.view(s.encode(vCmd=1))["vflags"] == 0x10
+    freebsd = name in ("ILLEGAL_DEV_TABLE_ENTRY", "IO_PAGE_FAULT")
+    for n in ("vNR", "vEvent", "vPtr", "vCmd"):
+        assert set(s.field(n).sources) == ({"Linux", "FreeBSD"} if freebsd else {"Linux"})
+    assert all(s.composite("vflags") is None for s in EVENTS if s.name not in VFLAG_EVENTS)

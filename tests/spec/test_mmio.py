@@ -9,7 +9,7 @@ from amdvi.spec.bitvec import Z3_TERMS as Z3  # terms, never folded: Z3 itself e
 from amdvi.spec.device_table import DTE
 from amdvi.spec.mmio import (
     CMD_BUF_BAR, CMD_BUF_HEAD, CONTROL, DEV_TAB_BAR, EFR, EFR2, EVT_LOG_BAR, EXCL_BASE, EXCL_LIMIT,
-    OFFSETS, REGISTERS, REGISTERS_BY_OFFSET, STATUS, STATUS_RW1C_MASK,
+    OFFSETS, REGISTERS, REGISTERS_BY_OFFSET, STATUS, STATUS_RW1C_MASK, guest_levels_supported,
 )
 
 IDS = [r.name for r in REGISTERS]
@@ -158,7 +158,8 @@ def test_pinned_control_conflicts():
     # Bits 44:43: Linux's 2-bit NumIntRemapMode, not VirtualBox/Xen's DomainIDPNE.
     f = CONTROL.field("NumIntRemapMode")
     assert (f.hi, f.lo) == (44, 43) and CONTROL.field("DomainIDPNE") is None
-    assert "conflict" in f.note
+    assert all(src in f.conflict for src in ("Linux", "FreeBSD", "VirtualBox", "Xen")) and "DomainIDPNE" in f.conflict
+    assert "48" in CONTROL.field("PprAutoRspAon").conflict
     # SNPAVICEn: 3 bits from 61 (width inferred); Linux's CONTROL_SNPAVIC_EN sets value 1.
     f = CONTROL.field("SNPAVICEn")
     assert (f.hi, f.lo) == (63, 61) and CONTROL.view(1 << 61).snpavicen == 1
@@ -331,3 +332,25 @@ def test_status_write_never_sets_a_bit_and_keeps_read_only_bits():
     solver = z3.Solver()
     solver.add(z3.Or(new & ~old != 0, (new ^ old) & ~STATUS_RW1C_MASK != 0))
     assert solver.check() == z3.unsat
+
+
+def test_status_ga_bits_follow_the_majority_with_xens_order_recorded():
+    # Linux, FreeBSD, VirtualBox and NOVA: 8 run, 9 overflow, 10 interrupt; Xen: 8 overflow, 9 interrupt, 10 run.
+    assert [STATUS.field(n).lo for n in ("GALogRun", "GALOverflow", "GAInt")] == [8, 9, 10]
+    for n in ("GALogRun", "GALOverflow", "GAInt"):
+        f = STATUS.field(n)
+        assert f.sources == ("Linux", "FreeBSD", "VirtualBox", "NOVA") and "Xen" in f.conflict
+
+
+def test_efr_gats_2_has_no_defined_meaning_and_counts_as_4_levels():
+    gats = EFR.field("GATS")
+    assert set(gats.values) == {0, 1, 2, 3} and gats.illegal == {}
+    assert "QEMU" in gats.values[2] and "4-level" in gats.values[2] and "QEMU" in gats.note
+    assert guest_levels_supported(EFR.encode(GATS=2)) is None
+    assert guest_levels_supported(EFR.encode(GATS=1)) == 5
+
+
+def test_efr2_gappidissup_at_bit_4():
+    f = EFR2.field("GAPPIDisSup")
+    assert (f.hi, f.lo) == (4, 4) and f.sources == ("FreeBSD", "Linux")
+    assert EFR2.validate(EFR2.encode(GAPPIDisSup=1)) == []

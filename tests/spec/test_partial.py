@@ -66,7 +66,7 @@ def test_first_word_alone_already_shows_the_thinkbook_bug():
     status = {o.rule.name: o.status for o in check.outcomes}
     assert status["PPR-without-EPHEn"] == VIOLATED
     assert status["GLX=3"] == HOLDS and status["Mode=7"] == HOLDS and status["reserved[6:2]"] == HOLDS
-    assert status["reserved[106]"] == UNDETERMINED and status["IntCtl=3"] == UNDETERMINED
+    assert status["reserved[181:180]"] == UNDETERMINED and status["IntCtl=3"] == UNDETERMINED
     # GPM lives in word 2: whether a 5-level guest table is asked for is open
     assert status["GPM-beyond-GATS"] == UNDETERMINED
     assert check.value("PPR") == 1 and check.value("DomainID") is None and check.value("IntCtl") is None
