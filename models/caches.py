@@ -292,7 +292,10 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
         pde = b.false()
 
     def dte_slot(s: DteSlot) -> DteSlot:
-        return evict(b, s, b.any_of(is_all, b.all_of(is_dt, b.eq(s.device_id, dt.DeviceID))))
+        covered = b.all_of(is_dt, b.eq(s.device_id, dt.DeviceID))
+        if "devtab-invalidation-skips-invalid" in mutants:
+            covered = b.all_of(covered, b.eq(DTE.view(s.dte, b).v, 1))
+        return evict(b, s, b.any_of(is_all, covered))
 
     def iotlb_slot(s: TlbSlot) -> TlbSlot:
         mine = b.all_of(is_pages, b.eq(s.owner, domain))

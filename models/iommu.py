@@ -32,7 +32,7 @@ from amdvi.spec.commands import (
 )
 from amdvi.spec.device_table import DTE
 from amdvi.spec.mutants import NONE, check_known, refuses_unknown
-from amdvi.spec.translation import Request, read_dte, translate
+from amdvi.spec.translation import Outcome, Request, read_dte, translate
 
 from .caches import (
     CACHE_NAMES, Caches, device_iotlb_fill, dte_fill, evict, gcr3_fill, guest_pde_fill, invalidate, iotlb_fill,
@@ -186,12 +186,13 @@ def retire(b: Any, state: IommuState, index: int, *, mutants: frozenset[str] = N
 
 
 def fill(b: Any, state: IommuState, cache: str, slot: int, request: Request, step: int = 0, *,
-         context: Any = None) -> IommuState:
-    """Cache ``slot`` takes what a fresh walk of current memory gives for ``request``."""
+         context: Any = None, walk: Outcome | None = None) -> IommuState:
+    """Cache ``slot`` takes what a fresh walk of current memory gives for ``request`` (``walk``: that
+    walk, when the caller already made it; symbolic callers save rebuilding it)."""
     if cache not in CACHE_NAMES:
         raise KeyError(f"unknown cache {cache!r}; caches: {', '.join(CACHE_NAMES)}")
     bar = state.regs.dev_tab_bar
-    fresh = translate(b, state.memory, bar, request, context=context)
+    fresh = walk if walk is not None else translate(b, state.memory, bar, request, context=context)
     if cache == "dte":
         new = dte_fill(b, request.device_id, fresh)
     elif cache == "iotlb":

@@ -177,6 +177,7 @@ _EVERY_CHANGE = tuple(f"{c}-invalidation" for c in invalidation.CHANGES)
 MUTANT_TARGETS: dict[str, tuple[str, ...]] = {
     "invalidate-pages-ignores-size": _EVERY_CHANGE,
     "devtab-invalidation-ignored": ("dte-invalidation",),
+    "devtab-invalidation-skips-invalid": ("dte-invalidation",),
     "completion-wait-early": ("completion-wait-ordering",),
     "invalidate-pages-keeps-pde-cache": _EVERY_CHANGE,
     "iotlb-hit-ignores-permissions": ("fresh-slots-serve-fresh",),

@@ -37,10 +37,12 @@ def reaches_only_fresh(b: Any, served: DmaResult, fresh: Outcome) -> Any:
 
 
 def filled_slot(b: Any, memory: Any, regs: Registers, cache: str, request: Request, step: int = 0,
-                context: Any = None) -> Any:
-    """The slot a fill from ``request`` produces on ``memory`` (the model's own fill)."""
+                context: Any = None, walk: Outcome | None = None) -> Any:
+    """The slot a fill from ``request`` produces on ``memory`` (the model's own fill; ``walk``: the
+    fresh walk of ``request`` on ``memory``, when already made)."""
     one = Caches.empty(**{name: 1 for name in CACHE_NAMES})
-    state = fill(b, IommuState(memory=memory, regs=regs, caches=one), cache, 0, request, step, context=context)
+    state = fill(b, IommuState(memory=memory, regs=regs, caches=one), cache, 0, request, step, context=context,
+                 walk=walk)
     return state.caches.slots(cache)[0]
 
 

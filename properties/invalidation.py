@@ -25,6 +25,8 @@ Leaving out a required command, or corrupting one (``variants``), must refute th
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,12 +39,13 @@ from amdvi.spec.commands import INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES,
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
 from amdvi.spec.mutants import NONE, refuses_unknown
 from amdvi.spec.translation import Outcome, Request, guest_path, translate
+from amdvi.spec.host_translation import MAX_LEVELS
 from amdvi.spec.walk_types import HOST, low_mask
 
 from amdvi.models.dma import ServeChoice, serve, serve_translated
 
 from .coherence import filled_slot, reaches_only_fresh, same_slot
-from .proof import PROVED, ProofResult, Witness, prove
+from .proof import PROVED, REFUTED, ProofResult, Witness, prove
 
 b = Z3
 LAYOUT = software.Layout()
@@ -65,12 +68,33 @@ class Profile:
 GCR3_PARTS = ("GIoV", "GCR3 Table Root Pointer[14:12]", "GCR3 Table Root Pointer[30:15]",
               "GCR3 Table Root Pointer[51:31]")
 COMMON_FREE = ("DomainID", "Host Page Table Root Pointer", "IR", "IW", "I")
+# the fields that give a DTE its shape: valid or not, translation valid or not, host depth, guest or not
+SHAPE = ("V", "TV", "Mode", "GV", "GLX", "GPM")
 PROFILES = {
     "v1": Profile("v1", {"V": 1, "TV": 1, "Mode": 2}, COMMON_FREE),
     "v2": Profile("v2", {"V": 1, "TV": 1, "Mode": 0, "GV": 1, "GLX": 0, "GPM": 0},
                   COMMON_FREE + GCR3_PARTS),
     "nested": Profile("nested", {"V": 1, "TV": 1, "Mode": 2, "GV": 1, "GLX": 0, "GPM": 0},
                       COMMON_FREE + GCR3_PARTS),
+    # every shape at once: V = 0 (untranslated), TV = 0, Mode 0-7, GV, any GLX and guest depth
+    "any": Profile("any", {}, COMMON_FREE + GCR3_PARTS + SHAPE),
+}
+
+# Shapes of a DTE, as values of SHAPE (the rest 0), for the witnesses of the "any" profile
+SHAPES = {
+    "V = 0": {"V": 0},
+    "TV = 0": {"V": 1, "TV": 0},
+    "pass-through (Mode 0)": {"V": 1, "TV": 1, "Mode": 0},
+    "v1": PROFILES["v1"].fixed,
+    "v2": PROFILES["v2"].fixed,
+}
+# (before, after) shape changes shown able to make a slot stale when the invalidations are left out
+TRANSITIONS = {
+    "dte": (("V = 0", "v1"), ("v1", "V = 0"), ("TV = 0", "v1"), ("v1", "pass-through (Mode 0)"),
+            ("pass-through (Mode 0)", "v2")),
+    "iotlb": (("v1", "V = 0"),),
+    "device_iotlb": (("v1", "V = 0"),),
+    "gcr3": (("v2", "TV = 0"),),
 }
 
 
@@ -230,7 +254,8 @@ def gcr3_entry(v: Symbols, fresh: Outcome) -> Situation:
 
 def dte_entry(v: Symbols, fresh: Outcome) -> Situation:
     """The ghost device's DTE is rewritten (to another DTE of the same profile: new DomainID, tables,
-    permissions); ``domain`` is its DomainID before."""
+    permissions; on the "any" profile also a new shape: attach, detach, pass-through, another depth);
+    ``domain`` is its DomainID before."""
     dte_address = LAYOUT.dte_address(DEVICE)
     writes = tuple((b.const(dte_address + 8 * i, 64), b.extract(v.dte_value, 64 * i + 63, 64 * i)) for i in range(4))
     owns = b.lnot(b.any_of(*[_reads(fresh, a, ("GCR3", "GPTE", "PDE/PTE"), dte_too=False) for a, _ in writes]))
@@ -307,6 +332,7 @@ class Query:
     claim: Any
     stale: Any
     served: Any = None  # observe mode: the DMA served from the surviving slot on the changed memory
+    cleared: Any = None  # the invalidations left the slot invalid (stronger than the claim)
 
 
 @refuses_unknown
@@ -320,7 +346,7 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
     fresh = translate(b, v.memory, REGS.dev_tab_bar, g)
     situation = CHANGES[change](v, fresh)
     # a fresh slot is what a fill from the ghost gives (an invalid slot cannot go stale)
-    slot = filled_slot(b, v.memory, REGS, cache, g, step)
+    slot = filled_slot(b, v.memory, REGS, cache, g, step, walk=fresh)
     after_memory = _apply(v.memory, situation.writes)
     caches = Caches(**{n: (slot,) if n == cache else () for n in CACHE_NAMES})
     sent = tuple((corrupt(r) if corrupt else r) for r in situation.required if r.label != drop)
@@ -340,9 +366,10 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
         claim = b.implies(survivor.valid,
                           reaches_only_fresh(b, served, translate(b, after_memory, REGS.dev_tab_bar, probe)))
     return Query(change, cache, profile, step, v, situation, sent, slot, refill, assumptions, claim,
-                 z3.Not(same_slot(b, slot, refill)), served)
+                 z3.Not(same_slot(b, slot, refill)), served, b.lnot(survivor.valid))
 
 
+@functools.lru_cache(maxsize=None)
 def slot_steps(cache: str, profile: str) -> range:
     """Which entry of the ghost's walk a slot of ``cache`` may hold: for a PDE cache, each directory
     level of its dimension (the last entry a walk reads is a leaf); one choice for the other caches."""
@@ -351,8 +378,37 @@ def slot_steps(cache: str, profile: str) -> range:
     v = symbols(PROFILES[profile])
     steps = translate(b, v.memory, REGS.dev_tab_bar, v.ghost).steps
     if cache == "pde":  # a pure v1 walk's host entries
-        return range(sum(1 for st in steps if st.dimension == HOST) - 1)
+        host = sum(1 for st in steps if st.dimension == HOST)
+        if "Mode" in PROFILES[profile].fixed:
+            return range(host - 1)
+        # Mode free: the pure v1 walk is the last MAX_LEVELS host steps (the nested walks' come first)
+        return range(host - MAX_LEVELS, host - 1)
     return range(sum(1 for st in steps if st.table == "GPTE") - 1)
+
+
+def _shape_narrowing(before: dict[str, int], after: dict[str, int]) -> tuple[tuple[Any, Any], ...]:
+    """The ghost DTE's shape fields fixed before and after the change (``profile_dte``'s variables)."""
+    return tuple((z3.BitVec(f"{prefix}_{name}", DTE.field(name).width),
+                  z3.BitVecVal(values.get(name, 0), DTE.field(name).width))
+                 for prefix, values in (("dte", before), ("new_dte", after)) for name in SHAPE)
+
+
+def stale_witnesses(q: Query) -> list[Witness]:
+    """Situations the query is about: the change can make its slot stale without the invalidations.
+    On the "any" profile, one per shape change (so the proof covers attach, detach, pass-through, ...
+    not vacuously); each fixes the shapes first (``Witness.narrowing``), which keeps it quick."""
+    if q.profile != "any":
+        return [Witness("a slot the change makes stale", q.stale)]
+    if q.cache == "pde":  # the k-th pure v1 step is a directory when the table has k + 2 levels
+        host = slot_steps("pde", "any")
+        depth = q.step - host.start + 2
+        pairs = [(dict(SHAPES["v1"], Mode=depth), SHAPES["V = 0"], f"v1 ({depth} levels) -> V = 0")]
+    elif q.cache == "guest_pde":  # a 5-level guest table has four directory levels
+        pairs = [(dict(SHAPES["v2"], GPM=1), SHAPES["V = 0"], "v2 (5 levels) -> V = 0")]
+    else:
+        pairs = [(SHAPES[x], SHAPES[y], f"{x} -> {y}") for x, y in TRANSITIONS[q.cache]]
+    return [Witness(f"a slot made stale by {label}", q.stale, narrowing=_shape_narrowing(x, y))
+            for x, y, label in pairs]
 
 
 @refuses_unknown
@@ -369,13 +425,34 @@ def fresh_after_change(change: str, cache: str, profile: str = "v1", *, mutants:
     results = []
     for k in slot_steps(cache, profile):
         q = build_query(change, cache, profile, k, mutants=mutants, drop=drop, corrupt=corrupt, observe=observe)
-        witnesses = [Witness("a slot the change makes stale", q.stale)] if stale_possible else []
-        r = prove(f"{change}/{cache}/{profile}/{k}", q.assumptions, q.claim, witnesses=witnesses,
-                  timeout_ms=timeout_ms, strategy="bit-blast")
+        witnesses = stale_witnesses(q) if stale_possible else []
+        name = f"{change}/{cache}/{profile}/{k}"
+        r = None
+        if change in CLEARS_EVERY_SLOT and not observe:
+            # the stronger claim, when it holds, needs no walk of the changed memory: far quicker
+            r = prove(name, q.assumptions, q.cleared, witnesses=witnesses, timeout_ms=timeout_ms)
+            r = dataclasses.replace(r, detail="every slot it could fill is cleared") if r.status == PROVED else None
+            witnesses = []  # shown once is enough
+        if r is None and profile == "any":
+            r = _refute_on_named_shapes(q, name, timeout_ms)
+        if r is None:
+            r = prove(name, q.assumptions, q.claim, witnesses=witnesses, timeout_ms=timeout_ms, strategy="bit-blast")
         results.append(dataclasses.replace(r, evidence=q))
         if r.status != PROVED:
             break
     return _combine(f"{change}/{cache}/{profile}", results)
+
+
+def _refute_on_named_shapes(q: Query, name: str, timeout_ms: int) -> ProofResult | None:
+    """A refutation of the claim on the "any" profile, searched for on each pair of named DTE shapes
+    (:data:`SHAPES`, before and after) in turn: small questions where the whole one may time out. Sound
+    (a model of a narrower question is one of the whole); None when no pair refutes it."""
+    for before, after in itertools.product(SHAPES, repeat=2):
+        fixed = [var == value for var, value in _shape_narrowing(SHAPES[before], SHAPES[after])]
+        r = prove(name, (*q.assumptions, *fixed), q.claim, timeout_ms=timeout_ms, strategy="narrowed-bit-blast")
+        if r.status == REFUTED:
+            return dataclasses.replace(r, detail=f"{r.detail} ({before} -> {after})")
+    return None
 
 
 def _combine(name: str, results: list[ProofResult]) -> ProofResult:
@@ -387,6 +464,10 @@ def _combine(name: str, results: list[ProofResult]) -> ProofResult:
 
 
 # -- the matrix of queries ----------------------------------------------------------------------------
+
+# changes after which software invalidates everything the old state could have cached (by device and
+# old DomainID), so the stronger claim "the slot is cleared" is tried first
+CLEARS_EVERY_SLOT = ("dte",)
 
 # (change, cache, profile, whether the change can make such a slot stale at all)
 QUERIES: tuple[tuple[str, str, str, bool], ...] = (
@@ -411,6 +492,13 @@ QUERIES: tuple[tuple[str, str, str, bool], ...] = (
     ("dte", "device_iotlb", "v1", True),
     ("dte", "gcr3", "v2", True),
     ("dte", "guest_pde", "v2", True),
+    # every DTE shape before and after: attach from V = 0 or TV = 0, detach, pass-through, any depth
+    ("dte", "dte", "any", True),
+    ("dte", "iotlb", "any", True),
+    ("dte", "pde", "any", True),
+    ("dte", "device_iotlb", "any", True),
+    ("dte", "gcr3", "any", True),
+    ("dte", "guest_pde", "any", True),
 )
 
 

@@ -20,6 +20,9 @@ MUTANTS: dict[str, str] = {
         "at its address"),
     "devtab-invalidation-ignored": (
         "INVALIDATE_DEVTAB_ENTRY does not clear the cached device table entry"),
+    "devtab-invalidation-skips-invalid": (
+        "INVALIDATE_DEVTAB_ENTRY clears a cached device table entry only when its V = 1: a cached V = 0 "
+        "entry survives an attach, and the device keeps DMA-ing untranslated"),
     "completion-wait-early": (
         "COMPLETION_WAIT completes (stores, interrupts) while earlier invalidations are still in flight"),
     "invalidate-pages-keeps-pde-cache": (
