@@ -29,7 +29,7 @@ def test_a_caught_failure_shrinks_to_a_short_replayable_trace():
     assert isinstance(failure, StaleTranslation)
     steps = [n for n in failure.__notes__ if n.startswith("state.") and "cached_requests_fresh" not in n]
     # warm-up fills, the DTE rewrite with its commands, the hardware running them; then the stale DMA
-    assert any("rewrite_dte" in s for s in steps) and any("state.run(" in s for s in steps), steps
+    assert any("move_device" in s for s in steps) and any("state.run(" in s for s in steps), steps
     assert len(steps) <= 5, steps
 
 
@@ -139,17 +139,27 @@ def test_the_processor_run_ends_when_processing_has_stopped():
     assert m.command_pending()
 
 
+def _attach_detach(mutants=()):
+    return stateful.machine(frozenset(mutants), stateful.AttachDetachMachine)
+
+
+def test_attach_detach_machine_holds_on_the_correct_model_and_catches_a_devtab_bug():
+    assert run_machine(machine_class=_attach_detach(), **BUDGET) is None
+    failure = run_machine(machine_class=_attach_detach(["devtab-invalidation-ignored"]), shrink=False, **BUDGET)
+    assert isinstance(failure, StaleTranslation), failure
+
+
 def _attach_after_detach(m):
     """Device 0x10 detached (V = 0) and its DTE cached as such; software then attaches it to domain 5
     with INVALIDATE_DEVTAB_ENTRY, and the hardware runs everything."""
     request = Request(stateful.PLAIN_DEVICE, 0x4010)
-    detached = stateful.shaped_dte("detached (V = 0)", 5, ats=False)
+    detached = stateful.shaped_dte(stateful.DETACHED, 5, ats=False)
     m.change(stateful.sw.write_dte(m.state.memory, stateful.LAYOUT, stateful.PLAIN_DEVICE, detached),
              [stateful.sw.inv_devtab(stateful.PLAIN_DEVICE), stateful.sw.inv_pages(5)], [request])
     m.run(retire=True)
     m._fill(Fill("dte", 0, request))
     assert m.state.caches.dte[0].valid and m.state.caches.dte[0].dte == 0
-    attached = stateful.shaped_dte("attached", 5, ats=False)
+    attached = stateful.shaped_dte(stateful.ATTACHED, 5, ats=False)
     m.change(stateful.sw.write_dte(m.state.memory, stateful.LAYOUT, stateful.PLAIN_DEVICE, attached),
              [stateful.sw.inv_devtab(stateful.PLAIN_DEVICE)], [request])
     m.run(retire=True)
@@ -158,19 +168,21 @@ def _attach_after_detach(m):
 
 
 def test_attaching_a_detached_device_clears_its_cached_v0_entry():
-    correct = _machine_with()
+    correct = _attach_detach()()
     request = _attach_after_detach(correct)
     assert not correct.state.caches.dte[0].valid
     correct.cached_requests_fresh()
     correct.access(Dma(request))
 
-    broken = _machine_with(["devtab-invalidation-skips-invalid"])
-    request = _attach_after_detach(broken)
+    broken = _attach_detach(["devtab-invalidation-skips-invalid"])()
+    _attach_after_detach(broken)
     with pytest.raises(StaleTranslation, match="dte=0"):  # the device DMAs untranslated after the attach
         broken.cached_requests_fresh()
 
 
-def test_the_machine_draws_every_dte_shape():
+def test_every_dte_shape_is_drawn_and_some_do_not_translate():
     shapes = {stateful.shaped_dte(s, 6, ats=True) for s in stateful.DTE_SHAPES}
     assert len(shapes) == len(stateful.DTE_SHAPES)
     assert {stateful.translates(d) for d in shapes} == {True, False}
+    rules = {name for name, f in vars(stateful.AttachDetachMachine).items() if hasattr(f, "hypothesis_stateful_rule")}
+    assert rules == {"rewrite_dte", "prefetch"}
