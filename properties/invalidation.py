@@ -45,7 +45,7 @@ from amdvi.spec.walk_types import HOST, low_mask
 from amdvi.models.dma import ServeChoice, serve, serve_translated
 
 from .coherence import filled_slot, reaches_only_fresh, same_slot
-from .proof import PROVED, REFUTED, ProofResult, Witness, prove
+from .proof import PROVED, REFUTED, VACUOUS, ProofResult, Witness, prove
 
 b = Z3
 LAYOUT = software.Layout()
@@ -430,9 +430,12 @@ def fresh_after_change(change: str, cache: str, profile: str = "v1", *, mutants:
         r = None
         if change in CLEARS_EVERY_SLOT and not observe:
             # the stronger claim, when it holds, needs no walk of the changed memory: far quicker
-            r = prove(name, q.assumptions, q.cleared, witnesses=witnesses, timeout_ms=timeout_ms)
-            r = dataclasses.replace(r, detail="every slot it could fill is cleared") if r.status == PROVED else None
-            witnesses = []  # shown once is enough
+            strong = prove(name, q.assumptions, q.cleared, witnesses=witnesses, timeout_ms=timeout_ms)
+            if strong.status in (PROVED, VACUOUS):  # vacuous: a witness cannot hold, whatever the claim
+                r = strong if strong.status == VACUOUS else dataclasses.replace(
+                    strong, detail="every slot it could fill is cleared")
+            elif strong.status == REFUTED:
+                witnesses = []  # shown by the stronger run (it checks them before the claim)
         if r is None and profile == "any":
             r = _refute_on_named_shapes(q, name, timeout_ms)
         if r is None:

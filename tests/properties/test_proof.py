@@ -27,3 +27,12 @@ def test_the_every_shape_dte_proofs_are_witnessed_on_attach_detach_and_pass_thro
         assert any(shapes in label for label in labels), labels
     assert ("dte", "dte", "any", True) in invalidation.QUERIES
     assert {c for c, _, p, _ in invalidation.QUERIES if p == "any"} == {"dte"}
+
+
+def test_a_dte_query_whose_witness_cannot_hold_is_vacuous_not_proved(monkeypatch):
+    # a stale witness that no model satisfies must surface as vacuous, also through the stronger claim
+    def impossible(q):
+        return [Witness("never", z3.BoolVal(False))]
+    monkeypatch.setattr(invalidation, "stale_witnesses", impossible)
+    r = invalidation.fresh_after_change("dte", "dte", "v1")
+    assert r.status == VACUOUS
