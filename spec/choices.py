@@ -1,0 +1,186 @@
+"""Named choices of a model layer: the readings where public sources disagree, and fault switches.
+
+A layer's choices are one frozen dataclass (:class:`Hardware` here; the driver and iommufd layers
+declare theirs the same way). Each field is declared with :func:`reading` (two or more readings of
+an unconfirmed rule, the best-supported one the default, each naming its sources) or :func:`fault`
+(a deliberately broken behaviour, off by default, that some property must refute). The semantics
+read the fields as static Python values, so one choice object selects one model for both backends.
+
+Everything else derives from the declaration: validation of values, ``--choice NAME=VALUE`` parsing
+(:meth:`Choices.assign`), the listing ``amdvi prove --list`` prints, and the trace field that records
+under which choices a counterexample was found. An unknown name or value is a ValueError with one
+line naming what is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Mapping, TypeVar
+
+READING, FAULT = "reading", "fault"
+_TRUE, _FALSE = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one choice is declared: its kind, its values with their meaning, section and sources."""
+
+    kind: str  # READING or FAULT
+    values: Mapping[Any, str]  # value -> what the model does under it (and who reads it so)
+    section: str = ""
+    doc: str = ""
+
+
+def reading(default: str, values: Mapping[str, str], *, section: str, doc: str) -> Any:
+    """A field holding one of several readings of an unconfirmed rule; ``default`` is the best supported."""
+    if default not in values:
+        raise ValueError(f"default {default!r} is not one of {', '.join(values)}")
+    return field(default=default, metadata={"option": Option(READING, dict(values), section, doc)})
+
+
+def fault(doc: str, *, section: str = "") -> Any:
+    """A fault switch: ``True`` makes the model deliberately wrong in the way ``doc`` says."""
+    return field(default=False, metadata={"option": Option(FAULT, {False: "correct", True: doc}, section, doc)})
+
+
+def cli_name(attribute: str) -> str:
+    return attribute.replace("_", "-")
+
+
+C = TypeVar("C", bound="Choices")
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Base of a layer's choices: validation and parsing derived from the field declarations."""
+
+    layer: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for name, option in self.options().items():
+            value = getattr(self, name)
+            if value not in option.values or isinstance(value, bool) != isinstance(next(iter(option.values)), bool):
+                raise ValueError(f"{self.layer} choice {cli_name(name)}: {value!r} is not one of "
+                                 f"{', '.join(map(_show, option.values))}")
+
+    @classmethod
+    def options(cls) -> dict[str, Option]:
+        return {f.name: f.metadata["option"] for f in dataclasses.fields(cls) if "option" in f.metadata}
+
+    @classmethod
+    def lookup(cls, name: str) -> str:
+        """The attribute a (command-line or Python) choice name stands for, or ValueError."""
+        attribute = name.strip().replace("-", "_")
+        if attribute not in cls.options():
+            raise ValueError(f"unknown {cls.layer} choice {name!r}; known: "
+                             f"{', '.join(cli_name(n) for n in cls.options())}")
+        return attribute
+
+    def assign(self: C, assignments: Iterable[str]) -> C:
+        """A copy with ``NAME=VALUE`` assignments applied (faults take on/off); ValueError on a bad one."""
+        changes: dict[str, Any] = {}
+        for text in assignments:
+            name, sep, raw = text.partition("=")
+            if not sep:
+                raise ValueError(f"choice {text!r}: write NAME=VALUE")
+            attribute = self.lookup(name)
+            changes[attribute] = _parse(self.options()[attribute], raw.strip(), name.strip())
+        return dataclasses.replace(self, **changes)
+
+    def changed(self) -> dict[str, Any]:
+        """The choices that differ from the defaults (command-line names -> values)."""
+        default = type(self)()
+        return {cli_name(n): getattr(self, n) for n in self.options() if getattr(self, n) != getattr(default, n)}
+
+    def faults(self) -> tuple[str, ...]:
+        """The fault switches that are on."""
+        return tuple(cli_name(n) for n, o in self.options().items() if o.kind == FAULT and getattr(self, n))
+
+    def as_assignments(self) -> list[str]:
+        """``NAME=VALUE`` for every choice that differs from the default (what :meth:`assign` reads)."""
+        return [f"{n}={_show(v)}" for n, v in self.changed().items()]
+
+    def label(self) -> str:
+        """One line: what differs from the defaults, or 'the specification's defaults'."""
+        return ", ".join(self.as_assignments()) or "defaults"
+
+
+def _show(value: Any) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def _parse(option: Option, raw: str, name: str) -> Any:
+    if option.kind == FAULT:
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ValueError(f"choice {name}: {raw!r} is not on or off")
+    if raw not in option.values:
+        raise ValueError(f"choice {name}: {raw!r} is not one of {', '.join(option.values)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Hardware(Choices):
+    """The IOMMU hardware's choices: readings of rules the public sources leave open, and faults."""
+
+    layer: ClassVar[str] = "hardware"
+
+    # -- readings --------------------------------------------------------------------------------
+    illegal_command: str = reading("stop", {
+        "stop": "ILLEGAL_COMMAND_ERROR is logged, Status.CmdBufRun is cleared and the head stays on the bad "
+                "command (VirtualBox; 48882 §2.4 as summarised in shared/reference)",
+        "continue": "ILLEGAL_COMMAND_ERROR is logged and processing goes on with the next command (QEMU)",
+    }, section="§2.4, §3.4.13", doc="what the command processor does after an illegal command")
+    device_iotlb_gn0: str = reading("every-pasid", {
+        "every-pasid": "an INVALIDATE_IOTLB_PAGES with GN = 0 clears the device's entries of every PASID "
+                       "(the PCIe ATS reading of an invalidation without a PASID prefix)",
+        "untagged-only": "GN = 0 clears only the device's entries for requests without a PASID",
+    }, section="§2.4.4", doc="the scope of a GN = 0 device-IOTLB invalidation")
+    not_present_cache: str = reading("never", {
+        "never": "no cache keeps a translation that faulted: only present entries are cached",
+        "iotlb": "the IOTLB may keep a v1 page that faulted not present (CAP NpCache = 1): software must "
+                 "invalidate after making an entry present (Linux's domain_flush_np_cache)",
+    }, section="§3.2.1 (Capability Header NpCache)", doc="whether the IOMMU may cache non-present entries")
+    event_overflow: str = reading("always", {
+        "always": "a full event log sets Status.EventOverflow (48882's description; QEMU before 2023)",
+        "with-interrupt": "a full event log sets EventOverflow only when Control.EventIntEn = 1 (recent QEMU)",
+    }, section="§2.5, §3.4.13", doc="when a full event log sets EventOverflow")
+
+    # -- fault switches (deliberately broken behaviour) --------------------------------------------
+    guest_table_pointer_untranslated: bool = fault(
+        "nested walk: the table address in a guest page-table entry is used as a system address instead "
+        "of being translated through the host (v1) table", section="§2.2.6")
+    invalidate_pages_ignores_size: bool = fault(
+        "INVALIDATE_IOMMU_PAGES ignores the S bit: a range invalidation clears only the one 4 KiB page at "
+        "its address", section="§2.4.3")
+    devtab_invalidation_ignored: bool = fault(
+        "INVALIDATE_DEVTAB_ENTRY does not clear the cached device table entry", section="§2.4.2")
+    devtab_invalidation_skips_invalid: bool = fault(
+        "INVALIDATE_DEVTAB_ENTRY clears a cached device table entry only when its V = 1: a cached V = 0 "
+        "entry survives an attach, and the device keeps DMA-ing untranslated", section="§2.4.2")
+    completion_wait_early: bool = fault(
+        "COMPLETION_WAIT completes (stores, interrupts) while earlier invalidations are still in flight",
+        section="§2.4.1")
+    invalidate_pages_keeps_pde_cache: bool = fault(
+        "INVALIDATE_IOMMU_PAGES with PDE = 1 leaves cached page-directory (host and guest) and GCR3 "
+        "entries in place", section="§2.4.3")
+    guest_pde_hit_ignores_pasid: bool = fault(
+        "a cached guest page-directory entry is used for a request of any PASID of its DomainID, so one "
+        "process's guest table serves another's", section="§2.2")
+    iotlb_hit_ignores_permissions: bool = fault(
+        "an IOTLB hit does not check the access against the cached permissions: a write is served from "
+        "a read-only translation", section="§2.2")
+
+
+SPEC = Hardware()  # the specification: every reading at its default, no fault
+
+
+def hardware(value: Any) -> Hardware:
+    """``value`` itself when it is a :class:`Hardware`; a TypeError otherwise (a stray set of names
+    must never silently run the correct model)."""
+    if not isinstance(value, Hardware):
+        raise TypeError(f"expected amdvi.spec.choices.Hardware, got {type(value).__name__}")
+    return value
