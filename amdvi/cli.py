@@ -268,27 +268,37 @@ def cmd_prove(args: argparse.Namespace, console: Console) -> int:
     from amdvi.properties import catalog as props
     from amdvi.properties.proof import PROVED, ProofResult
     from amdvi.reference_docs import write_atomically
-    from amdvi.spec.mutants import MODEL_MUTANTS, MUTANTS
+    from amdvi.properties.presets import PRESETS, preset
+    from amdvi.spec.choices import READING, SPEC, Hardware
 
     if args.list:
+        readings = {n.replace("_", "-"): {"default": getattr(SPEC, n), "values": dict(o.values), "section": o.section}
+                    for n, o in Hardware.options().items() if o.kind == READING}
+        presets = {p.name: {"description": p.description, "refuted_by": list(p.refuted_by)} for p in PRESETS.values()}
         if args.json:
             _emit_json({"properties": {n: p.description for n, p in props.PROPERTIES.items()},
-                        "mutants": {m: MUTANTS[m] for m in MODEL_MUTANTS}})
+                        "readings": readings, "presets": presets})
             return EXIT_OK
         for n, p in props.PROPERTIES.items():
             console.print(f"{n}: {p.description}", soft_wrap=True)
-        console.print("mutants (--mutant):")
-        for m in MODEL_MUTANTS:
-            console.print(f"  {m}: {MUTANTS[m]}", soft_wrap=True)
+        console.print("readings (--choice NAME=VALUE; the first is the default):")
+        for n, r in readings.items():
+            console.print(f"  {n}: {', '.join(r['values'])}", soft_wrap=True)
+        console.print("broken models (--preset NAME, or --choice NAME=on):")
+        for n, p in presets.items():
+            console.print(f"  {n}: {p['description']} (refuted by {', '.join(p['refuted_by'])})", soft_wrap=True)
         return EXIT_OK
     names = args.property or (list(props.PROPERTIES) if args.all else list(props.DEFAULT))
     for n in names:
         if n not in props.PROPERTIES:
             raise InputError(f"unknown property {n!r}; known: {', '.join(props.PROPERTIES)}")
-    mutants = frozenset(args.mutant or ())
-    for m in mutants:
-        if m not in MUTANTS:
-            raise InputError(f"unknown mutant {m!r}; known: {', '.join(MODEL_MUTANTS)}")
+    try:
+        choices = SPEC
+        for name in args.preset or ():
+            choices = choices.assign(f"{fault}=on" for fault in preset(name).choices.faults())
+        choices = choices.assign(args.choice or ())
+    except ValueError as e:
+        raise InputError(str(e)) from None
     if args.timeout <= 0:
         raise InputError("--timeout must be a positive number of seconds")
     outcomes = []
@@ -296,7 +306,7 @@ def cmd_prove(args: argparse.Namespace, console: Console) -> int:
     for n in names:
         outcome = None
         with err.status(f"proving {n} ...") as status:
-            for item in props.PROPERTIES[n].run(mutants=mutants, timeout_ms=int(args.timeout * 1000)):
+            for item in props.PROPERTIES[n].run(choices=choices, timeout_ms=int(args.timeout * 1000)):
                 if isinstance(item, ProofResult):
                     status.update(f"proving {n}: {item.name} {item.status} ({item.seconds:.1f} s)")
                     if args.verbose:
@@ -314,14 +324,14 @@ def cmd_prove(args: argparse.Namespace, console: Console) -> int:
             except OSError as e:
                 raise InputError(f"cannot write {args.trace_out}: {e.strerror or e}") from None
     if args.json:
-        _emit_json({"mutants": sorted(mutants), "properties": [{
+        _emit_json({"choices": choices.changed(), "properties": [{
             "name": o.result.name, "status": o.result.status, "seconds": round(o.result.seconds, 3),
             "detail": o.result.detail,
             "parts": [{"name": p.name, "status": p.status, "seconds": round(p.seconds, 3), "detail": p.detail}
                       for p in o.parts],
             "counterexample": trace_io.to_json(o.trace, o.replay) if o.trace else None} for o in outcomes]})
         return EXIT_PROPERTY_FAILS if failing else EXIT_OK
-    table = Table(title="properties" + (f" (mutant: {', '.join(sorted(mutants))})" if mutants else ""))
+    table = Table(title="properties" + (f" (choices: {choices.label()})" if choices.changed() else ""))
     for col in ("property", "status", "time", "detail"):
         table.add_column(col)
     for o in outcomes:
@@ -381,13 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr = add("prove", cmd_prove, "prove the IOMMU model's properties with Z3 (invalidation completeness, "
                                  "command ordering); exit 1 when one does not hold")
     pr.add_argument("--property", action="append", help="run only this property (repeatable); see --list")
-    pr.add_argument("--mutant", action="append", help="run against a deliberately broken model (repeatable)")
+    pr.add_argument("--preset", action="append", help="run against a named broken model (repeatable); see --list")
+    pr.add_argument("--choice", action="append", metavar="NAME=VALUE",
+                    help="a reading or fault switch, e.g. illegal-command=continue (repeatable); see --list")
     pr.add_argument("--all", action="store_true", help="also the minimality properties (each required "
                                                        "invalidation is needed)")
     pr.add_argument("--timeout", type=float, default=300.0, help="solver time limit per query, seconds")
     pr.add_argument("--trace-out", help="write the first counterexample trace here as JSON")
     pr.add_argument("--verbose", action="store_true", help="show every query as it finishes")
-    pr.add_argument("--list", action="store_true", help="list the properties and mutants, prove nothing")
+    pr.add_argument("--list", action="store_true", help="list the properties, readings and broken models; prove nothing")
     return p
 
 

@@ -1,7 +1,7 @@
 """Proof time of every ``amdvi prove`` property (and of each of its queries), the time each broken model
 takes to be refuted, and the Hypothesis state machine's speed (examples, rule steps and model moves per
 second; time to catch each broken model). Each broken model is run on the properties it must refute
-(``catalog.MUTANT_TARGETS``). Writes bench/results/invalidation.json (machine and date).
+(``presets.PRESETS``). Writes bench/results/invalidation.json (machine and date).
 
     .venv/bin/python bench/bench_invalidation.py [--examples 100] [--skip-proofs] [--skip-mutants]
 """
@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from amdvi.properties import stateful
-from amdvi.properties.catalog import MUTANT_TARGETS, PROPERTIES, Outcome
-from amdvi.spec.mutants import MODEL_MUTANTS
+from amdvi.properties.catalog import PROPERTIES, Outcome
+from amdvi.properties.presets import IOMMU_MACHINE, PRESETS, caught_by
+from amdvi.spec.choices import SPEC, Hardware
 
 from record import write_results  # bench/record.py: these scripts run from this folder
 
 
-def run_property(name: str, mutants: frozenset[str] = frozenset()) -> dict[str, Any]:
+def run_property(name: str, choices: Hardware = SPEC) -> dict[str, Any]:
     """A property's status and time, with each query (or weakening) it ran, printed as it goes."""
     parts: list[dict[str, Any]] = []
     outcome = None
-    for item in PROPERTIES[name].run(mutants=mutants):
+    for item in PROPERTIES[name].run(choices=choices):
         if isinstance(item, Outcome):
             outcome = item
             continue
@@ -35,7 +36,7 @@ def run_property(name: str, mutants: frozenset[str] = frozenset()) -> dict[str, 
     row = {"status": r.status, "seconds": round(r.seconds, 2), "parts": parts}
     if outcome.replay is not None:
         row["replayed_stale"] = bool(outcome.replay.stale)
-    print(f"  {name}{' with ' + ','.join(sorted(mutants)) if mutants else ''}: {r.status} in {r.seconds:.2f} s",
+    print(f"  {name}{' with ' + choices.label() if choices.changed() else ''}: {r.status} in {r.seconds:.2f} s",
           flush=True)
     return row
 
@@ -47,8 +48,8 @@ class _Counting:
     moves = 0
 
 
-def counting_machine(mutants: frozenset[str]) -> type:
-    base = stateful.machine(mutants)
+def counting_machine(choices: Hardware) -> type:
+    base = stateful.machine(choices)
 
     class Counted(base):  # type: ignore[misc, valid-type]
         def _step(self, move: Any) -> Any:
@@ -66,7 +67,7 @@ def machine_speed(examples: int) -> dict[str, Any]:
     """Run the correct model's machine for ``examples`` derandomized examples, counting steps."""
     _Counting.rules = _Counting.moves = 0
     start = time.perf_counter()
-    failure = stateful.run_machine(max_examples=examples, derandomize=True, machine_class=counting_machine(frozenset()))
+    failure = stateful.run_machine(max_examples=examples, derandomize=True, machine_class=counting_machine(SPEC))
     seconds = time.perf_counter() - start
     assert failure is None, f"the correct model failed: {failure}"
     return {"examples": examples, "seconds": round(seconds, 2), "rule_steps": _Counting.rules,
@@ -75,9 +76,9 @@ def machine_speed(examples: int) -> dict[str, Any]:
             "model_moves_per_second": round(_Counting.moves / seconds, 1)}
 
 
-def time_to_catch(mutant: str, examples: int) -> dict[str, Any]:
+def time_to_catch(preset: str, examples: int) -> dict[str, Any]:
     start = time.perf_counter()
-    failure = stateful.run_machine([mutant], max_examples=examples, derandomize=True, shrink=False)
+    failure = stateful.run_machine(PRESETS[preset].choices, max_examples=examples, derandomize=True, shrink=False)
     seconds = time.perf_counter() - start
     caught = isinstance(failure, stateful.StaleTranslation)
     return {"caught": caught, "seconds": round(seconds, 2)}
@@ -96,13 +97,13 @@ def main() -> int:
         results["properties"] = {name: run_property(name) for name in PROPERTIES}
         if not args.skip_mutants:
             print("properties on each broken model:", flush=True)
-            results["refutations"] = {m: {name: run_property(name, frozenset({m})) for name in MUTANT_TARGETS[m]}
-                                      for m in MODEL_MUTANTS}
+            results["refutations"] = {p.name: {name: run_property(name, p.choices) for name in p.refuted_by}
+                                      for p in PRESETS.values()}
     print(f"state machine, correct model, {args.examples} examples:", flush=True)
     results["state_machine"] = machine_speed(args.examples)
     print(f"  {results['state_machine']}", flush=True)
     results["state_machine_catches"] = {}
-    for m in stateful.MACHINE_MUTANTS:
+    for m in caught_by(IOMMU_MACHINE):
         results["state_machine_catches"][m] = time_to_catch(m, args.examples)
         print(f"  {m}: {results['state_machine_catches'][m]}", flush=True)
     write_results("invalidation", results, args.out)

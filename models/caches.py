@@ -38,7 +38,8 @@ Invalidation semantics (each a modelling choice pinned by tests where the refere
 * INVALIDATE_IOTLB_PAGES clears device-IOTLB slots of the DeviceID that overlap: with GN = 1 those of
   the PASID (PASID 0 also covering requests without a PASID, as Linux's IOMMU_NO_PASID = 0 use
   implies), with GN = 0 all of them whatever their PASID (unconfirmed reading of the PCIe ATS rule for
-  an invalidation without a PASID prefix).
+  an invalidation without a PASID prefix; ``Hardware.device_iotlb_gn0 = "untagged-only"`` clears only
+  those without a PASID).
 * INVALIDATE_IOMMU_ALL clears every IOMMU cache, not the devices' IOTLBs.
 * INVALIDATE_INTERRUPT_TABLE concerns the interrupt remapping cache (not modelled); PREFETCH is a hint
   (the model's prefetch is a fill choice); COMPLETE_PPR_REQUEST changes no cache.
@@ -55,10 +56,11 @@ from amdvi.spec.commands import (
     OPCODE_LO, _invalidation_span,
 )
 from amdvi.spec.device_table import DTE
+from amdvi.spec.events import IO_PAGE_FAULT
 from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.guest_translation import GUEST_LEVELS, guest_entry, guest_shift
 from amdvi.spec.host_translation import default_shift, host_entry
-from amdvi.spec.mutants import NONE, refuses_unknown
+from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.translation import Outcome, Request
 from amdvi.spec.walk_types import GUEST, HOST, SHIFT_WIDTH, by_level, low_mask
 
@@ -85,6 +87,7 @@ class TlbSlot:
     spa: Any = 0  # system page base
     readable: Any = False
     writable: Any = False
+    present: Any = True  # False: a remembered not-present fault (``Hardware.not_present_cache``)
 
 
 @dataclass(frozen=True)
@@ -169,15 +172,25 @@ def dte_fill(b: Any, device_id: Any, fresh: Outcome) -> DteSlot:
     return DteSlot(valid=step.active, device_id=device_id, dte=step.entry)
 
 
-def iotlb_fill(b: Any, request: Request, fresh: Outcome) -> TlbSlot:
-    """The translation a successful walk gave, tagged by the DTE's DomainID and the GCR3 path flag."""
-    shift = fresh.page_shift
-    offset = low_mask(b, shift)
+def iotlb_fill(b: Any, request: Request, fresh: Outcome, choices: Hardware = SPEC) -> TlbSlot:
+    """The translation a successful walk gave, tagged by the DTE's DomainID and the GCR3 path flag.
+
+    Under ``not_present_cache = "iotlb"`` a pure v1 walk that faulted on a not-present entry (an
+    IO_PAGE_FAULT with PR = 0) is kept too, as a 4 KiB negative entry: a hit on it faults."""
     cacheable = b.all_of(fresh.ok, fresh.walked, b.lnot(request.user), b.lnot(request.execute))
     pasid = b.ite(request.has_pasid, request.pasid, b.const(0, 20))
-    return TlbSlot(valid=cacheable, owner=fresh.domain_id, guest=fresh.guest, pasid=pasid,
+    negative = b.false()
+    if choices.not_present_cache == "iotlb":
+        fault = IO_PAGE_FAULT.view(fresh.event, b)
+        negative = b.all_of(b.lnot(fresh.ok), fresh.walked, b.lnot(fresh.guest), fresh.logged,
+                            b.eq(fresh.dimension, HOST), b.eq(fault["EventCode"], IO_PAGE_FAULT.field("EventCode").fixed),
+                            b.eq(fault["PR"], 0), b.lnot(request.user), b.lnot(request.execute))
+    shift = b.ite(negative, b.const(12, SHIFT_WIDTH), fresh.page_shift, width=SHIFT_WIDTH)
+    offset = low_mask(b, shift)
+    return TlbSlot(valid=b.any_of(cacheable, negative), owner=fresh.domain_id, guest=fresh.guest, pasid=pasid,
                    page=b.band(request.address, b.bnot(offset, 64)), page_shift=shift,
-                   spa=b.band(fresh.spa, b.bnot(offset, 64)), readable=fresh.readable, writable=fresh.writable)
+                   spa=b.band(fresh.spa, b.bnot(offset, 64)), readable=fresh.readable, writable=fresh.writable,
+                   present=b.lnot(negative))
 
 
 def device_iotlb_fill(b: Any, request: Request, fresh: Outcome, dte_allows_ats: Any) -> TlbSlot:
@@ -269,9 +282,8 @@ def _is(b: Any, command: Any, structure: Any) -> Any:
     return b.eq(b.extract(command, OPCODE_HI, OPCODE_LO), structure.field("Opcode").fixed)
 
 
-@refuses_unknown
 def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
-               mutants: frozenset[str] = NONE) -> Caches:
+               choices: Hardware = SPEC) -> Caches:
     """The caches after the 128-bit ``command`` took effect (where ``when`` holds; other commands and
     ``when`` false leave them unchanged). Semantics: the module docstring."""
     dt = INVALIDATE_DEVTAB_ENTRY.view(command, b)
@@ -282,18 +294,18 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
     is_iotlb = b.all_of(when, _is(b, command, INVALIDATE_IOTLB_PAGES))
     is_all = b.all_of(when, _is(b, command, INVALIDATE_IOMMU_ALL))
 
-    if "devtab-invalidation-ignored" in mutants:
+    if choices.devtab_invalidation_ignored:
         is_dt = b.false()
-    size = b.const(0, 1) if "invalidate-pages-ignores-size" in mutants else pages.S
+    size = b.const(0, 1) if choices.invalidate_pages_ignores_size else pages.S
     address = b.shl(b.zext(pages.Address, 64), 12, 64)
     start, span = _invalidation_span(b, address, size)
     domain, gn, pde = pages.DomainID, b.eq(pages.GN, 1), b.eq(pages.PDE, 1)
-    if "invalidate-pages-keeps-pde-cache" in mutants:
+    if choices.invalidate_pages_keeps_pde_cache:
         pde = b.false()
 
     def dte_slot(s: DteSlot) -> DteSlot:
         covered = b.all_of(is_dt, b.eq(s.device_id, dt.DeviceID))
-        if "devtab-invalidation-skips-invalid" in mutants:
+        if choices.devtab_invalidation_skips_invalid:
             covered = b.all_of(covered, b.eq(DTE.view(s.dte, b).v, 1))
         return evict(b, s, b.any_of(is_all, covered))
 
@@ -325,7 +337,8 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
     def device_slot(s: TlbSlot) -> TlbSlot:
         # PASID 0 also stands for requests without a PASID (Linux's IOMMU_NO_PASID convention)
         of_pasid = b.any_of(b.all_of(s.guest, b.eq(s.pasid, d_pasid)), b.all_of(b.lnot(s.guest), b.eq(d_pasid, 0)))
-        same_kind = b.ite(d_gn, of_pasid, b.true())
+        untagged = b.true() if choices.device_iotlb_gn0 == "every-pasid" else b.lnot(s.guest)
+        same_kind = b.ite(d_gn, of_pasid, untagged)
         hit = b.all_of(is_iotlb, b.eq(s.owner, iotlb_cmd.DeviceID), same_kind,
                        _overlaps(b, s.page, s.page_shift, d_start, d_span))
         return evict(b, s, hit)

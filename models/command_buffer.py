@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from amdvi.spec.bitvec import WORD_WIDTH
+from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.commands import (
     COMMAND_BYTES, COMMANDS_BY_OPCODE, COMPLETION_WAIT, OPCODE_HI, OPCODE_LO,
 )
@@ -108,14 +109,15 @@ def check_command(b: Any, bits: Any, context: Mapping[str, Any] | None = None) -
     return b.any_of(b.lnot(b.any_of(*matches)), *broken)
 
 
-def step_command(b: Any, memory: Any, regs: Registers,
-                 context: Mapping[str, Any] | None = None) -> tuple[Any, Registers, Effect]:
+def step_command(b: Any, memory: Any, regs: Registers, context: Mapping[str, Any] | None = None,
+                 choices: Hardware = SPEC) -> tuple[Any, Registers, Effect]:
     """Process ONE command: ``(memory', regs', effect)``; nothing changes when nothing is :func:`pending`.
 
     * illegal (:func:`check_command`): ILLEGAL_COMMAND_ERROR with Address = the command's system
       physical address goes through :func:`log_event`; processing stops: Status.CmdBufRun is cleared
-      and the head is NOT advanced, so the head still points at the bad command. Modelling choice
-      following VirtualBox (the reference marks it unconfirmed); QEMU logs and continues.
+      and the head is NOT advanced, so the head still points at the bad command. That is the reading
+      ``illegal_command="stop"`` (VirtualBox; the reference marks it unconfirmed); under
+      ``"continue"`` (QEMU) the command is logged and skipped: the head advances, CmdBufRun stays.
     * legal: the head advances by 16 bytes modulo the ring (2^ComLen entries). A COMPLETION_WAIT also
       takes its own effect here: S = 1 writes the 64-bit Store Data at Store Address; I = 1 sets
       Status.ComWaitInt (and ``effect.interrupt`` when Control.ComWaitIntEn = 1). Other commands
@@ -133,13 +135,16 @@ def step_command(b: Any, memory: Any, regs: Registers,
 
     # illegal: log the event, stop the command processor
     record = ILLEGAL_COMMAND_ERROR.encode({"Address": address}, backend=b)
-    memory, out = log_event(b, memory, regs, record, when=illegal)
-    out = out.clear_flag_when(b, "status", "CmdBufRun", illegal)
+    memory, out = log_event(b, memory, regs, record, when=illegal, choices=choices)
+    stops = choices.illegal_command == "stop"
+    if stops:
+        out = out.clear_flag_when(b, "status", "CmdBufRun", illegal)
 
-    # legal: advance the head
+    # legal (or, when processing continues, illegal and skipped): advance the head
     head = ring_offset(b, regs, "cmd_head")
     new_head = advance(b, head, ring_size(b, regs, "cmd_buf_bar", "ComLen"), COMMAND_BYTES)
-    out = with_ring_offset(b, out, "cmd_head", b.ite(ok, new_head, head, RING_WIDTH))
+    moves_on = ok if stops else go
+    out = with_ring_offset(b, out, "cmd_head", b.ite(moves_on, new_head, head, RING_WIDTH))
 
     # COMPLETION_WAIT's own effect
     cw = COMPLETION_WAIT.view(bits, b)
@@ -157,11 +162,11 @@ def step_command(b: Any, memory: Any, regs: Registers,
     return memory, out, effect
 
 
-def run_commands(b: Any, memory: Any, regs: Registers, steps: int,
-                 context: Mapping[str, Any] | None = None) -> tuple[Any, Registers, list[Effect]]:
+def run_commands(b: Any, memory: Any, regs: Registers, steps: int, context: Mapping[str, Any] | None = None,
+                 choices: Hardware = SPEC) -> tuple[Any, Registers, list[Effect]]:
     """``steps`` applications of :func:`step_command` (a bounded run; steps past the end change nothing)."""
     effects = []
     for _ in range(steps):
-        memory, regs, effect = step_command(b, memory, regs, context)
+        memory, regs, effect = step_command(b, memory, regs, context, choices)
         effects.append(effect)
     return memory, regs, effects

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from amdvi.spec.device_table import DTE
-from amdvi.spec.mutants import NONE, refuses_unknown
+from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.guest_translation import GuestResume
 from amdvi.spec.translation import CachedStart, Outcome, Request, guest_path, read_dte, translate
 from amdvi.spec.walk_types import WalkStep, low_mask
@@ -59,9 +59,8 @@ def _allows(b: Any, request: Request, readable: Any, writable: Any) -> Any:
     return b.ite(request.write, writable, readable)
 
 
-@refuses_unknown
 def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Request,
-          choice: ServeChoice = ServeChoice(), *, context: Any = None, mutants: frozenset[str] = NONE) -> DmaResult:
+          choice: ServeChoice = ServeChoice(), *, context: Any = None, choices: Hardware = SPEC) -> DmaResult:
     """An untranslated request through the IOMMU, using the chosen cache slots where they match."""
     r = request
     memory_dte, _, _ = read_dte(b, memory, dev_tab_bar, r.device_id)
@@ -73,26 +72,26 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
     domain = v.domainid
     uses_guest, pasid = guest_path(b, dte, r)
 
-    plain = translate(b, memory, dev_tab_bar, r, context=context, cached=CachedStart(dte=dte))
+    plain = translate(b, memory, dev_tab_bar, r, context=context, choices=choices, cached=CachedStart(dte=dte))
     walk = plain
     if choice.gcr3 is not None:
         g = caches.gcr3[choice.gcr3]
         hit = b.all_of(g.valid, uses_guest, b.eq(g.domain_id, domain), b.eq(g.pasid, pasid))
-        walk = _select(b, hit, translate(b, memory, dev_tab_bar, r, context=context,
+        walk = _select(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
                                          cached=CachedStart(dte=dte, gcr3_entry=g.entry)), walk)
     if choice.guest_pde is not None:  # below the GCR3 table: it takes precedence over a GCR3 slot
         q = caches.guest_pde[choice.guest_pde]
-        same_pasid = b.true() if "guest-pde-hit-ignores-pasid" in mutants else b.eq(q.pasid, pasid)
+        same_pasid = b.true() if choices.guest_pde_hit_ignores_pasid else b.eq(q.pasid, pasid)
         hit = b.all_of(q.valid, uses_guest, b.eq(q.domain_id, domain), same_pasid,
                        _in_block(b, r.address, q.base, q.shift))
         resume = GuestResume(table=q.table, level=q.level, writable=q.writable, user=q.user, nx=q.nx)
-        walk = _select(b, hit, translate(b, memory, dev_tab_bar, r, context=context,
+        walk = _select(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
                                          cached=CachedStart(dte=dte, guest_resume=resume)), walk)
     if choice.pde is not None:
         p = caches.pde[choice.pde]
         hit = b.all_of(p.valid, b.lnot(uses_guest), b.ne(v.mode, 0), b.eq(p.domain_id, domain),
                        _in_block(b, r.address, p.base, p.shift))
-        resumed = translate(b, memory, dev_tab_bar, r, context=context,
+        resumed = translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
                             cached=CachedStart(dte=dte, host_resume=(p.table, p.level, p.readable, p.writable)))
         walk = _select(b, hit, resumed, walk)
 
@@ -100,19 +99,24 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
     spa = walk.spa
     if choice.iotlb is not None:
         t = caches.iotlb[choice.iotlb]
-        allowed = b.true() if "iotlb-hit-ignores-permissions" in mutants else _allows(b, r, t.readable, t.writable)
+        allowed = b.true() if choices.iotlb_hit_ignores_permissions else _allows(b, r, t.readable, t.writable)
+        # a remembered not-present fault (``present`` false) answers too: the access faults (what it
+        # logs is not modelled)
         from_iotlb = b.all_of(
             t.valid, plain.walked, b.eq(t.owner, domain), b.eq(t.guest, plain.guest),
             b.any_of(b.lnot(t.guest), b.eq(t.pasid, pasid)), _in_block(b, r.address, t.page, t.page_shift),
-            b.lnot(r.user), b.lnot(r.execute), allowed)
+            b.lnot(r.user), b.lnot(r.execute), b.any_of(b.lnot(t.present), allowed))
         spa = b.ite(from_iotlb, b.bor(t.spa, b.band(r.address, low_mask(b, t.page_shift))), spa, width=64)
+        negative = b.all_of(from_iotlb, b.lnot(t.present))
     ok = b.any_of(from_iotlb, walk.ok)
+    if choice.iotlb is not None and not b.known_false(negative):
+        ok = b.all_of(ok, b.lnot(negative))
     return DmaResult(ok=ok, spa=spa, logged=b.all_of(b.lnot(from_iotlb), walk.logged), event=walk.event,
                      from_iotlb=from_iotlb, from_device_iotlb=b.false(), outcome=walk)
 
 
 def serve_translated(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Request, slot: int,
-                     dte_slot: int | None = None, *, context: Any = None) -> DmaResult:
+                     dte_slot: int | None = None, *, context: Any = None, choices: Hardware = SPEC) -> DmaResult:
     """A request from an ATS device that first looks in its own IOTLB (``slot``).
 
     On a hit the device sends a translated request to the cached system address, which the IOMMU
@@ -132,7 +136,7 @@ def serve_translated(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, requ
                    b.any_of(b.lnot(t.guest), b.eq(t.pasid, pasid)), _in_block(b, r.address, t.page, t.page_shift),
                    b.lnot(r.user), b.lnot(r.execute), _allows(b, r, t.readable, t.writable))
     passes = b.all_of(hit, b.eq(v.v, 1), b.eq(v.i, 1))
-    walk = translate(b, memory, dev_tab_bar, r, context=context, cached=CachedStart(dte=dte))
+    walk = translate(b, memory, dev_tab_bar, r, context=context, choices=choices, cached=CachedStart(dte=dte))
     ok = b.ite(hit, passes, walk.ok)
     spa = b.ite(hit, b.bor(t.spa, b.band(r.address, low_mask(b, t.page_shift))), walk.spa, width=64)
     return DmaResult(ok=ok, spa=spa, logged=b.all_of(b.lnot(hit), walk.logged), event=walk.event,

@@ -19,8 +19,9 @@ Behaviour (facts from ``shared/reference/commands-and-events.md`` §3):
 * when Control.EventLogEn = 0 nothing happens: no write, no tail change, no Status bit.
   Status.EventLogRun is not consulted (it follows EventLogEn; register writes are not modelled).
 
-Modelling choice: recent QEMU sets EventOverflow on a full log only when EventIntEn is set; this
-model sets it regardless (older QEMU and the reference's description).
+Reading (``Hardware.event_overflow``): by default a full log sets EventOverflow regardless (older
+QEMU and the reference's description); under ``"with-interrupt"`` only when Control.EventIntEn is set
+(recent QEMU).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from amdvi.spec.bitvec import WORD_WIDTH
+from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.mmio import RING_WIDTH
 
 from .registers import Registers, advance, base_address, ring_offset, ring_size, with_ring_offset
@@ -49,7 +51,8 @@ def event_log_state(b: Any, regs: Registers) -> dict[str, Any]:
     }
 
 
-def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = True) -> tuple[Any, Registers]:
+def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = True,
+              choices: Hardware = SPEC) -> tuple[Any, Registers]:
     """Log the 128-bit ``record`` (when ``when`` holds): ``(memory', regs')``.
 
     ``when`` lets a caller log conditionally without branching (the command processor logs
@@ -59,6 +62,8 @@ def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = Tru
     attempt = b.all_of(when, s["enabled"], b.lnot(s["overflowed"]))
     write = b.all_of(attempt, b.lnot(s["full"]))
     drop = b.all_of(attempt, s["full"])
+    if choices.event_overflow == "with-interrupt":
+        drop = b.all_of(drop, regs.flag(b, "control", "EventIntEn"))
 
     addr = s["address"]
     written = b.write64(memory, addr, b.extract(record, 63, 0))

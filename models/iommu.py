@@ -31,7 +31,7 @@ from amdvi.spec.commands import (
     INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, OPCODE_HI, OPCODE_LO,
 )
 from amdvi.spec.device_table import DTE
-from amdvi.spec.mutants import NONE, check_known, refuses_unknown
+from amdvi.spec.choices import SPEC, Hardware, hardware
 from amdvi.spec.translation import Outcome, Request, read_dte, translate
 
 from .caches import (
@@ -148,18 +148,17 @@ def _enqueue(b: Any, in_flight: tuple[InFlight, ...], command: Any, when: Any) -
     return tuple(out)
 
 
-@refuses_unknown
 def process_command(b: Any, state: IommuState, *, context: Any = None,
-                    mutants: frozenset[str] = NONE) -> tuple[IommuState, Outputs]:
+                    choices: Hardware = SPEC) -> tuple[IommuState, Outputs]:
     """Take the command at the head, unless it must wait: a COMPLETION_WAIT while an invalidation is in
     flight, or an invalidation while ``in_flight`` is full."""
     bits, _ = fetch_command(b, state.memory, state.regs)
     opcode = b.extract(bits, OPCODE_HI, OPCODE_LO)
     is_wait = b.eq(opcode, COMPLETION_WAIT.field("Opcode").fixed)
     is_inval = _is_invalidation(b, opcode)
-    wait_blocked = b.false() if "completion-wait-early" in mutants else b.all_of(is_wait, _any_in_flight(b, state))
+    wait_blocked = b.false() if choices.completion_wait_early else b.all_of(is_wait, _any_in_flight(b, state))
     blocked = b.all_of(pending(b, state.regs), b.any_of(wait_blocked, b.all_of(is_inval, _queue_full(b, state))))
-    memory, regs, effect = step_command(b, state.memory, state.regs, context)
+    memory, regs, effect = step_command(b, state.memory, state.regs, context, choices)
     memory = b.ite(blocked, state.memory, memory)
     regs = _select_regs(b, blocked, state.regs, regs)
     effect = dataclasses.replace(effect, processed=b.all_of(effect.processed, b.lnot(blocked)),
@@ -176,27 +175,26 @@ def _select_regs(b: Any, cond: Any, then: Registers, otherwise: Registers) -> Re
     return Registers(**{n: b.ite(cond, getattr(then, n), getattr(otherwise, n), width=64) for n in then.names()})
 
 
-@refuses_unknown
-def retire(b: Any, state: IommuState, index: int, *, mutants: frozenset[str] = NONE) -> IommuState:
+def retire(b: Any, state: IommuState, index: int, *, choices: Hardware = SPEC) -> IommuState:
     """In-flight invalidation ``index`` takes effect on the caches (nothing if that entry is empty)."""
     q = state.in_flight[index]
-    caches = invalidate(b, state.caches, q.command, when=q.valid, mutants=mutants)
+    caches = invalidate(b, state.caches, q.command, when=q.valid, choices=choices)
     in_flight = tuple(InFlight() if i == index else e for i, e in enumerate(state.in_flight))
     return state.replace(caches=caches, in_flight=in_flight)
 
 
 def fill(b: Any, state: IommuState, cache: str, slot: int, request: Request, step: int = 0, *,
-         context: Any = None, walk: Outcome | None = None) -> IommuState:
+         context: Any = None, walk: Outcome | None = None, choices: Hardware = SPEC) -> IommuState:
     """Cache ``slot`` takes what a fresh walk of current memory gives for ``request`` (``walk``: that
     walk, when the caller already made it; symbolic callers save rebuilding it)."""
     if cache not in CACHE_NAMES:
         raise KeyError(f"unknown cache {cache!r}; caches: {', '.join(CACHE_NAMES)}")
     bar = state.regs.dev_tab_bar
-    fresh = walk if walk is not None else translate(b, state.memory, bar, request, context=context)
+    fresh = walk if walk is not None else translate(b, state.memory, bar, request, context=context, choices=choices)
     if cache == "dte":
         new = dte_fill(b, request.device_id, fresh)
     elif cache == "iotlb":
-        new = iotlb_fill(b, request, fresh)
+        new = iotlb_fill(b, request, fresh, choices)
     elif cache == "pde":
         new = pde_fill(b, request, fresh, step)
     elif cache == "guest_pde":
@@ -218,21 +216,21 @@ def _dma_store(b: Any, state: IommuState, result: DmaResult, request: Request, d
     return b.ite(store, b.write64(state.memory, aligned, data), state.memory)
 
 
-@refuses_unknown
 def step(b: Any, state: IommuState, move: Any, *, context: Any = None,
-         mutants: frozenset[str] = NONE) -> tuple[IommuState, Outputs]:
+         choices: Hardware = SPEC) -> tuple[IommuState, Outputs]:
     """One move of software, the hardware or a device (see the module docstring)."""
-    mutants = check_known(mutants)
+    choices = hardware(choices)
     if isinstance(move, CpuWrite):
         return state.replace(memory=b.write64(state.memory, move.address, move.value)), Outputs()
     if isinstance(move, SetTail):
         return state.replace(regs=with_ring_offset(b, state.regs, "cmd_tail", move.offset)), Outputs()
     if isinstance(move, ProcessCommand):
-        return process_command(b, state, context=context, mutants=mutants)
+        return process_command(b, state, context=context, choices=choices)
     if isinstance(move, Retire):
-        return retire(b, state, move.index, mutants=mutants), Outputs()
+        return retire(b, state, move.index, choices=choices), Outputs()
     if isinstance(move, Fill):
-        return fill(b, state, move.cache, move.slot, move.request, move.step, context=context), Outputs()
+        return fill(b, state, move.cache, move.slot, move.request, move.step, context=context,
+                    choices=choices), Outputs()
     if isinstance(move, Evict):
         slots = state.caches.slots(move.cache)
         return state.replace(caches=state.caches.with_slot(move.cache, move.slot, evict(b, slots[move.slot]))), Outputs()
@@ -240,12 +238,12 @@ def step(b: Any, state: IommuState, move: Any, *, context: Any = None,
         bar = state.regs.dev_tab_bar
         if isinstance(move, Dma):
             result = serve(b, state.memory, bar, state.caches, move.request, move.choice, context=context,
-                           mutants=mutants)
+                           choices=choices)
         else:
             result = serve_translated(b, state.memory, bar, state.caches, move.request, move.slot, move.dte_slot,
-                                      context=context)
+                                      context=context, choices=choices)
         memory = _dma_store(b, state, result, move.request, move.data)
-        memory, regs = log_event(b, memory, state.regs, result.event, when=result.logged)
+        memory, regs = log_event(b, memory, state.regs, result.event, when=result.logged, choices=choices)
         return state.replace(memory=memory, regs=regs), Outputs(dma=result)
     raise TypeError(f"not a move: {move!r}")
 

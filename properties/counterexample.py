@@ -12,7 +12,7 @@ refutation is believed only when the replay shows the stale access.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import z3
 
@@ -23,10 +23,12 @@ from amdvi.models.iommu import (
     CpuWrite, Dma, Fill, IommuState, ProcessCommand, Retire, TranslatedDma, idle, in_flight_count, step,
 )
 from amdvi.spec.bitvec import INT, Z3
-from amdvi.spec.mutants import NONE, refuses_unknown
+from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.translation import Request, translate
+from amdvi.spec.walk_types import GUEST
 
 from .invalidation import LAYOUT, REGS, Query, _apply
+from .isolation import IsolationQuery
 from .serving import ServingQuery
 
 SEMAPHORE_VALUE = 1
@@ -42,6 +44,9 @@ class Trace:
     notes: tuple[str, ...] = ()
     ring: tuple[int, int] | None = None  # the command ring (base, bytes): writes there are commands
     waits: bool = True  # the trace ends with software having seen its COMPLETION_WAIT complete
+    # the frames (system address, bytes) the last DMA may reach and read its guest tables from; given,
+    # the violation the trace shows is an escape from them rather than a stale translation
+    inside: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,9 +60,18 @@ class Replay:
     fresh_ok: bool
     fresh_spa: int
     states: tuple[IommuState, ...]
+    escaped: tuple[int, ...] = ()  # addresses outside the trace's ``inside`` frames the DMA read or reached
+
+    @property
+    def violated(self) -> bool:
+        """The trace shows what it was written for: an escape, or else a stale access."""
+        return bool(self.escaped) or self.stale
 
     def summary(self) -> str:
         served = f"reaches {self.served_spa:#x}" if self.served_ok else "faults"
+        if self.escaped:
+            return (f"ESCAPES: the DMA {served}, reading or reaching "
+                    f"{', '.join(hex(a) for a in self.escaped)} outside its host mapping")
         fresh = f"would reach {self.fresh_spa:#x}" if self.fresh_ok else "would fault"
         verdict = "STALE" if self.stale else ("DIFFERENT" if self.differs else "fresh")
         return f"{verdict}: the DMA {served}; a fresh walk of current memory {fresh}"
@@ -140,26 +154,48 @@ def serving_trace(query: ServingQuery, model: z3.ModelRef) -> Trace:
                  waits=False)
 
 
-@refuses_unknown
-def replay(trace: Trace, *, mutants: frozenset[str] = NONE) -> Replay:
+def isolation_trace(query: IsolationQuery) -> Trace:
+    """A refuted isolation query as a trace: the guest's memory image and one DMA of its device, no
+    cache involved (what the walk itself does with the guest's tables)."""
+    return Trace("nested isolation: a guest leads its device outside the host mapping", dict(query.image),
+                 (Dma(query.request),), ("the image holds the hypervisor's tables and what the guest wrote",),
+                 waits=False, inside=query.layout.mapped)
+
+
+# which trace a refuted query's evidence stands for
+TRACE_BUILDERS: dict[type, Callable[[Any, z3.ModelRef], Trace]] = {Query: trace_from, ServingQuery: serving_trace}
+
+
+def trace_of(evidence: Any, model: z3.ModelRef) -> Trace:
+    """The trace of a refuted query, from the evidence it carries."""
+    return TRACE_BUILDERS[type(evidence)](evidence, model)
+
+
+def replay(trace: Trace, *, choices: Hardware = SPEC) -> Replay:
     """Run ``trace`` on Python ints. After each ProcessCommand that accepts an invalidation, the
     hardware carries it out (Retire) before going on; the last move must be a DMA."""
     state = IommuState(memory=dict(trace.memory), regs=REGS, caches=Caches.empty(**{n: 1 for n in CACHE_NAMES}))
     states = [state]
     for move in trace.moves[:-1]:
-        state, out = step(INT, state, move, mutants=mutants)
+        state, out = step(INT, state, move, choices=choices)
         if isinstance(move, ProcessCommand):
             while in_flight_count(state):
                 state, _ = step(INT, state, Retire(next(i for i, q in enumerate(state.in_flight) if q.valid)),
-                                mutants=mutants)
+                                choices=choices)
         states.append(state)
     if trace.waits and (software.semaphore(state, LAYOUT) != SEMAPHORE_VALUE or not idle(INT, state)):
         raise ValueError("the trace's COMPLETION_WAIT did not complete")
     last = trace.moves[-1]
     fresh = translate(INT, state.memory, state.regs.dev_tab_bar, last.request)
-    state, out = step(INT, state, last, mutants=mutants)
+    state, out = step(INT, state, last, choices=choices)
     states.append(state)
     served = out.dma
     differs = bool(served.ok) != bool(fresh.ok) or (bool(fresh.ok) and served.spa != fresh.spa)
     stale = bool(served.ok) and (not fresh.ok or served.spa != fresh.spa)
-    return Replay(stale, differs, bool(served.ok), served.spa, bool(fresh.ok), fresh.spa, tuple(states))
+    escaped: tuple[int, ...] = ()
+    if trace.inside is not None:
+        def outside(a: int) -> bool:
+            return not any(lo <= a < lo + size for lo, size in trace.inside)
+        reads = [s.entry_address for s in served.outcome.steps if s.active and s.dimension == GUEST]
+        escaped = tuple(a for a in reads + ([served.spa] if served.ok else []) if outside(a))
+    return Replay(stale, differs, bool(served.ok), served.spa, bool(fresh.ok), fresh.spa, tuple(states), escaped)

@@ -37,7 +37,7 @@ from amdvi.models.caches import CACHE_NAMES, Caches, invalidate
 from amdvi.spec.bitvec import Z3, OverlayMemory
 from amdvi.spec.commands import INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
-from amdvi.spec.mutants import NONE, refuses_unknown
+from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.translation import Outcome, Request, guest_path, translate
 from amdvi.spec.host_translation import MAX_LEVELS
 from amdvi.spec.walk_types import HOST, low_mask
@@ -335,8 +335,7 @@ class Query:
     cleared: Any = None  # the invalidations left the slot invalid (stronger than the claim)
 
 
-@refuses_unknown
-def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, mutants: frozenset[str] = NONE,
+def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, choices: Hardware = SPEC,
                 drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
                 observe: bool = False) -> Query:
     """``observe``: claim only that the ghost's DMA, served from the surviving slot, reaches nothing
@@ -351,7 +350,7 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
     caches = Caches(**{n: (slot,) if n == cache else () for n in CACHE_NAMES})
     sent = tuple((corrupt(r) if corrupt else r) for r in situation.required if r.label != drop)
     for r in sent:
-        caches = invalidate(b, caches, r.command, when=r.when, mutants=mutants)
+        caches = invalidate(b, caches, r.command, when=r.when, choices=choices)
     survivor = caches.slots(cache)[0]
     refill = filled_slot(b, after_memory, REGS, cache, g, step)
     assumptions = (slot.valid, situation.owns, *situation.assumptions, _apart_from_rings(fresh, situation))
@@ -411,20 +410,19 @@ def stale_witnesses(q: Query) -> list[Witness]:
             for x, y, label in pairs]
 
 
-@refuses_unknown
-def fresh_after_change(change: str, cache: str, profile: str = "v1", *, mutants: frozenset[str] = NONE,
+def fresh_after_change(change: str, cache: str, profile: str = "v1", *, choices: Hardware = SPEC,
                        drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
                        timeout_ms: int = 300_000, stale_possible: bool = True, observe: bool = False) -> ProofResult:
     """The inductive step for one change kind and one cache (see the module docstring).
 
     ``drop``: leave out the required command with that label; ``corrupt``: replace each required
-    command by ``corrupt(required)`` (e.g. a wrong DomainID); ``mutants``: a broken cache model;
+    command by ``corrupt(required)`` (e.g. a wrong DomainID); ``choices``: the hardware's readings and faults (a broken model);
     ``stale_possible``: the change can make such a slot stale (then that is shown possible first).
     A refutation carries its :class:`Query` as ``evidence`` (see ``counterexample``).
     """
     results = []
     for k in slot_steps(cache, profile):
-        q = build_query(change, cache, profile, k, mutants=mutants, drop=drop, corrupt=corrupt, observe=observe)
+        q = build_query(change, cache, profile, k, choices=choices, drop=drop, corrupt=corrupt, observe=observe)
         witnesses = stale_witnesses(q) if stale_possible else []
         name = f"{change}/{cache}/{profile}/{k}"
         r = None

@@ -6,7 +6,7 @@ they are. Claim: whatever the guest writes, every system address the IOMMU reach
 device, its final target and every guest-table read, lies in a frame the host table maps (the
 hypervisor's own tables aside). Everything the guest chooses is free: the DTE's guest fields
 (GIoV, GLX, GPM, the GCR3 root), the request (address, PASID, read or write) and every word of
-memory outside the hypervisor's region. The same query refutes the mutant that skips translating
+memory outside the hypervisor's region. The same query refutes the broken model (fault switch) that skips translating
 guest table pointers through the host table, and the counterexample is a concrete memory image.
 """
 
@@ -22,7 +22,7 @@ from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
 from amdvi.spec.host_page_table import PDE, PTE
 from amdvi.spec.mmio import DEV_TAB_BAR
-from amdvi.spec.mutants import NONE, refuses_unknown
+from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.translation import GUEST, Outcome, Request, translate
 
 from .proof import REFUTED, ProofResult, Witness, prove
@@ -86,9 +86,8 @@ class IsolationQuery:
     request: Request | None
 
 
-@refuses_unknown
-def nested_isolation(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) -> IsolationQuery:
-    """Prove (or refute, for a mutant) isolation of the nested device against any guest."""
+def nested_isolation(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> IsolationQuery:
+    """Prove (or refute, for a broken model) isolation of the nested device against any guest."""
     layout = host_layout()
     guest_memory = Z3.memory_function("guest_memory")
     guest_dte = {name: z3.BitVec(f"dte_{name}", DTE.field(name).width) for name in GUEST_DTE_FIELDS}
@@ -99,13 +98,13 @@ def nested_isolation(mutants: frozenset[str] = NONE, timeout_ms: int = 300_000) 
     memory = OverlayMemory(guest_memory, (HYPERVISOR_REGION,), words)
     request = Request(device_id=DEVICE, address=z3.BitVec("address", 64), write=z3.Bool("write"),
                       pasid=z3.BitVec("pasid", 20), has_pasid=z3.Bool("has_pasid"))
-    out = translate(Z3, memory, layout.dev_tab_bar, request, mutants=mutants)
+    out = translate(Z3, memory, layout.dev_tab_bar, request, choices=choices)
     reads_inside = [z3.Implies(s.active, _inside(s.entry_address, layout.mapped))
                     for s in out.steps if s.dimension == GUEST]
     claim = z3.And(z3.Implies(out.ok, _inside(out.spa, layout.mapped)), *reads_inside)
     uses_guest = z3.Or(request.has_pasid, guest_dte["GIoV"] == 1)
     result = prove(
-        f"nested-isolation{'[' + ','.join(sorted(mutants)) + ']' if mutants else ''}",
+        f"nested-isolation{'[' + choices.label() + ']' if choices.changed() else ''}",
         assumptions=[],
         claim=claim,
         witnesses=[Witness("a nested translation that succeeds", z3.And(out.ok, uses_guest),
@@ -176,10 +175,9 @@ def _counterexample(model: z3.ModelRef, layout: HostLayout, out: Outcome, reques
     return image, concrete
 
 
-@refuses_unknown
-def escapes(image: dict[int, int], request: Request, layout: HostLayout, mutants: frozenset[str] = NONE) -> bool:
+def escapes(image: dict[int, int], request: Request, layout: HostLayout, choices: Hardware = SPEC) -> bool:
     """Replay on Python ints: does this image make the device reach outside the mapped frames?"""
-    out = translate(INT, image, layout.dev_tab_bar, request, mutants=mutants)
+    out = translate(INT, image, layout.dev_tab_bar, request, choices=choices)
     inside = lambda x: any(lo <= x < lo + size for lo, size in layout.mapped)  # noqa: E731
     bad_reads = [s for s in out.active_steps() if s.dimension == GUEST and not inside(s.entry_address)]
     return bool(bad_reads) or (out.ok and not inside(out.spa))

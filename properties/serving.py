@@ -25,7 +25,7 @@ import z3
 
 from amdvi.models.caches import CACHE_NAMES, Caches
 from amdvi.models.dma import ServeChoice, serve, serve_translated
-from amdvi.spec.mutants import NONE, refuses_unknown
+from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.translation import Request, translate
 
 from .coherence import agrees, filled_slot, reaches_only_fresh
@@ -71,8 +71,7 @@ def _served_request() -> Request:
                    execute=z3.Bool("served_execute"), ats=z3.BoolVal(False))
 
 
-@refuses_unknown
-def serves_fresh(cache: str, profile: str, *, mutants: frozenset[str] = NONE,
+def serves_fresh(cache: str, profile: str, *, choices: Hardware = SPEC,
                  timeout_ms: int = 300_000, observe: bool = False) -> ProofResult:
     """A slot of ``cache`` filled on memory M serves every request as the fresh walk on M does.
 
@@ -92,7 +91,7 @@ def serves_fresh(cache: str, profile: str, *, mutants: frozenset[str] = NONE,
         if cache == "device_iotlb":
             served = serve_translated(b, v.memory, REGS.dev_tab_bar, caches, request, 0)
         else:
-            served = serve(b, v.memory, REGS.dev_tab_bar, caches, r, ServeChoice(**{cache: 0}), mutants=mutants)
+            served = serve(b, v.memory, REGS.dev_tab_bar, caches, r, ServeChoice(**{cache: 0}), choices=choices)
         assumptions = (slot.valid, *(_same_entries(ghost_walk, fresh) if cache in FINAL_TRANSLATIONS else ()))
         different = b.lnot(b.eq(r.address, v.ghost.address))
         witnesses = [Witness("the slot is filled and serves another address", b.all_of(slot.valid, different))]

@@ -20,8 +20,8 @@ The property (:func:`amdvi.properties.coherence.agrees`): while no change is out
 gives what the fresh walk of current memory gives, *however the hardware serves it*. At each access
 every choice of valid slots is tried (the model is pure: trying is a call, not a move), and after every
 rule an invariant tries, for each valid slot, a read and a write to the address the slot was filled
-from, served from that slot: a device may make that access at any moment. Each mutant of
-``MACHINE_MUTANTS`` breaks the property, and the machine finds an interleaving that shows it within its
+from, served from that slot: a device may make that access at any moment. Each broken model
+whose preset names this machine (``presets.caught_by``) breaks the property, and the machine finds an interleaving that shows it within its
 default budget (100 examples of at most ``STEP_COUNT`` rules, derandomized in CI).
 
 The platform: devices 0x10 and 0x11 (0x11 with DTE.I = 1), both starting in domain 5; domains 5 and
@@ -56,7 +56,7 @@ from amdvi.spec.commands import COMMAND_BYTES
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.host_translation import default_shift
-from amdvi.spec.mutants import NONE, check_known, refuses_unknown
+from amdvi.spec.choices import SPEC, Hardware, hardware
 from amdvi.spec.translation import Request, translate
 
 from .coherence import agrees
@@ -90,14 +90,8 @@ GUEST_ROOTS = {1: 0x140_0000, 2: 0x150_0000}
 GUEST_PAGES = (0x4000, 0x5000, 0x40_0000)
 GUEST_INITIAL_ROTATION = {1: 1, 2: 5}
 GUEST_LEVELS = 4
-# the broken models the machine is shown to catch within its default budget: the invalidation and
-# ordering ones. ``iotlb-hit-ignores-permissions`` (a write served from a read-only translation) is
-# refuted by the Z3 property ``fresh-slots-serve-fresh``; the machine does not reliably reach it
-# (it needs a read-only remap, a read filling the IOTLB, then a write, in that order).
 ATTACHED, DETACHED, BLOCKED, PASS_THROUGH = "attached", "detached (V = 0)", "blocked (TV = 0)", "pass-through (Mode 0)"
 DTE_SHAPES = (ATTACHED, DETACHED, BLOCKED, PASS_THROUGH)
-MACHINE_MUTANTS = ("invalidate-pages-ignores-size", "devtab-invalidation-ignored", "completion-wait-early",
-                   "invalidate-pages-keeps-pde-cache", "guest-pde-hit-ignores-pasid")
 
 # contiguous runs of PAGES: one page (S = 0) or several (one S = 1 range)
 ADDRESSES = tuple(page | 0x10 for page in PAGES)  # what requests ask for (an offset inside each page)
@@ -267,12 +261,12 @@ SERVES: dict[str, Callable[[Request, Request], bool]] = {
 
 class IommuMachine(RuleBasedStateMachine):
     """Software, hardware and devices taking turns on one :class:`IommuState` (see the module docstring).
-    ``mutants`` is bound by :func:`machine`.
+    ``choices`` (the hardware's readings and faults) is bound by :func:`machine`.
 
     Every slot starts filled, and choices favour what the slots were filled from (half the time): a
     stale translation needs a filled slot, a change under it, then an access that uses it."""
 
-    mutants: frozenset[str] = NONE
+    choices: Hardware = SPEC
     max_outstanding = MAX_OUTSTANDING
     commands_per_change = COMMANDS_PER_CHANGE
 
@@ -284,7 +278,7 @@ class IommuMachine(RuleBasedStateMachine):
         self.changed: tuple[Request, ...] = ()  # requests whose translation the latest change may alter
 
     def _step(self, move: Any) -> Any:
-        self.state, outputs = step(INT, self.state, move, mutants=self.mutants)
+        self.state, outputs = step(INT, self.state, move, choices=self.choices)
         return outputs
 
     def favoured(self, values: Sequence[T], touched: Callable[[T, Request], bool]) -> st.SearchStrategy[T]:
@@ -599,7 +593,7 @@ class IommuMachine(RuleBasedStateMachine):
     def check(self, move: Dma | TranslatedDma) -> None:
         """``move``, tried without being taken, agrees with the fresh walk (else StaleTranslation)."""
         fresh = translate(INT, self.state.memory, self.state.regs.dev_tab_bar, move.request)
-        served = step(INT, self.state, move, mutants=self.mutants)[1].dma
+        served = step(INT, self.state, move, choices=self.choices)[1].dma
         if not agrees(INT, served, fresh):
             raise StaleTranslation(
                 f"{move}: served ok={served.ok} spa={served.spa:#x}, the fresh walk gives "
@@ -656,21 +650,21 @@ class AttachDetachMachine(IommuMachine):
 
 
 @functools.lru_cache(maxsize=None)
-@refuses_unknown
-def machine(mutants: frozenset[str] = NONE, base: type[IommuMachine] = IommuMachine) -> type[IommuMachine]:
-    """The machine class (``base``) running the model with ``mutants`` (the empty set: the correct model)."""
-    mutants = check_known(frozenset(mutants))
-    name = base.__name__ + "".join(f"_{m.replace('-', '_')}" for m in sorted(mutants))
-    return type(name, (base,), {"mutants": mutants})
+def machine(choices: Hardware = SPEC, base: type[IommuMachine] = IommuMachine) -> type[IommuMachine]:
+    """The machine class (``base``) running the model under ``choices`` (the default: the specification)."""
+    choices = hardware(choices)
+    # named as before choices were typed (a fault by its name): the derandomized exploration depends on it
+    parts = [name if value is True else f"{name}_{value}" for name, value in sorted(choices.changed().items())]
+    name = base.__name__ + "".join(f"_{part}" for part in parts)
+    return type(name.replace("-", "_"), (base,), {"choices": choices})
 
 
-@refuses_unknown
-def run_machine(mutants: Iterable[str] = NONE, *, max_examples: int | None = None,
+def run_machine(choices: Hardware = SPEC, *, max_examples: int | None = None,
                 stateful_step_count: int = STEP_COUNT, derandomize: bool | None = None,
                 shrink: bool = True, machine_class: type[IommuMachine] | None = None) -> Exception | None:
     """Run the machine once under Hypothesis; ``None`` when no run failed, else the failure (a
     :class:`StaleTranslation` when the property broke). Unset settings come from the loaded profile.
-    ``machine_class`` (a subclass of ``machine(mutants)``) replaces the machine, e.g. to count steps."""
+    ``machine_class`` (a subclass of ``machine(choices)``) replaces the machine, e.g. to count steps."""
     base = settings.default
     config = settings(
         base, max_examples=base.max_examples if max_examples is None else max_examples,
@@ -680,10 +674,10 @@ def run_machine(mutants: Iterable[str] = NONE, *, max_examples: int | None = Non
         phases=(Phase.explicit, Phase.generate) + ((Phase.shrink,) if shrink else ()),
         suppress_health_check=[HealthCheck.too_slow])
     try:
-        run_state_machine_as_test(machine_class or machine(frozenset(mutants)), settings=config)
+        run_state_machine_as_test(machine_class or machine(choices), settings=config)
     except Exception as failure:  # noqa: BLE001 - the caller decides what a failure means
         return failure
     return None
 
 
-__all__ = ["IommuMachine", "AttachDetachMachine", "MACHINE_MUTANTS", "StaleTranslation", "machine", "run_machine", "platform", "STEP_COUNT"]
+__all__ = ["IommuMachine", "AttachDetachMachine", "StaleTranslation", "machine", "run_machine", "platform", "STEP_COUNT"]

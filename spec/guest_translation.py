@@ -27,7 +27,7 @@ from typing import Any
 
 from .guest_page_table import GCR3_ENTRY, GPTE
 from .host_translation import host_walk
-from .mutants import NONE, refuses_unknown
+from .choices import SPEC, Hardware
 from .walk_types import GUEST, SHIFT_WIDTH, FaultState, WalkResult, WalkStep, by_level, low_mask
 
 GCR3_LEVELS = 3
@@ -109,10 +109,9 @@ def guest_entry(b: Any, e: Any, level: Any) -> GuestEntry:
     )
 
 
-@refuses_unknown
 def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid: Any, address: Any,
                write: Any, user: Any, execute: Any, host: HostContext, fault_address: Any = None,
-               mutants: frozenset[str] = NONE, gcr3_entry: Any = None,
+               choices: Hardware = SPEC, gcr3_entry: Any = None,
                resume: GuestResume | None = None) -> WalkResult:
     """Translate ``address`` (a GVA of ``pasid``) through the GCR3 table and the guest page table.
 
@@ -187,7 +186,7 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
         done = b.any_of(done, good_leaf)
         go_down = b.all_of(here, b.lnot(leaf), b.lnot(f.raised))
         if k < len(GUEST_LEVELS):
-            if "guest-table-pointer-untranslated" in mutants:
+            if choices.guest_table_pointer_untranslated:
                 next_table, f2 = page, f
             else:
                 next_table, _, f2 = _to_system(b, memory, host, page, read, f, steps, when=go_down)

@@ -33,7 +33,7 @@ from .events import IO_PAGE_FAULT as IO_PAGE_FAULT_RECORD
 from .guest_translation import GuestResume, HostContext, guest_walk
 from .host_translation import host_walk
 from .mmio import DEV_TAB_BAR
-from .mutants import NONE, check_known, refuses_unknown
+from .choices import SPEC, Hardware, hardware
 from .walk_types import (
     DEVICE_TABLE, DIMENSION_NAMES, DIMENSION_WIDTH, GUEST, HOST, NO_FAULT, SHIFT_WIDTH, FaultState, WalkResult,
     WalkStep,
@@ -148,16 +148,15 @@ def _violated(b: Any, view_bits: Any, event: str, context: Mapping[str, Any] | N
                       if v.rule.event == event and v.rule.scope in MEMORY_SCOPES])
 
 
-@refuses_unknown
 def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, context: Mapping[str, Any] | None = None,
-              mutants: frozenset[str] = NONE, cached: CachedStart | None = None) -> Outcome:
+              choices: Hardware = SPEC, cached: CachedStart | None = None) -> Outcome:
     """Where the IOMMU sends ``request``, or the event it logs instead.
 
     ``context`` holds register fields (``{"EFR.GATS": 1, ...}``, see ``mmio.register_context``) for the
     DTE rules that depend on features, such as a 5-level guest table without EFR.GATS = 1;
-    ``mutants``: see ``spec.mutants``; ``cached``: parts supplied by translation caches (:class:`CachedStart`).
+    ``choices``: the hardware's readings and fault switches (``spec.choices``); ``cached``: parts supplied by translation caches (:class:`CachedStart`).
     """
-    mutants = check_known(mutants)
+    choices = hardware(choices)
     cached = cached or CachedStart()
     r = request
     dte, inside, dte_address = read_dte(b, memory, dev_tab_bar, r.device_id)
@@ -189,7 +188,7 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
         host = HostContext(nested=nested, root=root, mode=v.mode, readable=ir, writable=iw)
         g = guest_walk(b, memory, gcr3_root=b.zext(v["GCR3 Table Root Pointer"], 64), glx=v.glx, gpm=v.gpm,
                        pasid=pasid, address=r.address, write=r.write, user=r.user, execute=r.execute, host=host,
-                       mutants=mutants, gcr3_entry=cached.gcr3_entry, resume=cached.guest_resume)
+                       choices=choices, gcr3_entry=cached.gcr3_entry, resume=cached.guest_resume)
         return g
 
     def host() -> WalkResult:

@@ -14,11 +14,12 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_list_names_properties_and_mutants(capsys):
+def test_list_names_properties_readings_and_presets(capsys):
     code, out, _ = run(capsys, "prove", "--list")
     assert code == 0
     for name in ("v1-entry-invalidation", "dte-invalidation", "completion-wait-ordering", "v1-entry-minimal",
-                 "invalidate-pages-ignores-size", "completion-wait-early"):
+                 "invalidate-pages-ignores-size", "completion-wait-early", "nested-isolation",
+                 "illegal-command", "device-iotlb-gn0", "not-present-cache", "event-overflow"):
         assert name in out
 
 
@@ -31,7 +32,7 @@ def test_a_property_that_holds(capsys):
 
 def test_a_broken_model_is_refuted_with_a_trace(capsys, tmp_path):
     trace_file = tmp_path / "trace.json"
-    code, out, _ = run(capsys, "prove", "--property", "v1-entry-invalidation", "--mutant",
+    code, out, _ = run(capsys, "prove", "--property", "v1-entry-invalidation", "--preset",
                        "invalidate-pages-ignores-size", "--trace-out", str(trace_file))
     assert code == 1
     assert "refuted" in out and "counterexample:" in out
@@ -42,21 +43,31 @@ def test_a_broken_model_is_refuted_with_a_trace(capsys, tmp_path):
 
 
 def test_json_report(capsys):
-    code, out, _ = run(capsys, "prove", "--property", "completion-wait-ordering", "--mutant",
+    code, out, _ = run(capsys, "prove", "--property", "completion-wait-ordering", "--preset",
                        "completion-wait-early", "--json")
     assert code == 1
     report = json.loads(out)
     [prop] = report["properties"]
-    assert prop["status"] == "refuted" and report["mutants"] == ["completion-wait-early"]
+    assert prop["status"] == "refuted" and report["choices"] == {"completion-wait-early": True}
     assert prop["seconds"] >= 0
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--property", "no-such"], "unknown property"),
-    (["--mutant", "no-such"], "unknown mutant"),
+    (["--preset", "no-such"], "unknown preset"),
+    (["--choice", "no-such=on"], "unknown hardware choice"),
+    (["--choice", "illegal-command=maybe"], "not one of stop, continue"),
+    (["--choice", "completion-wait-early=perhaps"], "not on or off"),
+    (["--choice", "illegal-command"], "NAME=VALUE"),
     (["--timeout", "0"], "--timeout"),
 ])
 def test_bad_arguments(capsys, argv, message):
     code, out, err = run(capsys, "prove", *argv)
     assert code == 2 and out == ""
     assert err.startswith("amdvi: error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_choice_on_the_command_line_is_the_same_as_its_preset(capsys):
+    code, out, _ = run(capsys, "prove", "--property", "completion-wait-ordering", "--choice",
+                       "completion-wait-early=on", "--json")
+    assert code == 1 and json.loads(out)["choices"] == {"completion-wait-early": True}

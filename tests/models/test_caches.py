@@ -7,6 +7,7 @@ from hypothesis import given, strategies as st
 from amdvi.models import software as sw
 from amdvi.models.caches import Caches, DteSlot, Gcr3Slot, PdeSlot, TlbSlot, invalidate
 from amdvi.spec.bitvec import INT, Z3_TERMS
+from amdvi.spec.choices import Hardware
 
 DOMAIN = 5
 
@@ -32,7 +33,7 @@ def test_s_bit_range_covers_every_page_of_the_range():
     c = caches(iotlb=[tlb(0x4000), tlb(0x5000), tlb(0x8000)])
     out = invalidate(INT, c, sw.inv_pages(DOMAIN, 0x4000, 0x2000))
     assert valid(out, "iotlb") == [False, False, True]
-    broken = invalidate(INT, c, sw.inv_pages(DOMAIN, 0x4000, 0x2000), mutants=frozenset({"invalidate-pages-ignores-size"}))
+    broken = invalidate(INT, c, sw.inv_pages(DOMAIN, 0x4000, 0x2000), choices=Hardware(invalidate_pages_ignores_size=True))
     assert valid(broken, "iotlb")[1] is True  # the mutant keeps the second page
 
 
@@ -69,7 +70,7 @@ def test_pde_flag_decides_directory_and_gcr3_slots():
 def test_devtab_invalidation_clears_only_that_device():
     c = caches(dte=[DteSlot(True, 0x10, 1), DteSlot(True, 0x11, 1)])
     assert valid(invalidate(INT, c, sw.inv_devtab(0x10)), "dte") == [False, True]
-    broken = invalidate(INT, c, sw.inv_devtab(0x10), mutants=frozenset({"devtab-invalidation-ignored"}))
+    broken = invalidate(INT, c, sw.inv_devtab(0x10), choices=Hardware(devtab_invalidation_ignored=True))
     assert valid(broken, "dte") == [True, True]
 
 

@@ -10,6 +10,7 @@ from amdvi.models.dma import ServeChoice, serve
 from amdvi.models.iommu import Fill, step
 from amdvi.spec.bitvec import INT
 from amdvi.spec.translation import Request, translate
+from amdvi.spec.choices import Hardware
 
 LAYOUT = sw.Layout()
 DEVICE, DOMAIN, PASID = 0x10, 7, 3
@@ -103,5 +104,5 @@ def test_which_page_invalidations_clear_guest_directory_slots():
     # PDE = 0 keeps them; INVALIDATE_IOMMU_ALL clears them all
     assert valid(invalidate(INT, c, sw.inv_pages(DOMAIN, 0x1000, 0x1000, pde=False))) == [True] * 4
     assert valid(invalidate(INT, c, sw.inv_all())) == [False] * 4
-    broken = invalidate(INT, c, sw.inv_pages(DOMAIN, pasid=PASID), mutants=frozenset({"invalidate-pages-keeps-pde-cache"}))
+    broken = invalidate(INT, c, sw.inv_pages(DOMAIN, pasid=PASID), choices=Hardware(invalidate_pages_keeps_pde_cache=True))
     assert valid(broken) == [True] * 4

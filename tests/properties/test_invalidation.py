@@ -6,6 +6,8 @@ import pytest
 from amdvi.properties import catalog, invalidation, ordering, serving
 from amdvi.properties.counterexample import replay, trace_from
 from amdvi.properties.proof import PROVED, REFUTED
+from amdvi.properties.presets import PRESETS
+from amdvi.spec.choices import Hardware
 
 SLOW = {("v1-entry", "iotlb", "nested"), ("v1-entry", "guest_pde", "nested")}
 
@@ -35,15 +37,18 @@ def test_without_any_invalidation_the_slot_goes_stale(change, cache, profile):
     assert labels  # the change does require something
 
 
-def test_every_broken_model_has_a_property_to_refute():
-    from amdvi.spec.mutants import MODEL_MUTANTS
-    assert set(catalog.MUTANT_TARGETS) == set(MODEL_MUTANTS)
+def test_every_fault_switch_is_a_preset_with_a_property_to_refute_it():
+    faults = {n.replace("_", "-") for n, o in Hardware.options().items() if o.kind == "fault"}
+    assert set(PRESETS) == faults
+    for p in PRESETS.values():
+        assert p.refuted_by and set(p.refuted_by) <= set(catalog.PROPERTIES), p.name
 
 
-@pytest.mark.parametrize("mutant,name", [(m, n) for m, names in catalog.MUTANT_TARGETS.items() for n in names])
-def test_each_broken_model_refutes_its_properties(mutant, name):
+@pytest.mark.parametrize("preset,name", [(p.name, n) for p in PRESETS.values() for n in p.refuted_by
+                                         if n != "nested-isolation"])  # that one: test_isolation.py
+def test_each_broken_model_refutes_its_properties(preset, name):
     # holding on the correct model: the query tests above (and -m deep)
-    outcome = catalog.run_property(name, mutants=frozenset({mutant}))
+    outcome = catalog.run_property(name, choices=PRESETS[preset].choices)
     assert outcome.result.status == REFUTED, outcome.result.detail
     if outcome.trace is not None:  # a stale access replayed on the broken model ...
         assert outcome.replay.stale, outcome.replay.summary()
@@ -53,7 +58,7 @@ def test_each_broken_model_refutes_its_properties(mutant, name):
 
 def test_completion_wait_ordering_holds_and_its_mutant_breaks_it():
     assert ordering.wait_after_invalidations().status == PROVED
-    assert ordering.wait_after_invalidations(mutants=frozenset({"completion-wait-early"})).status == REFUTED
+    assert ordering.wait_after_invalidations(choices=Hardware(completion_wait_early=True)).status == REFUTED
 
 
 @pytest.mark.parametrize("change", list(invalidation.CHANGES))
@@ -71,7 +76,7 @@ def test_every_required_invalidation_is_needed(change):
 
 
 def test_the_surviving_slot_of_the_pde_mutant_on_a_guest_change_is_a_guest_directory_slot():
-    outcome = catalog.run_property("v2-entry-invalidation", mutants=frozenset({"invalidate-pages-keeps-pde-cache"}))
+    outcome = catalog.run_property("v2-entry-invalidation", choices=Hardware(invalidate_pages_keeps_pde_cache=True))
     assert outcome.result.status == REFUTED and "/guest_pde/" in outcome.result.detail
 
 

@@ -6,9 +6,10 @@ import z3
 from amdvi.properties.isolation import escapes, good_guest_image, host_layout, nested_isolation
 from amdvi.properties.proof import PROVED, REFUTED, UNKNOWN, VACUOUS, Witness, prove
 from amdvi.spec.bitvec import INT
+from amdvi.spec.choices import Hardware
 from amdvi.spec.translation import translate
 
-MUTANT = frozenset({"guest-table-pointer-untranslated"})
+MUTANT = Hardware(guest_table_pointer_untranslated=True)
 
 
 def test_nested_walk_stays_inside_the_host_mapping_for_any_guest():
@@ -59,3 +60,12 @@ def test_a_timeout_is_unknown_never_proved():
     result = prove("factor", [], hard, timeout_ms=1)
     assert result.status in (UNKNOWN, REFUTED)  # never PROVED: the claim is false or undecided
     assert result.status != PROVED
+
+
+def test_the_isolation_property_in_the_catalog_replays_its_counterexample_as_a_trace():
+    from amdvi.properties import catalog
+    from amdvi.properties.counterexample import replay
+    outcome = catalog.run_property("nested-isolation", choices=MUTANT)
+    assert outcome.result.status == REFUTED
+    assert outcome.replay is not None and outcome.replay.escaped, outcome.replay.summary()
+    assert not replay(outcome.trace).escaped  # the correct model keeps the same guest inside

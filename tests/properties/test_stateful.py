@@ -7,25 +7,32 @@ import pytest
 
 from amdvi.models.iommu import Dma, Fill, TranslatedDma
 from amdvi.properties import stateful
-from amdvi.properties.stateful import MACHINE_MUTANTS, StaleTranslation, run_machine
+from amdvi.properties.presets import IOMMU_MACHINE, PRESETS, caught_by
+from amdvi.properties.stateful import StaleTranslation, run_machine
+from amdvi.spec.choices import Hardware
 from amdvi.spec.translation import Request
 
 BUDGET = dict(max_examples=100, derandomize=True)  # the default budget, as CI runs it
+
+
+def _choices(presets):
+    """The choices with every fault of ``presets`` on."""
+    return Hardware().assign(f"{fault}=on" for p in presets for fault in PRESETS[p].choices.faults())
 
 
 def test_correct_model_serves_only_fresh_translations():
     assert run_machine(**BUDGET) is None
 
 
-@pytest.mark.parametrize("mutant", MACHINE_MUTANTS)
-def test_each_broken_model_is_caught_within_the_default_budget(mutant):
-    failure = run_machine([mutant], shrink=False, **BUDGET)
+@pytest.mark.parametrize("preset", caught_by(IOMMU_MACHINE))
+def test_each_broken_model_is_caught_within_the_default_budget(preset):
+    failure = run_machine(PRESETS[preset].choices, shrink=False, **BUDGET)
     assert isinstance(failure, StaleTranslation), failure
     assert "no software change outstanding" in str(failure)
 
 
 def test_a_caught_failure_shrinks_to_a_short_replayable_trace():
-    failure = run_machine(["devtab-invalidation-ignored"], **BUDGET)
+    failure = run_machine(PRESETS["devtab-invalidation-ignored"].choices, **BUDGET)
     assert isinstance(failure, StaleTranslation)
     steps = [n for n in failure.__notes__ if n.startswith("state.") and "cached_requests_fresh" not in n]
     # warm-up fills, the DTE rewrite with its commands, the hardware running them; then the stale DMA
@@ -38,8 +45,8 @@ def test_correct_model_holds_under_a_deep_random_exploration():
     assert run_machine(max_examples=2000, derandomize=False) is None
 
 
-def _machine_with(mutants=()):
-    m = stateful.machine(frozenset(mutants))()
+def _machine_with(*presets):
+    m = stateful.machine(_choices(presets))()
     return m
 
 
@@ -64,7 +71,7 @@ def test_the_check_tells_a_stale_slot_from_a_fresh_one():
     correct.cached_requests_fresh()  # the slot was invalidated: nothing to report
     correct.access(Dma(request))
 
-    broken = _machine_with(["invalidate-pages-ignores-size"])
+    broken = _machine_with("invalidate-pages-ignores-size")
     request = _stale_iotlb_setup(broken)
     with pytest.raises(StaleTranslation, match="iotlb=0"):
         broken.cached_requests_fresh()
@@ -112,14 +119,14 @@ def test_the_v2_device_and_its_guest_directory_cache_are_checked():
     correct.cached_requests_fresh()
     correct.access(Dma(request))
 
-    broken = _machine_with(["invalidate-pages-keeps-pde-cache"])
+    broken = _machine_with("invalidate-pages-keeps-pde-cache")
     request = _stale_guest_directory_setup(broken)
     with pytest.raises(StaleTranslation, match="guest_pde=0"):
         broken.cached_requests_fresh()
 
 
 def test_outstanding_changes_are_not_checked_until_their_wait_completes():
-    broken = _machine_with(["invalidate-pages-ignores-size"])
+    broken = _machine_with("invalidate-pages-ignores-size")
     request = Request(stateful.PLAIN_DEVICE, 0x5010)
     broken._fill(Fill("iotlb", 0, request))
     memory = dict(broken.state.memory)
@@ -139,13 +146,13 @@ def test_the_processor_run_ends_when_processing_has_stopped():
     assert m.command_pending()
 
 
-def _attach_detach(mutants=()):
-    return stateful.machine(frozenset(mutants), stateful.AttachDetachMachine)
+def _attach_detach(*presets):
+    return stateful.machine(_choices(presets), stateful.AttachDetachMachine)
 
 
 def test_attach_detach_machine_holds_on_the_correct_model_and_catches_a_devtab_bug():
     assert run_machine(machine_class=_attach_detach(), **BUDGET) is None
-    failure = run_machine(machine_class=_attach_detach(["devtab-invalidation-ignored"]), shrink=False, **BUDGET)
+    failure = run_machine(machine_class=_attach_detach("devtab-invalidation-ignored"), shrink=False, **BUDGET)
     assert isinstance(failure, StaleTranslation), failure
 
 
@@ -174,7 +181,7 @@ def test_attaching_a_detached_device_clears_its_cached_v0_entry():
     correct.cached_requests_fresh()
     correct.access(Dma(request))
 
-    broken = _attach_detach(["devtab-invalidation-skips-invalid"])()
+    broken = _attach_detach("devtab-invalidation-skips-invalid")()
     _attach_after_detach(broken)
     with pytest.raises(StaleTranslation, match="dte=0"):  # the device DMAs untranslated after the attach
         broken.cached_requests_fresh()

@@ -17,6 +17,7 @@ from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
 from amdvi.spec.host_page_table import PDE, PTE
 from amdvi.spec.mmio import DEV_TAB_BAR
 from amdvi.spec.translation import DIMENSION_NAMES, Request, translate
+from amdvi.spec.choices import Hardware
 
 from reference_walker import Req, reference_translate
 
@@ -625,7 +626,7 @@ def test_the_reference_comparison_catches_a_broken_spec():
     mem, pasid, gva = guest_4level_image(nested=True)
     req = dict(device_id=DEV, address=gva, write=True, pasid=pasid, has_pasid=True)
     ref = reference_translate(mem, BAR, Req(**req))
-    broken = translate(INT, mem, BAR, Request(**req), mutants=frozenset({"guest-table-pointer-untranslated"}))
+    broken = translate(INT, mem, BAR, Request(**req), choices=Hardware(guest_table_pointer_untranslated=True))
     assert (bool(ref.ok), ref.spa) != (bool(broken.ok), broken.spa)
     correct = translate(INT, mem, BAR, Request(**req))
     assert (bool(ref.ok), ref.spa) == (bool(correct.ok), correct.spa)

@@ -1,0 +1,64 @@
+"""The deliberately broken models, as named presets of choices, with what must catch each.
+
+A property is believed only when it fails on a broken model and holds on the correct one. Each
+preset here is one fault switch of :class:`amdvi.spec.choices.Hardware` turned on, registered once
+with the ``amdvi prove`` properties that must refute it and the state machines that must catch it;
+the tests, the benchmarks and ``amdvi prove --list`` all read this one table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amdvi.spec.choices import FAULT, Hardware, cli_name
+
+_EVERY_CHANGE = ("v1-entry-invalidation", "v2-entry-invalidation", "gcr3-entry-invalidation", "dte-invalidation")
+IOMMU_MACHINE, ATTACH_DETACH_MACHINE = "IommuMachine", "AttachDetachMachine"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named broken model: its choices, and who must refute it."""
+
+    name: str
+    choices: Hardware
+    refuted_by: tuple[str, ...]  # ``amdvi prove`` properties (properties.catalog.PROPERTIES)
+    caught_by: tuple[str, ...] = ()  # state machines (properties.stateful) that catch it in their budget
+    note: str = ""  # why a checker one might expect is not listed
+
+    @property
+    def description(self) -> str:
+        return "; ".join(Hardware.options()[n.replace("-", "_")].doc for n in self.choices.faults())
+
+
+def _preset(fault: str, refuted_by: tuple[str, ...], caught_by: tuple[str, ...] = (), note: str = "") -> Preset:
+    attribute = Hardware.lookup(fault)
+    assert Hardware.options()[attribute].kind == FAULT, fault
+    return Preset(cli_name(attribute), Hardware(**{attribute: True}), refuted_by, caught_by, note)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    _preset("guest-table-pointer-untranslated", ("nested-isolation",)),
+    _preset("invalidate-pages-ignores-size", _EVERY_CHANGE, (IOMMU_MACHINE,)),
+    _preset("devtab-invalidation-ignored", ("dte-invalidation",), (IOMMU_MACHINE,)),
+    _preset("devtab-invalidation-skips-invalid", ("dte-invalidation",), (),
+            "the attach-detach machine shows it on a fixed detach, fill, attach sequence "
+            "(tests/properties/test_stateful.py) but not reliably by its random exploration"),
+    _preset("completion-wait-early", ("completion-wait-ordering",), (IOMMU_MACHINE,)),
+    _preset("invalidate-pages-keeps-pde-cache", _EVERY_CHANGE, (IOMMU_MACHINE,)),
+    _preset("iotlb-hit-ignores-permissions", ("fresh-slots-serve-fresh",), (),
+            "the machine would need a read-only remap, a read filling the IOTLB and then a write, in order"),
+    _preset("guest-pde-hit-ignores-pasid", ("fresh-slots-serve-fresh",), (IOMMU_MACHINE,)),
+)}
+
+
+def preset(name: str) -> Preset:
+    """The preset called ``name``, or ValueError naming the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def caught_by(machine: str) -> tuple[str, ...]:
+    """The presets ``machine`` must catch."""
+    return tuple(p.name for p in PRESETS.values() if machine in p.caught_by)
