@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from amdvi.reference_docs import write_atomically
+from amdvi.frontend.files import write_atomically
 
 
 def write_results(benchmark: str, results: dict[str, Any], out: str | Path) -> None:

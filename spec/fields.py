@@ -4,7 +4,7 @@ A :class:`Structure` lists its :class:`Field` s (name as 48882 spells it, bit ra
 legal values, section, the public sources that confirm its position). From that one
 declaration come the encoder, the decoder, the validator (reserved bits, illegal values, and
 the structure's extra :class:`Rule` s), field accessors on either backend, the pretty printer
-(``amdvi.render``) and the generated reference pages (``amdvi.reference_docs``). A structure
+(``amdvi.frontend.render``) and the generated reference pages (``amdvi.frontend.reference_docs``). A structure
 refuses to be built if its fields overlap, leave a bit undeclared, or repeat a name.
 """
 

@@ -1,4 +1,5 @@
-"""A plain `pip install .` puts only the `amdvi` namespace into site-packages, with the `amdvi` script."""
+"""A plain `pip install .` puts only the `amdvi` namespace into site-packages, with the `amdvi` script;
+the checkout has no `amdvi` folder, so running from its root imports the installed packages."""
 
 import subprocess
 import sys
@@ -21,4 +22,20 @@ def test_wheel_holds_only_the_amdvi_namespace(tmp_path):
         assert f"amdvi/{sub}/__init__.py" in names
     assert "amdvi/spec/device_table.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "amdvi = amdvi.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "amdvi = amdvi.frontend.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "amdvi/frontend/commands/__init__.py" in names and "amdvi/__init__.py" not in names
+
+
+def test_no_folder_at_the_checkout_root_shadows_the_installed_packages():
+    """`amdvi` is a namespace with no folder in the checkout: from the root, `amdvi.spec` still imports."""
+    assert not (ROOT / "amdvi").exists()  # the folder that used to shadow the installed `amdvi`
+    proc = subprocess.run([sys.executable, "-c", "import amdvi.spec, amdvi.frontend"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_python_m_runs_the_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "amdvi.frontend", "explain", "DTE.GV", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert '"bits": "55"' in proc.stdout

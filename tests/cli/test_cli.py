@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from amdvi.cli import main
+from amdvi.frontend.main import main
 from amdvi.spec import catalog
 
 LINUX_V1_DTE = ["0x6000000123456603", "0x2a", "0", "0"]

@@ -8,11 +8,11 @@ decoded here and the comment says so. Nothing else is changed.
 import pytest
 from hypothesis import given, strategies as st
 
-from amdvi.dmesg import (
+from amdvi.frontend.dmesg import (
     COMMAND_BUFFER_TIMEOUT, COMPLETION_WAIT_TIMEOUT, EVENT, NOT_ATTACHED, UNKNOWN_EVENT, UNRECOGNISED, Record,
     parse_bdf, parse_dmesg,
 )
-from amdvi.builtin_examples import KVM_2023, ROCM_2642, THINKBOOK  # real lines; sources named there
+from amdvi.frontend.builtin_examples import KVM_2023, ROCM_2642, THINKBOOK  # real lines; sources named there
 from amdvi.spec import events as ev
 from amdvi.spec.bitvec import mask
 from amdvi.spec.device_table import DTE

@@ -7,7 +7,7 @@ real log was found, the Linux source version whose format strings the line is wr
 
 from hypothesis import given, strategies as st
 
-from amdvi.dmesg import EVENT, NOT_ATTACHED, UNKNOWN_EVENT, UNRECOGNISED, parse_dmesg
+from amdvi.frontend.dmesg import EVENT, NOT_ATTACHED, UNKNOWN_EVENT, UNRECOGNISED, parse_dmesg
 from amdvi.spec.bitvec import mask
 from amdvi.spec.device_table import DTE
 from amdvi.spec.events import EVENTS, explain_flags

@@ -16,9 +16,9 @@ from unittest import mock
 from hypothesis import given, settings, strategies as st
 from rich.console import Console
 
-from amdvi import dmesg_report
-from amdvi.cli import main
-from amdvi.dmesg import Record, parse_dmesg
+from amdvi.frontend import dmesg_report
+from amdvi.frontend.main import main
+from amdvi.frontend.dmesg import Record, parse_dmesg
 
 from test_dmesg import BOOT, REAL
 from test_dmesg_formats import DEV_ERR_4_19, PCENGINES_4_9

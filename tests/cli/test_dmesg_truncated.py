@@ -1,6 +1,6 @@
 """Dumps cut short: what the log lacks is unknown, never 0, and no rule is judged on bits that are missing.
 
-The texts are the real reports of tests/cli/test_dmesg.py and amdvi.builtin_examples, cut the way pastes are.
+The texts are the real reports of tests/cli/test_dmesg.py and amdvi.frontend.builtin_examples, cut the way pastes are.
 """
 
 import json
@@ -9,10 +9,10 @@ import random
 import pytest
 from rich.console import Console
 
-from amdvi import dmesg_report
-from amdvi.builtin_examples import CONTROL_AFTER_RESUME, EFR_WITH_EPHSUP, THINKBOOK, THINKBOOK_DTE_WORDS
-from amdvi.cli import main
-from amdvi.dmesg import EVENT, parse_dmesg
+from amdvi.frontend import dmesg_report
+from amdvi.frontend.builtin_examples import CONTROL_AFTER_RESUME, EFR_WITH_EPHSUP, THINKBOOK, THINKBOOK_DTE_WORDS
+from amdvi.frontend.main import main
+from amdvi.frontend.dmesg import EVENT, parse_dmesg
 from amdvi.spec.bitvec import INT, mask
 from amdvi.spec.device_table import DTE
 from amdvi.spec.mmio import CONTROL, EFR, register_context

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from amdvi.cli import main
+from amdvi.frontend.main import main
 
 
 def run(capsys, *argv):

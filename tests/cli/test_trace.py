@@ -3,7 +3,7 @@
 from amdvi.models import software as sw
 from amdvi.models.iommu import CpuWrite, ProcessCommand
 from amdvi.properties.counterexample import Trace
-from amdvi.trace import render, to_json
+from amdvi.frontend.trace import render, to_json
 
 RING = 0x200000
 

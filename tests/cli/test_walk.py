@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from amdvi import scenario
-from amdvi.cli import main
-from amdvi.errors import InputError
+from amdvi.frontend import scenario
+from amdvi.frontend.main import main
+from amdvi.frontend.errors import InputError
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.host_page_table import PDE, PTE

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
-from amdvi import scenario
+from amdvi.frontend import scenario
 from amdvi.properties.reachability import (
     ALL_MEMORY, HostMap, build_graph, host_entry, reachable_frames, table_cycles, to_dot,
 )

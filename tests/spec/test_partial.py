@@ -10,7 +10,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from amdvi.builtin_examples import CONTROL_AFTER_RESUME, EFR_WITH_EPHSUP, THINKBOOK_DTE_WORDS
+from amdvi.frontend.builtin_examples import CONTROL_AFTER_RESUME, EFR_WITH_EPHSUP, THINKBOOK_DTE_WORDS
 from amdvi.spec.bitvec import INT, mask
 from amdvi.spec.device_table import DTE
 from amdvi.spec.events import IO_PAGE_FAULT

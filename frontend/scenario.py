@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from amdvi.errors import InputError
+from amdvi.frontend.errors import InputError
 from amdvi.spec.bitvec import mask
 from amdvi.spec.device_table import DTE, ENTRY_BYTES, MAX_DEVICE_ID
 from amdvi.spec.fields import Field, Structure
@@ -384,7 +384,7 @@ def step_structure(table: str, entry: int) -> Structure:
 def entry_summary(structure: Structure, entry: int, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """The non-zero fields of an entry (addresses shown as addresses) and the rules it breaks
     (with ``context``, also the rules that depend on register values)."""
-    from amdvi import render
+    from amdvi.frontend import render
 
     rep = render.decode_report(structure, entry, context)
     parts = {n for c in rep["composites"] if c["value"] for n, _ in structure.composite(c["name"]).parts}
@@ -405,7 +405,7 @@ def walk_report(s: Scenario, device_id: int, address: int, write: bool, *, pasid
                 ats: bool = False, user: bool = False, execute: bool = False,
                 context: dict[str, Any] | None = None) -> dict[str, Any]:
     """Translate one request through the spec and describe every active step and the result."""
-    from amdvi import render
+    from amdvi.frontend import render
     from amdvi.spec.bitvec import INT
     from amdvi.spec.events import event_structure
     from amdvi.spec.translation import DIMENSION_NAMES, Request, translate
@@ -447,7 +447,7 @@ def print_walk(console: Any, s: Scenario, rep: Mapping[str, Any]) -> None:
     """One walk as text: a line per active step with its decoded fields, then the result."""
     from rich.markup import escape
 
-    from amdvi import render
+    from amdvi.frontend import render
     from amdvi.properties.reachability import perm_str, size_str
 
     d = rep["device_id"]

@@ -1,11 +1,9 @@
-"""Built-in real artefacts for `amdvi demo`: AMD-Vi kernel log excerpts from public reports.
+"""Built-in real artefacts for `amdvi demo` (and tests): AMD-Vi kernel log excerpts from public reports.
 
 Each excerpt names where it was published. They are reproduced verbatim (mail-wrapped lines rejoined).
 """
 
 from __future__ import annotations
-
-from rich.console import Console
 
 # Linux upstream commit ef75966abf95 ("iommu/amd: Explicitly enable CNTRL.EPHEn bit in resume path",
 # kernel bugzilla 219499): after resume the IOMMU rejects DTEs with PPR set, because Control.EPHEn was lost.
@@ -39,35 +37,3 @@ THINKBOOK_DTE_WORDS = ("0x7d90000000000003", "0x0000100103fc0009", "0x2000000117
 EFR_WITH_EPHSUP = 0x5000f00004852
 CONTROL_AFTER_RESUME = 0x1005  # IommuEn | EventLogEn | CmdBufEn, EPHEn (bit 45) lost
 
-
-def run_demo(console: Console, as_json: bool = False) -> int:
-    """Decode the built-in log and explain the DTE field at the heart of the first report."""
-    import json
-    import sys
-
-    from amdvi import dmesg_report, render
-    from amdvi.spec.catalog import resolve
-    from amdvi.spec.device_table import DTE
-    from amdvi.spec.mmio import CONTROL, EFR, register_context
-
-    records = dmesg_report.decode_log(DEMO_LOG)
-    explained = [render.member_report(m) for m in resolve("DTE.PPR")]
-    dte = sum(int(w, 16) << (64 * i) for i, w in enumerate(THINKBOOK_DTE_WORDS))
-    context = {**register_context(EFR, EFR_WITH_EPHSUP), **register_context(CONTROL, CONTROL_AFTER_RESUME)}
-    why = render.decode_report(DTE, dte, context)
-    if as_json:
-        sys.stdout.write(json.dumps({"log": DEMO_LOG, "records": records, "why": why, "explain": explained},
-                                    indent=2) + "\n")
-        return 0
-    console.rule("[bold]amdvi demo[/bold]: a real AMD-Vi kernel log, decoded (amdvi decode dmesg)")
-    console.print(DEMO_LOG, markup=False, highlight=False)
-    dmesg_report.print_log(console, records)
-    console.rule("[bold]why the first report happened[/bold]")
-    console.print(f"amdvi decode dte {' '.join(THINKBOOK_DTE_WORDS)} --efr {EFR_WITH_EPHSUP:#x} "
-                  f"--control {CONTROL_AFTER_RESUME:#x} --nonzero", markup=False)
-    render.print_decode(console, why, show_zero=False)
-    console.rule("[bold]the field that mattered[/bold] (amdvi explain DTE.PPR)")
-    for rep in explained:
-        render.print_member(console, rep)
-    console.print("\nNext: amdvi decode dte WORDS..., amdvi decode dmesg FILE, amdvi explain NAME, amdvi docs --out DIR")
-    return 0

@@ -13,9 +13,9 @@ from typing import Any, Mapping, Sequence
 
 from rich.console import Console
 
-from amdvi import dmesg, render
-from amdvi.errors import InputError
-from amdvi.hexparse import parse_hex_value
+from amdvi.frontend import dmesg, render
+from amdvi.frontend.errors import InputError
+from amdvi.frontend.hexparse import parse_hex_value
 from amdvi.spec.bitvec import mask
 from amdvi.spec.commands import command_structure
 from amdvi.spec.device_table import DTE

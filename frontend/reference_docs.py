@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from amdvi.frontend.files import write_atomically
 from amdvi.spec.catalog import STRUCTURES
 from amdvi.spec.fields import FIELD, SOURCES, Field, Structure, python_name
 
@@ -105,19 +104,6 @@ def index_page() -> str:
     out += ["", f"[Where the facts come from]({SOURCES_PAGE}): the {len(doubtful_fields())} fields confirmed by "
             f"fewer than {DOUBTFUL_BELOW} public sources and the {len(disputed_fields())} the sources disagree on.", ""]
     return "\n".join(out)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_reference(out_dir: Path) -> list[Path]:

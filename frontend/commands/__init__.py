@@ -1,0 +1,26 @@
+"""Every ``amdvi`` sub-command, registered here and only here.
+
+A command is a module with ``NAME``, ``HELP``, ``add_arguments(parser)`` (its own options; shared groups
+come from :mod:`amdvi.frontend.options`) and ``run(args) -> Report``. :mod:`amdvi.frontend.main` builds
+the parser from :data:`COMMANDS`, adds ``--json`` to each, and prints what ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Protocol
+
+from amdvi.frontend.commands import decode, demo, docs, explain, graph, listing, prove, walk
+from amdvi.frontend.report import Report
+
+
+class Command(Protocol):
+    NAME: str
+    HELP: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> Report: ...
+
+
+COMMANDS: tuple[Command, ...] = (decode, explain, listing, docs, demo, walk, graph, prove)  # `amdvi --help` order

@@ -1,0 +1,135 @@
+"""``amdvi prove``: the IOMMU model's properties run through Z3, exit 1 when one does not hold.
+
+A broken model (``--preset``, or fault switches given by ``--choice``) must be refuted; the first counterexample is shown step by step and can be
+saved with ``--trace-out``. Progress goes to standard error, so standard output stays the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from amdvi.frontend import exit_codes, options
+from amdvi.frontend.errors import InputError
+from amdvi.frontend.report import Report
+
+NAME = "prove"
+HELP = "prove the IOMMU model's properties with Z3 (invalidation completeness, command ordering); " \
+       "exit 1 when one does not hold"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--property", action="append", help="run only this property (repeatable); see --list")
+    parser.add_argument("--all", action="store_true", help="also the minimality properties (each required "
+                                                           "invalidation is needed)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="solver time limit per query, seconds")
+    options.add_choices(parser)
+    options.add_trace_output(parser)
+    parser.add_argument("--verbose", action="store_true", help="show every query as it finishes")
+    parser.add_argument("--list", action="store_true", help="list the properties, readings and broken models; prove nothing")
+
+
+def run(args: argparse.Namespace) -> Report:
+    from amdvi.properties import catalog as props
+    from amdvi.properties.presets import PRESETS
+    from amdvi.spec.choices import SPEC
+
+    if args.list:
+        return _listing()
+    names = args.property or (list(props.PROPERTIES) if args.all else list(props.DEFAULT))
+    for n in names:
+        if n not in props.PROPERTIES:
+            raise InputError(f"unknown property {n!r}; known: {', '.join(props.PROPERTIES)}")
+    choices = options.apply_choices(args, SPEC, {p.name: p.choices for p in PRESETS.values()})
+    if args.timeout <= 0:
+        raise InputError("--timeout must be a positive number of seconds")
+    outcomes = [_prove(n, choices, args) for n in names]
+    if args.trace_out:
+        _save_first_trace(outcomes, Path(args.trace_out))
+    return _report(outcomes, choices)
+
+
+def _listing() -> Report:
+    from amdvi.properties import catalog as props
+    from amdvi.properties.presets import PRESETS
+    from amdvi.spec.choices import READING, SPEC, Hardware, cli_name
+
+    readings = {cli_name(n): {"default": getattr(SPEC, n), "values": dict(o.values), "section": o.section,
+                              "about": o.doc}
+                for n, o in Hardware.options().items() if o.kind == READING}
+    presets = {p.name: {"description": p.description, "refuted_by": list(p.refuted_by),
+                        "caught_by": list(p.caught_by)} for p in PRESETS.values()}
+
+    def show(console: Console) -> None:
+        for n, p in props.PROPERTIES.items():
+            console.print(f"{n}: {p.description}", soft_wrap=True)
+        console.print("readings (--choice NAME=VALUE; the first value is the default):")
+        for n, r in readings.items():
+            console.print(f"  {n}: {' | '.join(r['values'])}  ({r['about']})", soft_wrap=True)
+        console.print("broken models (--preset NAME, or --choice NAME=on):")
+        for n, p in presets.items():
+            console.print(f"  {n}: {p['description']} (refuted by {', '.join(p['refuted_by'])})", soft_wrap=True)
+
+    return Report({"properties": {n: p.description for n, p in props.PROPERTIES.items()},
+                   "readings": readings, "presets": presets}, show)
+
+
+def _prove(name: str, choices: Any, args: argparse.Namespace) -> Any:
+    """Run one property, showing each query's status on standard error as it finishes; return its outcome."""
+    from amdvi.properties import catalog as props
+    from amdvi.properties.proof import ProofResult
+
+    err = Console(stderr=True, highlight=False)
+    outcome = None
+    with err.status(f"proving {name} ...") as status:
+        for item in props.PROPERTIES[name].run(choices=choices, timeout_ms=int(args.timeout * 1000)):
+            if isinstance(item, ProofResult):
+                status.update(f"proving {name}: {item.name} {item.status} ({item.seconds:.1f} s)")
+                if args.verbose:
+                    err.print(f"  {item.name}: {item.status} ({item.seconds:.1f} s) {item.detail}", soft_wrap=True)
+            else:
+                outcome = item
+    return outcome
+
+
+def _save_first_trace(outcomes: list[Any], path: Path) -> None:
+    from amdvi.frontend import trace as trace_io
+    from amdvi.frontend.files import write_atomically
+
+    with_trace = [o for o in outcomes if o.trace is not None]
+    if with_trace:
+        try:
+            write_atomically(path, trace_io.dumps(trace_io.to_json(with_trace[0].trace, with_trace[0].replay)))
+        except OSError as e:
+            raise InputError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _report(outcomes: list[Any], choices: Any) -> Report:
+    from rich.table import Table
+
+    from amdvi.frontend import trace as trace_io
+    from amdvi.properties.proof import PROVED
+
+    def show(console: Console) -> None:
+        table = Table(title="properties" + (f" (choices: {choices.label()})" if choices.changed() else ""))
+        for col in ("property", "status", "time", "detail"):
+            table.add_column(col)
+        for o in outcomes:
+            table.add_row(o.result.name, o.result.status, f"{o.result.seconds:.1f} s", o.result.detail or "")
+        console.print(table)
+        for o in outcomes:
+            if o.trace is not None:
+                console.print("\n".join(trace_io.render(o.trace, o.replay)), soft_wrap=True, markup=False)
+
+    failing = [o for o in outcomes if o.result.status != PROVED]
+    data = {"choices": choices.changed(), "properties": [{
+        "name": o.result.name, "status": o.result.status, "seconds": round(o.result.seconds, 3),
+        "detail": o.result.detail,
+        "parts": [{"name": p.name, "status": p.status, "seconds": round(p.seconds, 3), "detail": p.detail}
+                  for p in o.parts],
+        "counterexample": trace_io.to_json(o.trace, o.replay) if o.trace else None} for o in outcomes]}
+    return Report(data, show, exit_codes.PROPERTY_FAILS if failing else exit_codes.OK)
+

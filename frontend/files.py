@@ -1,0 +1,37 @@
+"""Reading the files a user names and writing the files the tool makes.
+
+A path that cannot be read is the user's mistake (:class:`InputError`, exit 2), not a traceback; every
+file the tool writes goes through :func:`write_atomically`, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from amdvi.frontend.errors import InputError
+
+
+def read_text(source: str) -> str:
+    """The text of file ``source``, or of standard input for ``-``; bytes that are not UTF-8 are replaced."""
+    if source == "-":
+        return sys.stdin.buffer.read().decode("utf-8", errors="replace")
+    try:
+        return Path(source).read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise InputError(f"cannot read {source}: {e.strerror or e}") from None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
