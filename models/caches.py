@@ -58,9 +58,10 @@ from amdvi.spec.commands import (
 from amdvi.spec.device_table import DTE
 from amdvi.spec.events import IO_PAGE_FAULT
 from amdvi.spec.guest_page_table import GCR3_ENTRY
-from amdvi.spec.guest_translation import GUEST_LEVELS, guest_entry, guest_shift
-from amdvi.spec.host_translation import default_shift, host_entry
 from amdvi.spec.choices import SPEC, Hardware
+from amdvi.spec.guest_translation import GUEST_LEVELS, guest_entry
+from amdvi.spec.host_translation import host_entry
+from amdvi.spec.levels import level_shift
 from amdvi.spec.translation import Outcome, Request
 from amdvi.spec.walk_types import GUEST, HOST, SHIFT_WIDTH, by_level, low_mask
 
@@ -230,7 +231,7 @@ def guest_pde_fill(b: Any, request: Request, fresh: Outcome, step_index: int) ->
     above = [guest_entry(b, t.entry, t.level) for t in guest_steps[:step_index + 1]]
     valid = b.all_of(s.active, below.active, ent.present, b.lnot(ent.leaf), b.lnot(ent.invalid), fresh.guest,
                      fresh.walked)
-    shift = by_level(b, s.level, GUEST_LEVELS, guest_shift, SHIFT_WIDTH)
+    shift = by_level(b, s.level, GUEST_LEVELS, level_shift, SHIFT_WIDTH)
     # a table is 4 KiB aligned: the entry read below lies in the table this entry points to
     return GuestPdeSlot(valid=valid, domain_id=fresh.domain_id,
                         pasid=b.ite(request.has_pasid, request.pasid, b.const(0, 20)),
@@ -250,7 +251,7 @@ def gcr3_fill(b: Any, request: Request, fresh: Outcome) -> Gcr3Slot:
         valid = b.any_of(valid, here)
         entry = b.ite(here, s.entry, entry)
     pasid = b.ite(request.has_pasid, request.pasid, b.const(0, 20))
-    usable = b.all_of(b.eq(b.extract(entry, 0, 0), 1), b.eq(b.band(entry, GCR3_ENTRY.reserved_mask), 0))
+    usable = b.all_of(b.eq(GCR3_ENTRY.field("V").read(entry, b), 1), b.eq(b.band(entry, GCR3_ENTRY.reserved_mask), 0))
     return Gcr3Slot(valid=b.all_of(valid, fresh.guest, usable),
                     domain_id=fresh.domain_id, pasid=pasid, entry=entry)
 
@@ -259,7 +260,7 @@ def _level_span(b: Any, level: Any) -> Any:
     """log2 of the IOVA range a level-``level`` table covers."""
     out = b.const(64, SHIFT_WIDTH)
     for n in range(1, 6):
-        out = b.ite(b.eq(level, n), b.const(default_shift(n + 1), SHIFT_WIDTH), out)
+        out = b.ite(b.eq(level, n), b.const(level_shift(n + 1), SHIFT_WIDTH), out)
     return out
 
 
@@ -297,7 +298,7 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
     if choices.devtab_invalidation_ignored:
         is_dt = b.false()
     size = b.const(0, 1) if choices.invalidate_pages_ignores_size else pages.S
-    address = b.shl(b.zext(pages.Address, 64), 12, 64)
+    address = b.shl(b.zext(pages.Address, 64), INVALIDATE_IOMMU_PAGES.field("Address").unit_shift, 64)
     start, span = _invalidation_span(b, address, size)
     domain, gn, pde = pages.DomainID, b.eq(pages.GN, 1), b.eq(pages.PDE, 1)
     if choices.invalidate_pages_keeps_pde_cache:
@@ -329,7 +330,7 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
         hit = b.all_of(is_pages, pde, b.eq(s.domain_id, domain), b.any_of(b.lnot(gn), b.eq(s.pasid, pages.PASID)))
         return evict(b, s, b.any_of(is_all, hit))
 
-    d_address = b.shl(b.zext(iotlb_cmd.Address, 64), 12, 64)
+    d_address = b.shl(b.zext(iotlb_cmd.Address, 64), INVALIDATE_IOTLB_PAGES.field("Address").unit_shift, 64)
     d_start, d_span = _invalidation_span(b, d_address, iotlb_cmd.S)
     d_pasid = b.concat((iotlb_cmd["PASID[19:16]"], 4), (iotlb_cmd["PASID[15:8]"], 8), (iotlb_cmd["PASID[7:0]"], 8))
     d_gn = b.eq(iotlb_cmd.GN, 1)

@@ -66,8 +66,9 @@ def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = Tru
         drop = b.all_of(drop, regs.flag(b, "control", "EventIntEn"))
 
     addr = s["address"]
-    written = b.write64(memory, addr, b.extract(record, 63, 0))
-    written = b.write64(written, b.add(addr, b.const(8, WORD_WIDTH), WORD_WIDTH), b.extract(record, 127, 64))
+    written = b.write64(memory, addr, b.extract(record, WORD_WIDTH - 1, 0))
+    written = b.write64(written, b.add(addr, b.const(8, WORD_WIDTH), WORD_WIDTH),
+                        b.extract(record, 2 * WORD_WIDTH - 1, WORD_WIDTH))
     memory_out = b.ite(write, written, memory)
 
     out = with_ring_offset(b, regs, "evt_tail", b.ite(write, s["next_tail"], s["tail"], RING_WIDTH))

@@ -157,7 +157,7 @@ def v1_map(memory: dict[int, int], root: int, mode: int, iova: int, spa: int, ne
     """Map the 4 KiB page at ``iova`` to ``spa`` in the ``mode``-level v1 table at ``root`` (§2.2.3),
     allocating missing tables from ``next_free`` (4 KiB apart)."""
     from amdvi.spec.host_page_table import PDE, PTE
-    from amdvi.spec.host_translation import index_bits
+    from amdvi.spec.levels import index_bits
 
     out, table, directories = dict(memory), root, []
     for level in range(mode, 1, -1):
@@ -180,10 +180,12 @@ def v2_map(memory: dict[int, int], root: int, gva: int, address: int, next_free:
            writable: bool = True, user: bool = False, levels: int = 4) -> Mapped:
     """Map the 4 KiB page at ``gva`` to ``address`` in the x86-64 format guest table at ``root`` (§2.2.6)."""
     from amdvi.spec.guest_page_table import GPTE
+    from amdvi.spec.levels import index_bits
 
     out, table, directories = dict(memory), root, []
     for level in range(levels, 1, -1):
-        at = table + 8 * ((gva >> (12 + 9 * (level - 1))) & 0x1FF)
+        hi, lo = index_bits(level)
+        at = table + 8 * ((gva >> lo) & mask(hi - lo + 1))
         directories.append(at)
         entry = out.get(at, 0)
         if entry & 1:
@@ -203,7 +205,7 @@ def entry_on_path(memory: dict[int, int], root: int, address: int, level: int, *
     ``None`` when an entry above it is not present."""
     from amdvi.spec.guest_page_table import GPTE
     from amdvi.spec.host_page_table import PDE
-    from amdvi.spec.host_translation import index_bits
+    from amdvi.spec.levels import index_bits
 
     table = root
     for at_level in range(top, level - 1, -1):

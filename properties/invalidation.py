@@ -153,8 +153,9 @@ def _range_operand(base: Any, shift: Any) -> tuple[Any, Any]:
 
 
 def pages_command(domain: Any, address: Any, s: Any, *, pde: Any, gn: Any, pasid: Any = 0) -> Any:
+    page = INVALIDATE_IOMMU_PAGES.field("Address")
     return INVALIDATE_IOMMU_PAGES.encode({"DomainID": domain, "S": s, "PDE": pde, "GN": gn, "PASID": pasid,
-                                          "Address": b.extract(address, 51, 0)}, backend=b)
+                                          "Address": b.extract(address, page.width - 1, 0)}, backend=b)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,8 @@ def _device_iotlb(v: Symbols, fresh: Outcome, address: Any, s: Any, pasid: Any =
     command = INVALIDATE_IOTLB_PAGES.encode({
         "DeviceID": v.ghost.device_id, "QueueID": v.ghost.device_id, "S": s, "GN": int(pasid is not None),
         "PASID[19:16]": b.extract(b.zext(p, 20), 19, 16), "PASID[15:8]": b.extract(b.zext(p, 20), 15, 8),
-        "PASID[7:0]": b.extract(b.zext(p, 20), 7, 0), "Address": b.extract(address, 51, 0)}, backend=b)
+        "PASID[7:0]": b.extract(b.zext(p, 20), 7, 0),
+        "Address": b.extract(address, INVALIDATE_IOTLB_PAGES.field("Address").width - 1, 0)}, backend=b)
     return Required("INVALIDATE_IOTLB_PAGES(each device of the domain, range)", command,
                     b.eq(fresh.domain_id, v.domain))
 
@@ -520,7 +522,7 @@ def _corrupt_field(what: str, fields: tuple[tuple[Any, str], ...],
     def corrupt(req: Required) -> Required:
         command, label = req.command, req.label
         for structure, field in fields:
-            is_it = b.eq(b.extract(command, 63, 60), structure.field("Opcode").fixed)
+            is_it = b.eq(structure.field("Opcode").read(command, b), structure.field("Opcode").fixed)
             if b.known_false(is_it if isinstance(is_it, bool) else z3.simplify(is_it)):  # not that command
                 continue
             changed = _with_field(structure, command, field, lambda x: fn(x, structure.field(field).width))

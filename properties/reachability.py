@@ -42,6 +42,7 @@ from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.bitvec import INT
 from amdvi.spec.guest_translation import guest_entry as spec_guest_entry
 from amdvi.spec.host_translation import host_entry as spec_host_entry
+from amdvi.spec.levels import level_shift
 from amdvi.spec.mmio import DEV_TAB_BAR
 from amdvi.spec.translation import MEMORY_SCOPES
 
@@ -59,7 +60,7 @@ NodeId = tuple[Any, ...]
 
 def level_size(level: int) -> int:
     """Default page size mapped by an entry at ``level`` (1: 4 KiB, 2: 2 MiB, ...)."""
-    return 1 << (12 + 9 * (level - 1))
+    return 1 << level_shift(level)
 
 
 def _word(memory: Mapping[int, int], address: int) -> int:
@@ -166,7 +167,7 @@ class HostMap:
                 steps = ((i, host_entry(_word(memory, table + 8 * i), level)) for i in _host_indices(level))
                 tables[table, level] = [(i, x) for i, x in steps if x is not None and x.kind != "fault"]
             for i, step in tables[table, level]:
-                iova = prefix | (i << (12 + 9 * (level - 1)))
+                iova = prefix | (i << level_shift(level))
                 if step.kind == "table":
                     stack.append((step.address, step.level, iova, r and step.r, w and step.w))
                     continue

@@ -55,8 +55,8 @@ from amdvi.spec.bitvec import INT
 from amdvi.spec.commands import COMMAND_BYTES
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY
-from amdvi.spec.host_translation import default_shift
 from amdvi.spec.choices import SPEC, Hardware, hardware
+from amdvi.spec.levels import level_shift
 from amdvi.spec.translation import Request, translate
 
 from .coherence import agrees
@@ -64,7 +64,7 @@ from .coherence import agrees
 LAYOUT = sw.Layout()
 MODE = 3  # v1 table levels
 PAGE = 0x1000
-DIRECTORY_SPAN = 1 << default_shift(2)  # the IOVA range one level-2 entry covers (2 MiB)
+DIRECTORY_SPAN = 1 << level_shift(2)  # the IOVA range one level-2 entry covers (2 MiB)
 
 PLAIN_DEVICE, ATS_DEVICE = 0x10, 0x11
 DEVICES = (PLAIN_DEVICE, ATS_DEVICE)

@@ -30,6 +30,11 @@ def mask(width: int) -> int:
     return (1 << width) - 1
 
 
+def log2(power_of_two: int) -> int:
+    """The exponent of a power-of-two size, so a size is stated once and its shift derives from it."""
+    return power_of_two.bit_length() - 1
+
+
 class BackendError(ValueError):
     """An operation was given values it cannot work on (wrong width, unaligned address)."""
 

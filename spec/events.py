@@ -32,6 +32,7 @@ SECTION_NOTE = ("section numbers as public sources cite them for revision 3.11 (
                 "§2.5.11..§2.5.15; not read in the PDF), §2.5.10 inferred from the order")
 
 WIDTH = 128
+EVENT_CODE_HI, EVENT_CODE_LO = 63, 60  # every event's code, Q0[63:60]
 FLAGS_LO, FLAGS_HI = 48, 59  # the 12 bits Linux prints as flags=
 FLAGS_WIDTH = FLAGS_HI - FLAGS_LO + 1
 
@@ -72,7 +73,7 @@ _FLAG_DEFS: dict[str, tuple[int, str, dict[int, str], str]] = {
 
 def _header(code: int, name: str, **kw: Any) -> tuple[Field, ...]:
     """The event code, Q0[63:60]."""
-    return (Field("EventCode", 63, 60, "Event code: which event this entry records",
+    return (Field("EventCode", EVENT_CODE_HI, EVENT_CODE_LO, "Event code: which event this entry records",
                   values={code: name}, fixed=code, **kw),)
 
 
@@ -399,7 +400,7 @@ EVENTS_BY_NAME: dict[str, Structure] = {s.name: s for s in EVENTS}
 
 def event_structure(bits: int) -> Structure | None:
     """The event structure for a 128-bit entry, chosen by Q0[63:60] (None for codes no source defines)."""
-    return EVENTS_BY_CODE.get(INT.extract(bits, 63, 60))
+    return EVENTS_BY_CODE.get(INT.extract(bits, EVENT_CODE_HI, EVENT_CODE_LO))
 
 
 # ---- the flags Linux prints ------------------------------------------------------------------

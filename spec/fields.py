@@ -93,6 +93,11 @@ class Field:
     def pyname(self) -> str:
         return python_name(self.name)
 
+    def read(self, bits: Any, backend: Any = INT) -> Any:
+        """This field's raw value in ``bits`` (the whole structure), so code that holds a field never
+        restates its position."""
+        return backend.extract(bits, self.hi, self.lo)
+
     @property
     def bits(self) -> str:
         return f"{self.hi}" if self.hi == self.lo else f"{self.hi}:{self.lo}"

@@ -25,19 +25,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .bitvec import ADDRESS_WIDTH, mask
 from .guest_page_table import GCR3_ENTRY, GPTE
 from .host_translation import host_walk
 from .choices import SPEC, Hardware
+from .levels import ENTRY_SHIFT, gcr3_index_bits, index_bits, level_shift
 from .walk_types import GUEST, SHIFT_WIDTH, FaultState, WalkResult, WalkStep, by_level, low_mask
 
 GCR3_LEVELS = 3
 GUEST_LEVELS = range(1, 6)
 ADDRESS_FIELD = GPTE.field("Address")
-
-
-def guest_shift(level: int) -> int:
-    """log2 of the page a level-``level`` guest entry maps (4 KiB, 2 MiB, 1 GiB, ...)."""
-    return 12 + 9 * (level - 1)
+PRESENT, WRITABLE, USER, PAGE_SIZE, NO_EXECUTE = (GPTE.field(name) for name in ("P", "R/W", "U/S", "PS", "NX"))
+GCR3_VALID, GCR3_ADDRESS = GCR3_ENTRY.field("V"), GCR3_ENTRY.field("GCR3")
 
 
 @dataclass(frozen=True)
@@ -93,18 +92,18 @@ class GuestEntry:
 
 def guest_entry(b: Any, e: Any, level: Any) -> GuestEntry:
     """What guest entry ``e`` means at ``level`` (48882 §2.2.6; level 1's bit 7 is PAT, ignored)."""
-    ps = b.eq(b.extract(e, 7, 7), 1)
+    ps = b.eq(PAGE_SIZE.read(e, b), 1)
     big = b.all_of(ps, b.any_of(b.eq(level, 2), b.eq(level, 3)))
-    shift = by_level(b, level, GUEST_LEVELS, guest_shift, SHIFT_WIDTH)
+    shift = by_level(b, level, GUEST_LEVELS, level_shift, SHIFT_WIDTH)
     page = b.band(e, b.const(ADDRESS_FIELD.mask, 64))
     return GuestEntry(
-        present=b.eq(b.extract(e, 0, 0), 1),
+        present=b.eq(PRESENT.read(e, b), 1),
         leaf=b.any_of(b.eq(level, 1), big),
         address=page,
         page_shift=shift,
-        writable=b.eq(b.extract(e, 1, 1), 1),
-        user=b.eq(b.extract(e, 2, 2), 1),
-        nx=b.eq(b.extract(e, 63, 63), 1),
+        writable=b.eq(WRITABLE.read(e, b), 1),
+        user=b.eq(USER.read(e, b), 1),
+        nx=b.eq(NO_EXECUTE.read(e, b), 1),
         invalid=b.any_of(b.all_of(big, b.ne(b.band(page, low_mask(b, shift)), 0)), b.all_of(ps, b.uge(level, 4))),
     )
 
@@ -130,32 +129,34 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     elif gcr3_entry is None:
         table, _, f = _to_system(b, memory, host, gcr3_root, read, f, steps)
     else:  # the cached entry is the last level's: its guest CR3 goes through the host table
-        table, _, f = _to_system(b, memory, host, b.band(gcr3_entry, b.const(GCR3_ENTRY.field("GCR3").mask, 64)),
+        table, _, f = _to_system(b, memory, host, b.band(gcr3_entry, b.const(GCR3_ADDRESS.mask, 64)),
                                  read, f, steps)
     known_glx = b.constant(glx)
     gcr3_levels = 0 if (gcr3_entry is not None or resume is not None) else (GCR3_LEVELS if known_glx is None else min(known_glx + 1, GCR3_LEVELS))
     for k in range(gcr3_levels):
         level = b.sub(b.zext(glx, 8), k, 8)  # GCR3 level counting down to 0
         active = b.all_of(b.ule(k, b.zext(glx, 8)), b.lnot(f.raised))
-        index = by_level(b, level, range(0, GCR3_LEVELS), lambda n: (b.zext(b.extract(pasid, min(9 * n + 8, 19), 9 * n), 64)), 64)
-        entry_address = b.add(table, b.shl(index, 3, 64), 64)
+        index = by_level(b, level, range(0, GCR3_LEVELS), lambda n: b.zext(b.extract(pasid, *gcr3_index_bits(n)), 64), 64)
+        entry_address = b.add(table, b.shl(index, ENTRY_SHIFT, 64), 64)
         e = b.read64(memory, entry_address)
         steps.append(WalkStep("GCR3", GUEST, level, entry_address, e, b.true(), b.true(), active))
-        f = f.raise_if(b, b.all_of(active, b.eq(b.extract(e, 0, 0), 0)), GUEST, fault_address)
+        f = f.raise_if(b, b.all_of(active, b.eq(GCR3_VALID.read(e, b), 0)), GUEST, fault_address)
         f = f.raise_if(b, b.all_of(active, b.ne(b.band(e, GCR3_ENTRY.reserved_mask), 0)), GUEST, fault_address,
                        pr=True, rz=True)
-        nxt = b.band(e, b.const(GCR3_ENTRY.field("GCR3").mask, 64))
+        nxt = b.band(e, b.const(GCR3_ADDRESS.mask, 64))
         nxt_spa, _, f2 = _to_system(b, memory, host, nxt, read, f, steps, when=active)
         f = f.select(b, active, f2)  # only an active level moves on (its host walk's fault counts only then)
         table = b.ite(active, nxt_spa, table)
 
     # -- the guest page table -----------------------------------------------------------------
     depth = b.ite(b.eq(gpm, 1), b.const(5, 8), b.const(4, 8))
-    sign4 = b.extract(address, 63, 47)
-    sign5 = b.extract(address, 63, 56)
+    # canonical: the bits from the top one the root table's index uses up to bit 63 are all equal
+    top4, top5 = index_bits(4)[0], index_bits(5)[0]
+    sign4 = b.extract(address, ADDRESS_WIDTH - 1, top4)
+    sign5 = b.extract(address, ADDRESS_WIDTH - 1, top5)
     canonical = b.ite(b.eq(depth, 5),
-                      b.any_of(b.eq(sign5, 0), b.eq(sign5, (1 << 8) - 1)),
-                      b.any_of(b.eq(sign4, 0), b.eq(sign4, (1 << 17) - 1)))
+                      b.any_of(b.eq(sign5, 0), b.eq(sign5, mask(ADDRESS_WIDTH - top5))),
+                      b.any_of(b.eq(sign4, 0), b.eq(sign4, mask(ADDRESS_WIDTH - top4))))
     f = f.raise_if(b, b.lnot(canonical), GUEST, fault_address)
     level = depth
     writable, user_ok, nx = b.true(), b.true(), b.false()
@@ -166,8 +167,8 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     known_depth = b.constant(depth)  # each step goes down a level: a known depth bounds the entries read
     for k in GUEST_LEVELS if known_depth is None else range(1, known_depth + 1):
         active = b.all_of(b.lnot(done), b.lnot(f.raised))
-        index = by_level(b, level, GUEST_LEVELS, lambda n: b.zext(b.extract(address, guest_shift(n) + 8, guest_shift(n)), 64), 64)
-        entry_address = b.add(table, b.shl(index, 3, 64), 64)
+        index = by_level(b, level, GUEST_LEVELS, lambda n: b.zext(b.extract(address, *index_bits(n)), 64), 64)
+        entry_address = b.add(table, b.shl(index, ENTRY_SHIFT, 64), 64)
         e = b.read64(memory, entry_address)
         ent = guest_entry(b, e, level)
         writable = b.ite(active, b.all_of(writable, ent.writable), writable)

@@ -1,7 +1,7 @@
 """The host (v1) page-table walk: 48882 §2.2.3 "I/O Page Tables for Host Translations".
 
 Written once over the backend (a bounded unrolling of at most six levels). What it does, in order,
-at each level L (default page size 2^(12+9(L-1)), index = address bits 12+9L-1 .. 12+9(L-1)):
+at each level L (default page size 2^level_shift(L), index = address bits index_bits(L); ``spec/levels``):
 
 * PR = 0 -> not-present fault (PR flag 0);
 * permissions: IR/IW are ANDed down the walk, starting from the DTE's;
@@ -23,26 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from .host_page_table import PDE, PTE
+from .levels import ENTRY_SHIFT, index_bits, level_shift
 from .walk_types import HOST, SHIFT_WIDTH, FaultState, WalkResult, WalkStep, by_level, low_mask
 
 MAX_LEVELS = 6
 LEVELS = range(1, MAX_LEVELS + 1)
-ADDRESS_FIELD = PTE.field("Page Address")  # bits 51:12 in both PDE and PTE
-
-
-def default_shift(level: int) -> int:
-    """log2 of the page a level-``level`` entry maps with Next Level 0 (4 KiB at level 1)."""
-    return 12 + 9 * (level - 1)
-
-
-def index_bits(level: int) -> tuple[int, int]:
-    """The (hi, lo) address bits that index a level-``level`` table (level 6 has only bits 63:57)."""
-    lo = default_shift(level)
-    return min(lo + 8, 63), lo
-
-
-def _reserved(structure: Any) -> int:
-    return structure.reserved_mask
+# The fields the walk reads before it knows whether an entry is a PDE or a PTE: both formats place
+# them at the same bits (tests/spec/test_levels_and_field_reads.py checks it).
+ADDRESS_FIELD = PTE.field("Page Address")  # bits 51:12
+PRESENT, NEXT_LEVEL, READABLE, WRITABLE = (PTE.field(name) for name in ("PR", "Next Level", "IR", "IW"))
 
 
 @dataclass(frozen=True)
@@ -62,27 +51,28 @@ class HostEntry:
 
 def host_entry(b: Any, e: Any, level: Any) -> HostEntry:
     """What entry ``e`` means at ``level`` (48882 §2.2.3, Table 14 for Next Level 7)."""
-    nl = b.extract(e, 11, 9)
+    nl = NEXT_LEVEL.read(e, b)
     leaf = b.any_of(b.eq(nl, 0), b.eq(nl, 7))
-    ones = b.trailing_ones(b.extract(e, ADDRESS_FIELD.hi, ADDRESS_FIELD.lo), ADDRESS_FIELD.width)
-    encoded = b.add(b.zext(ones, SHIFT_WIDTH), 13, SHIFT_WIDTH)
-    level_shift = by_level(b, level, LEVELS, default_shift, SHIFT_WIDTH)
-    next_shift = by_level(b, level, LEVELS, lambda n: default_shift(n + 1), SHIFT_WIDTH)
-    shift = b.ite(b.eq(nl, 7), encoded, level_shift)
+    ones = b.trailing_ones(ADDRESS_FIELD.read(e, b), ADDRESS_FIELD.width)
+    # the lowest 0 bit z of the address (z = the field's low bit + ones) gives a page of 2^(z+1)
+    encoded = b.add(b.zext(ones, SHIFT_WIDTH), ADDRESS_FIELD.lo + 1, SHIFT_WIDTH)
+    default = by_level(b, level, LEVELS, level_shift, SHIFT_WIDTH)
+    next_shift = by_level(b, level, LEVELS, lambda n: level_shift(n + 1), SHIFT_WIDTH)
+    shift = b.ite(b.eq(nl, 7), encoded, default)
     bad_size = b.all_of(b.eq(nl, 7), b.any_of(
-        b.eq(ones, ADDRESS_FIELD.width), b.ule(encoded, level_shift), b.ugt(encoded, next_shift)))
+        b.eq(ones, ADDRESS_FIELD.width), b.ule(encoded, default), b.ugt(encoded, next_shift)))
     bad_level = b.uge(b.zext(nl, 8), b.zext(level, 8))
     page = b.band(e, b.const(ADDRESS_FIELD.mask, 64))
     return HostEntry(
-        present=b.eq(b.extract(e, 0, 0), 1),
+        present=b.eq(PRESENT.read(e, b), 1),
         leaf=leaf,
         next_level=nl,
         address=b.ite(leaf, b.band(page, b.bnot(low_mask(b, shift), 64)), page),
         page_shift=shift,
-        readable=b.eq(b.extract(e, 61, 61), 1),
-        writable=b.eq(b.extract(e, 62, 62), 1),
-        reserved_set=b.ne(b.band(e, b.ite(leaf, b.const(_reserved(PTE), 64), b.const(_reserved(PDE), 64))), 0),
-        bad_encoding=b.ite(leaf, b.any_of(bad_size, b.eq(level, 6)), bad_level),
+        readable=b.eq(READABLE.read(e, b), 1),
+        writable=b.eq(WRITABLE.read(e, b), 1),
+        reserved_set=b.ne(b.band(e, b.ite(leaf, b.const(PTE.reserved_mask, 64), b.const(PDE.reserved_mask, 64))), 0),
+        bad_encoding=b.ite(leaf, b.any_of(bad_size, b.eq(level, MAX_LEVELS)), bad_level),
     )
 
 
@@ -100,7 +90,7 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
     f = FaultState.none(b)
     live = b.lnot(incoming.raised)
     too_wide = b.false() if resume else b.any_of(*[
-        b.all_of(b.eq(mode, m), b.ne(b.lshr(address, default_shift(m + 1), 64), 0)) for m in range(1, MAX_LEVELS)
+        b.all_of(b.eq(mode, m), b.ne(b.lshr(address, level_shift(m + 1), 64), 0)) for m in range(1, MAX_LEVELS)
     ])
     f = f.raise_if(b, b.all_of(live, too_wide), HOST, fault_address)
     level, table = mode, root
@@ -113,7 +103,7 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
     for _ in range(known_mode if known_mode in LEVELS else MAX_LEVELS):
         active = b.all_of(live, b.lnot(done), b.lnot(f.raised))
         index = by_level(b, level, LEVELS, lambda n: b.zext(b.extract(address, *index_bits(n)), 64), 64)
-        entry_address = b.add(table, b.shl(index, 3, 64), 64)
+        entry_address = b.add(table, b.shl(index, ENTRY_SHIFT, 64), 64)
         e = b.read64(memory, entry_address)
         ent = host_entry(b, e, level)
         r = b.ite(active, b.all_of(r, ent.readable), r)
@@ -125,8 +115,8 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
         leaf, pde = b.all_of(here, ent.leaf), b.all_of(here, b.lnot(ent.leaf))
         # the index bits of the levels a PDE skips must be zero
         skipped = b.sub(
-            by_level(b, level, LEVELS, lambda n: 1 << default_shift(n) if n > 1 else 0, 64),
-            by_level(b, ent.next_level, LEVELS, lambda n: 1 << default_shift(n + 1), 64), 64)
+            by_level(b, level, LEVELS, lambda n: 1 << level_shift(n) if n > 1 else 0, 64),
+            by_level(b, ent.next_level, LEVELS, lambda n: 1 << level_shift(n + 1), 64), 64)
         bad_skip = b.all_of(pde, b.ne(b.band(address, skipped), 0))
         f = f.raise_if(b, b.all_of(here, b.any_of(ent.reserved_set, ent.bad_encoding, bad_skip)), HOST,
                        fault_address, pr=True, rz=True)

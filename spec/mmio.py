@@ -21,8 +21,9 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .bitvec import INT
+from .bitvec import INT, log2
 from .fields import Field, Structure, flag, ignored, reserved
+from .levels import PAGE_SHIFT
 
 SECTION = "§3.4"
 SECTION_NOTE = ("subsection numbers follow revision 3.11 as cited in a public emulator (OpenVMM's amd_iommu "
@@ -573,8 +574,8 @@ def device_table_bytes(dev_tab_bar_bits: Any, backend: Any = INT) -> Any:
     Source: VirtualBox IOMMU_GET_DEV_TAB_SIZE, QEMU AMDVI_MMIO_DEVTAB_SIZE_UNIT = 4096.
     """
     b = backend
-    size = b.zext(b.extract(dev_tab_bar_bits, 8, 0), 64)
-    return b.shl(b.add(size, 1, 64), 12, 64)
+    size = b.zext(DEV_TAB_BAR.field("Size").read(dev_tab_bar_bits, b), 64)
+    return b.shl(b.add(size, 1, 64), PAGE_SHIFT, 64)
 
 
 def max_device_id(dev_tab_bar_bits: Any, backend: Any = INT) -> Any:
@@ -583,8 +584,8 @@ def max_device_id(dev_tab_bar_bits: Any, backend: Any = INT) -> Any:
     32-byte DTEs (Linux DEV_TABLE_ENTRY_SIZE), so a 4 KiB page holds 128; Size = 0x1FF covers 0xFFFF.
     """
     b = backend
-    size = b.zext(b.extract(dev_tab_bar_bits, 8, 0), 17)
-    entries = b.shl(b.add(size, 1, 17), 7, 17)
+    size = b.zext(DEV_TAB_BAR.field("Size").read(dev_tab_bar_bits, b), 17)
+    entries = b.shl(b.add(size, 1, 17), PAGE_SHIFT - log2(DEVICE_TABLE_ENTRY_BYTES), 17)
     return b.extract(b.sub(entries, 1, 17), DEVICE_ID_WIDTH - 1, 0)
 
 
@@ -600,7 +601,7 @@ def ring_entries(len_field: Any, backend: Any = INT) -> Any:
 def ring_bytes(len_field: Any, backend: Any = INT) -> Any:
     """Bytes of a command buffer or event log: 2^len entries of 16 bytes (32-bit result)."""
     b = backend
-    return b.shl(ring_entries(len_field, b), 4, RING_WIDTH)
+    return b.shl(ring_entries(len_field, b), log2(ENTRY_BYTES), RING_WIDTH)
 
 
 def max_pasid_bits(efr_bits: Any, backend: Any = INT) -> Any:
@@ -610,7 +611,7 @@ def max_pasid_bits(efr_bits: Any, backend: Any = INT) -> Any:
     16-bit PASIDs as PASmax = 0xF. See the PASmax note.
     """
     b = backend
-    return b.add(b.zext(b.extract(efr_bits, 36, 32), 6), 1, 6)
+    return b.add(b.zext(EFR.field("PASmax").read(efr_bits, b), 6), 1, 6)
 
 
 def host_levels_supported(efr_bits: int) -> int | None:

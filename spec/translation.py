@@ -27,11 +27,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Mapping
 
+from .bitvec import log2
 from .device_table import DTE, ENTRY_BYTES, ILLEGAL_DTE, IO_PAGE_FAULT
 from .events import ILLEGAL_DEV_TABLE_ENTRY as ILLEGAL_DTE_RECORD
 from .events import IO_PAGE_FAULT as IO_PAGE_FAULT_RECORD
 from .guest_translation import GuestResume, HostContext, guest_walk
 from .host_translation import host_walk
+from .levels import PAGE_SHIFT
 from .mmio import DEV_TAB_BAR
 from .choices import SPEC, Hardware, hardware
 from .walk_types import (
@@ -43,6 +45,9 @@ __all__ = ["Request", "Outcome", "WalkStep", "translate", "read_dte", "DIMENSION
            "NO_FAULT", "DEVICE_TABLE", "GUEST", "HOST"]
 
 MEMORY_SCOPES = ("all", "memory")
+DEV_TAB_BASE = DEV_TAB_BAR.field("DevTabBase")
+HOST_ROOT = DTE.field("Host Page Table Root Pointer")
+DTE_SHIFT = log2(ENTRY_BYTES)
 
 
 @dataclass(frozen=True)
@@ -84,13 +89,13 @@ class Outcome:
 def read_dte(b: Any, memory: Any, dev_tab_bar: Any, device_id: Any) -> tuple[Any, Any, Any]:
     """(the 256-bit DTE, whether it lies inside the table, its address) for ``device_id``."""
     bar = DEV_TAB_BAR.view(dev_tab_bar, b)
-    base = b.shl(b.zext(bar["DevTabBase"], 64), 12, 64)
+    base = b.shl(b.zext(bar["DevTabBase"], 64), DEV_TAB_BASE.unit_shift, 64)
     dev = b.zext(device_id, 64)
-    address = b.add(base, b.shl(dev, 5, 64), 64)
+    address = b.add(base, b.shl(dev, DTE_SHIFT, 64), 64)
     words = [b.read64(memory, b.add(address, 8 * i, 64)) for i in range(ENTRY_BYTES // 8)]
     dte = b.concat(*[(w, 64) for w in reversed(words)])
     # (Size + 1) * 4 KiB holds (Size + 1) * 128 entries
-    inside = b.ule(b.lshr(dev, 7, 64), b.zext(bar["Size"], 64))
+    inside = b.ule(b.lshr(dev, PAGE_SHIFT - DTE_SHIFT, 64), b.zext(bar["Size"], 64))
     return dte, inside, address
 
 
@@ -182,7 +187,7 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
     # -- the translation it selects ------------------------------------------------------------
     use_guest, pasid = guest_path(b, dte, r)
     nested = b.ne(v.mode, 0)
-    root = b.shl(b.zext(v.host_page_table_root_pointer, 64), 12, 64)
+    root = b.shl(b.zext(v.host_page_table_root_pointer, 64), HOST_ROOT.unit_shift, 64)
 
     def guest() -> WalkResult:
         host = HostContext(nested=nested, root=root, mode=v.mode, readable=ir, writable=iw)
