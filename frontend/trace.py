@@ -1,19 +1,28 @@
-"""Counterexample traces as text a person reads step by step, and as JSON.
+"""Counterexample traces as text a person reads step by step.
 
 A trace is an initial memory image and a list of moves of the IOMMU model; commands written into
 the ring are shown decoded (from the command tables), DMA results with the fresh walk they should
-have matched.
+have matched. Given a replay, each step also shows the state change that matters: cache slots
+filled or cleared, head and tail moved, invalidations accepted or carried out, events logged, words
+the IOMMU stored. The file format is :mod:`amdvi.frontend.trace_format`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, is_dataclass
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
-from amdvi.models.iommu import CpuWrite, Dma, Fill, ProcessCommand, Retire, SetTail, TranslatedDma
-from amdvi.properties.counterexample import Replay, Trace
+from amdvi.models.caches import CACHE_NAMES
+from amdvi.models.command_buffer import fetch_command
+from amdvi.models.iommu import IommuState
+from amdvi.models.registers import POINTER_FIELD, REGISTER_STRUCTURES, base_address, ring_offset
+from amdvi.properties.counterexample import Replay, Step, Trace
+from amdvi.spec.bitvec import INT
 from amdvi.spec.commands import COMMANDS_BY_OPCODE, OPCODE_HI, OPCODE_LO
+from amdvi.spec.events import event_structure
+
+POINTER_NAMES = {"cmd_head": "command head", "cmd_tail": "command tail", "evt_head": "event-log head",
+                 "evt_tail": "event-log tail"}
 
 
 def _request(r: Any) -> str:
@@ -33,75 +42,156 @@ def _command(bits: int) -> str:
     return f"{structure.name}({shown})"
 
 
-def describe(move: Any, ring_commands: dict[int, int] | None = None) -> str:
+def _fill(m: Any) -> str:
+    dimension = {"pde": "host", "guest_pde": "guest"}.get(m.cache)
+    level = f" ({dimension} directory entry {m.step} of the walk)" if dimension else ""
+    return f"hardware fills {m.cache} slot {m.slot} from a walk for {_request(m.request)}{level}"
+
+
+# one line for each kind of move (models.moves.MOVE_KINDS), by class name
+DESCRIBE: dict[str, Callable[[Any], str]] = {
+    "Fill": _fill,
+    "CpuWrite": lambda m: f"software writes {m.value:#018x} at {m.address:#x}",
+    "SetTail": lambda m: f"software moves the command tail to {m.offset:#x}",
+    "ProcessCommand": lambda m: "IOMMU processes the command at the head",
+    "Retire": lambda m: f"IOMMU carries out in-flight invalidation {m.index}",
+    "Evict": lambda m: f"hardware evicts {m.cache} slot {m.slot}",
+    "Dma": lambda m: f"device DMA: {_request(m.request)}, hardware looks in {m.choice.describe()}",
+    "TranslatedDma": lambda m: (f"ATS device DMA from its own IOTLB slot {m.slot}"
+                                + ("" if m.dte_slot is None else f" (DTE from dte slot {m.dte_slot})")
+                                + f": {_request(m.request)}"),
+}
+
+
+def describe(move: Any) -> str:
     """One line for one move."""
-    if isinstance(move, Fill):
-        dimension = {"pde": "host", "guest_pde": "guest"}.get(move.cache)
-        level = f" ({dimension} directory entry {move.step} of the walk)" if dimension else ""
-        return f"hardware fills {move.cache} slot {move.slot} from a walk for {_request(move.request)}{level}"
-    if isinstance(move, CpuWrite):
-        return f"software writes {move.value:#018x} at {move.address:#x}"
-    if isinstance(move, SetTail):
-        return f"software moves the command tail to {move.offset:#x}"
-    if isinstance(move, ProcessCommand):
-        return "IOMMU processes the command at the head (and carries out any invalidation it accepts)"
-    if isinstance(move, Retire):
-        return f"IOMMU carries out in-flight invalidation {move.index}"
-    if isinstance(move, Dma):
-        return f"device DMA: {_request(move.request)}, hardware looks in {move.choice.describe()}"
-    if isinstance(move, TranslatedDma):
-        return f"ATS device DMA from its own IOTLB slot {move.slot}: {_request(move.request)}"
-    return repr(move)
+    formatter = DESCRIBE.get(type(move).__name__)
+    return formatter(move) if formatter else repr(move)
 
 
-def _in_ring(trace: Trace, address: int) -> bool:
-    """``address`` is in the trace's command ring (any address, when the trace does not say)."""
-    return trace.ring is None or trace.ring[0] <= address < trace.ring[0] + trace.ring[1]
+# -- the state change a step made -----------------------------------------------------------------------
 
 
-def render(trace: Trace, result: Replay | None = None) -> list[str]:
-    """The trace as numbered lines; queued commands are decoded."""
-    lines = [f"counterexample: {trace.title}", *[f"  note: {n}" for n in trace.notes],
-             f"  initial memory ({len(trace.memory)} words the walks read):"]
-    lines += [f"    {a:#x}: {w:#018x}" for a, w in sorted(trace.memory.items())]
-    words: dict[int, int] = {}
-    for i, move in enumerate(trace.moves, 1):
-        lines.append(f"  {i:2}. {describe(move)}")
-        if isinstance(move, CpuWrite):
-            words[move.address] = move.value
-            if _in_ring(trace, move.address) and move.address % 16 == 8 and move.address - 8 in words:
-                bits = words[move.address - 8] | move.value << 64
-                if (bits >> OPCODE_LO) & 0xF:
-                    lines[-1] += f"   [ring: {_command(bits)}]"
-    if result is not None:
-        lines.append(f"  => {result.summary()}")
-    return lines
+def _slot(slot: Any) -> str:
+    parts = []
+    for f in dataclasses.fields(slot):
+        v = getattr(slot, f.name)
+        if f.name == "valid":
+            continue
+        if isinstance(v, bool):
+            parts.append(f"{f.name}={int(v)}")
+        elif isinstance(v, int):
+            parts.append(f"{f.name}={v:#x}")
+    return " ".join(parts)
 
 
-def _jsonable(x: Any) -> Any:
-    if is_dataclass(x) and not isinstance(x, type):
-        return {"move": type(x).__name__, **{k: _jsonable(v) for k, v in asdict(x).items()}}
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, bool) or x is None or isinstance(x, str):
-        return x
-    if isinstance(x, int):
-        return hex(x)
-    return repr(x)
-
-
-def to_json(trace: Trace, result: Replay | None = None) -> dict[str, Any]:
-    out = {"title": trace.title, "notes": list(trace.notes),
-           "memory": {hex(a): hex(w) for a, w in sorted(trace.memory.items())},
-           "moves": [dict(_jsonable(m), text=describe(m)) for m in trace.moves]}
-    if result is not None:
-        out["replay"] = {"stale": result.stale, "served_ok": result.served_ok, "served_spa": hex(result.served_spa),
-                         "fresh_ok": result.fresh_ok, "fresh_spa": hex(result.fresh_spa),
-                         "summary": result.summary()}
+def _cache_changes(before: IommuState, after: IommuState) -> list[str]:
+    out = []
+    for cache in CACHE_NAMES:
+        for i, (old, new) in enumerate(zip(before.caches.slots(cache), after.caches.slots(cache))):
+            if old == new:
+                continue
+            if not new.valid:
+                out.append(f"{cache} slot {i} cleared" if old.valid else f"{cache} slot {i} stays empty")
+            else:
+                out.append(f"{cache} slot {i} {'now holds' if old.valid else 'filled'}: {_slot(new)}")
     return out
 
 
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2) + "\n"
+def _register_changes(before: IommuState, after: IommuState) -> list[str]:
+    out = []
+    for name in before.regs.names():
+        old, new = getattr(before.regs, name), getattr(after.regs, name)
+        if old == new:
+            continue
+        if name in POINTER_FIELD:
+            out.append(f"{POINTER_NAMES[name]} {ring_offset(INT, before.regs, name):#x} -> "
+                       f"{ring_offset(INT, after.regs, name):#x}")
+            if name == "evt_tail":
+                at = base_address(INT, before.regs, "evt_log_bar", "EventBase") + ring_offset(INT, before.regs, name)
+                bits = after.memory.get(at, 0) | after.memory.get(at + 8, 0) << 64
+                event = event_structure(bits)
+                out.append(f"event logged: {event.name if event else f'{bits:#034x}'}")
+            continue
+        structure = REGISTER_STRUCTURES[name]
+        fields = [f"{f.name} {structure.view(old)[f.name]:#x} -> {structure.view(new)[f.name]:#x}"
+                  for f in structure.named_fields if structure.view(old)[f.name] != structure.view(new)[f.name]]
+        out.append(f"{name}: {', '.join(fields) or f'{old:#x} -> {new:#x}'}")
+    return out
+
+
+def _in_flight_changes(step: Step) -> list[str]:
+    out = []
+    for i, (old, new) in enumerate(zip(step.before.in_flight, step.after.in_flight)):
+        if not old.valid and new.valid:
+            out.append(f"accepted into in-flight entry {i}")
+        elif old.valid and not new.valid:
+            out.append(f"in-flight entry {i} carried out: {_command(old.command)}")
+    if step.retired:
+        out.append(f"accepted into in-flight entry {', '.join(map(str, step.retired))} and carried out at once")
+    return out
+
+
+def _command_taken(step: Step) -> list[str]:
+    effect = step.outputs.effect
+    if effect is None or not (effect.processed or effect.illegal):
+        return []
+    bits, _ = fetch_command(INT, step.before.memory, step.before.regs)
+    return [f"{'takes' if effect.processed else 'finds an illegal command:'} {_command(bits)}"]
+
+
+def _memory_changes(step: Step) -> list[str]:
+    """Words the step stored other than a CPU write's own (a COMPLETION_WAIT's store, an event, a DMA write)."""
+    own = getattr(step.move, "address", None) if type(step.move).__name__ == "CpuWrite" else None
+    return [f"memory {a:#x}: {step.before.memory.get(a, 0):#x} -> {new:#x}"
+            for a, new in sorted(step.after.memory.items())
+            if a != own and step.before.memory.get(a, 0) != new]
+
+
+def _dma(step: Step) -> list[str]:
+    served, fresh = step.outputs.dma, step.fresh
+    if served is None or fresh is None:
+        return []
+    where = "from its IOTLB" if served.from_iotlb else ("from the device IOTLB" if served.from_device_iotlb else "")
+    got = f"reaches {served.spa:#x}" + (f" ({where})" if where else "") if served.ok else "faults"
+    walk = f"reaches {fresh.spa:#x}" if fresh.ok else "faults"
+    same = bool(served.ok) == bool(fresh.ok) and (not fresh.ok or served.spa == fresh.spa)
+    return [f"the DMA {got}; a fresh walk {walk}{'' if same else '  <-- differs'}"]
+
+
+def changes(step: Step) -> list[str]:
+    """What ``step`` changed that a reader needs: caches, registers, in-flight work, stores, a DMA's result."""
+    out = _command_taken(step) + _dma(step) + _cache_changes(step.before, step.after)
+    out += _register_changes(step.before, step.after)
+    out += _in_flight_changes(step) + _memory_changes(step)
+    effect = step.outputs.effect
+    if effect is not None and not out:
+        out.append("blocked: must wait for in-flight invalidations" if step.outputs.blocked else "nothing changes")
+    return out
+
+
+# -- the whole trace -------------------------------------------------------------------------------------
+
+
+def render(trace: Trace, result: Replay | None = None, *, show_changes: bool = False) -> list[str]:
+    """The trace as numbered lines; queued commands are decoded; with ``show_changes``, each step's
+    state change (from ``result``) under it."""
+    lines = [f"counterexample: {trace.title}", *[f"  note: {n}" for n in trace.notes],
+             f"  initial memory ({len(trace.memory)} words):"]
+    lines += [f"    {a:#x}: {w:#018x}" for a, w in sorted(trace.memory.items())]
+    words: dict[int, int] = {}
+    base, size = trace.ring
+    steps = result.steps if result is not None and show_changes else ()
+    for i, move in enumerate(trace.moves, 1):
+        lines.append(f"  {i:2}. {describe(move)}")
+        if type(move).__name__ == "CpuWrite":
+            words[move.address] = move.value
+            if base <= move.address - 8 < base + size and move.address % 16 == 8 and move.address - 8 in words:
+                bits = words[move.address - 8] | move.value << 64
+                if (bits >> OPCODE_LO) & 0xF:
+                    lines[-1] += f"   [ring: {_command(bits)}]"
+        if i <= len(steps):
+            lines += [f"        -> {c}" for c in changes(steps[i - 1])]
+    if result is not None:
+        lines.append(f"  => {result.summary()}")
+    return lines

@@ -7,12 +7,16 @@ software change, the commands queued and processed (each invalidation carried ou
 COMPLETION_WAIT observed, and finally the ghost's DMA served from the filled slot. :func:`replay`
 runs those moves on Python ints and compares the last DMA with a fresh walk of current memory: a
 refutation is believed only when the replay shows the stale access.
+
+A trace carries what its replay needs: the registers, the number of slots of each cache, the choices
+it was found under and the violation it claims (:data:`VIOLATIONS`). ``amdvi replay`` reads one back
+(``amdvi.frontend.trace_format``) and :func:`replay` keeps each step's state change for it to show.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import z3
 
@@ -20,11 +24,13 @@ from amdvi.models import software
 from amdvi.models.caches import CACHE_NAMES, Caches
 from amdvi.models.dma import ServeChoice
 from amdvi.models.iommu import (
-    CpuWrite, Dma, Fill, IommuState, ProcessCommand, Retire, TranslatedDma, idle, in_flight_count, step,
+    CpuWrite, Dma, Fill, IommuState, Outputs, ProcessCommand, Retire, TranslatedDma, in_flight_count, step,
 )
+from amdvi.models.registers import Registers, base_address, ring_size
 from amdvi.spec.bitvec import INT, Z3
 from amdvi.spec.choices import SPEC, Hardware
-from amdvi.spec.translation import Request, translate
+from amdvi.spec.commands import COMPLETION_WAIT, OPCODE_HI, OPCODE_LO
+from amdvi.spec.translation import Outcome, Request, translate
 from amdvi.spec.walk_types import GUEST
 
 from .invalidation import LAYOUT, REGS, Query, _apply
@@ -32,6 +38,15 @@ from .isolation import IsolationQuery
 from .serving import ServingQuery
 
 SEMAPHORE_VALUE = 1
+
+
+STALE, DIFFERS, ESCAPE = "stale", "differs", "escape"
+VIOLATIONS = {  # what a trace may claim its last DMA shows
+    STALE: "the last DMA reaches an address a fresh walk of current memory would not",
+    DIFFERS: "the last DMA's result (success, and address) differs from a fresh walk of current memory",
+    ESCAPE: "the last DMA reads or reaches an address outside the frames the trace gives",
+}
+ONE_SLOT_EACH: Mapping[str, int] = {name: 1 for name in CACHE_NAMES}
 
 
 @dataclass(frozen=True)
@@ -42,11 +57,42 @@ class Trace:
     memory: dict[int, int]
     moves: tuple[Any, ...]
     notes: tuple[str, ...] = ()
-    ring: tuple[int, int] | None = None  # the command ring (base, bytes): writes there are commands
-    waits: bool = True  # the trace ends with software having seen its COMPLETION_WAIT complete
+    waits: bool = True  # software waited for its newest COMPLETION_WAIT: the replay must see its store
     # the frames (system address, bytes) the last DMA may reach and read its guest tables from; given,
     # the violation the trace shows is an escape from them rather than a stale translation
     inside: tuple[tuple[int, int], ...] | None = None
+    regs: Registers = REGS  # the registers at the start (the command ring and event log are found there)
+    cache_slots: Mapping[str, int] = field(default_factory=lambda: dict(ONE_SLOT_EACH))  # slots per cache
+    choices: Hardware = SPEC  # the hardware choices the trace was found under
+    violation: str | None = None  # one of VIOLATIONS; None: ESCAPE when ``inside`` is given, else STALE
+    # after each ProcessCommand the hardware carries out every invalidation it accepted before the next
+    # move (prove's traces); False: only the trace's own Retire moves do (the state machine's traces)
+    retire_at_once: bool = True
+
+    @property
+    def claimed_violation(self) -> str:
+        return self.violation or (ESCAPE if self.inside is not None else STALE)
+
+    @property
+    def ring(self) -> tuple[int, int]:
+        """The command ring (base, bytes) the registers point to: writes there are commands."""
+        return (base_address(INT, self.regs, "cmd_buf_bar", "ComBase"),
+                ring_size(INT, self.regs, "cmd_buf_bar", "ComLen"))
+
+    def initial_state(self) -> IommuState:
+        return IommuState(memory=dict(self.memory), regs=self.regs, caches=Caches.empty(**self.cache_slots))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One move of a replay: the states around it, what the model output, and (a DMA) the fresh walk."""
+
+    move: Any
+    before: IommuState
+    after: IommuState
+    outputs: Outputs
+    retired: tuple[int, ...] = ()  # in-flight entries carried out at once after it (``retire_at_once``)
+    fresh: Outcome | None = None  # a DMA: the fresh walk of the memory it met
 
 
 @dataclass(frozen=True)
@@ -61,11 +107,20 @@ class Replay:
     fresh_spa: int
     states: tuple[IommuState, ...]
     escaped: tuple[int, ...] = ()  # addresses outside the trace's ``inside`` frames the DMA read or reached
+    steps: tuple[Step, ...] = ()
+    claimed: str = STALE  # the violation the trace claims
+    unfinished_wait: str = ""  # the trace waits, but its COMPLETION_WAIT's store is not in memory: why
 
     @property
     def violated(self) -> bool:
         """The trace shows what it was written for: an escape, or else a stale access."""
         return bool(self.escaped) or self.stale
+
+    @property
+    def reproduces(self) -> bool:
+        """Software's wait (if any) completed, and the last DMA shows the violation the trace claims."""
+        shown = {STALE: self.stale, DIFFERS: self.differs, ESCAPE: bool(self.escaped)}[self.claimed]
+        return shown and not self.unfinished_wait
 
     def summary(self) -> str:
         served = f"reaches {self.served_spa:#x}" if self.served_ok else "faults"
@@ -74,7 +129,8 @@ class Replay:
                     f"{', '.join(hex(a) for a in self.escaped)} outside its host mapping")
         fresh = f"would reach {self.fresh_spa:#x}" if self.fresh_ok else "would fault"
         verdict = "STALE" if self.stale else ("DIFFERENT" if self.differs else "fresh")
-        return f"{verdict}: the DMA {served}; a fresh walk of current memory {fresh}"
+        unfinished = f" (but {self.unfinished_wait})" if self.unfinished_wait else ""
+        return f"{verdict}: the DMA {served}; a fresh walk of current memory {fresh}{unfinished}"
 
 
 def _value(model: z3.ModelRef, term: Any) -> int:
@@ -135,7 +191,7 @@ def trace_from(query: Query, model: z3.ModelRef) -> Trace:
     title = f"{query.change} change, {query.cache} slot ({query.profile} DTE)"
     sent = [r.label for r in query.commands if _value(model, r.when)]
     notes = (f"software sent: {', '.join(sent) or 'nothing'}, then COMPLETION_WAIT",)
-    return Trace(title, memory, tuple(moves), notes, ring=(LAYOUT.cmd_ring, LAYOUT.ring_bytes))
+    return Trace(title, memory, tuple(moves), notes)
 
 
 def serving_trace(query: ServingQuery, model: z3.ModelRef) -> Trace:
@@ -171,23 +227,49 @@ def trace_of(evidence: Any, model: z3.ModelRef) -> Trace:
     return TRACE_BUILDERS[type(evidence)](evidence, model)
 
 
-def replay(trace: Trace, *, choices: Hardware = SPEC) -> Replay:
-    """Run ``trace`` on Python ints. After each ProcessCommand that accepts an invalidation, the
-    hardware carries it out (Retire) before going on; the last move must be a DMA."""
-    state = IommuState(memory=dict(trace.memory), regs=REGS, caches=Caches.empty(**{n: 1 for n in CACHE_NAMES}))
-    states = [state]
+def _queued_wait(trace: Trace, state: IommuState, move: Any) -> tuple[int, int] | None:
+    """(store address, data) when ``move`` completed a COMPLETION_WAIT with S = 1 in the command ring."""
+    base, size = trace.ring
+    if not isinstance(move, CpuWrite) or move.address % 16 != 8 or not base <= move.address - 8 < base + size:
+        return None
+    bits = state.memory.get(move.address - 8, 0) | move.value << 64
+    wait = COMPLETION_WAIT.view(bits)
+    if (bits >> OPCODE_LO) & ((1 << (OPCODE_HI - OPCODE_LO + 1)) - 1) != COMPLETION_WAIT.field("Opcode").fixed \
+            or not wait["S"]:
+        return None
+    return wait["Store Address"] << COMPLETION_WAIT.field("Store Address").unit_shift, wait["Store Data"]
+
+
+def replay(trace: Trace, *, choices: Hardware | None = None) -> Replay:
+    """Run ``trace`` on Python ints under ``choices`` (default: the trace's own). With
+    ``retire_at_once``, after each ProcessCommand that accepts an invalidation the hardware carries it
+    out (Retire) before going on; the last move must be a DMA."""
+    choices = trace.choices if choices is None else choices
+    state = trace.initial_state()
+    states, steps, wait = [state], [], None
     for move in trace.moves[:-1]:
+        before = state
+        fresh = (translate(INT, state.memory, state.regs.dev_tab_bar, move.request)
+                 if isinstance(move, (Dma, TranslatedDma)) else None)
         state, out = step(INT, state, move, choices=choices)
-        if isinstance(move, ProcessCommand):
+        retired = []
+        if trace.retire_at_once and isinstance(move, ProcessCommand):
             while in_flight_count(state):
-                state, _ = step(INT, state, Retire(next(i for i, q in enumerate(state.in_flight) if q.valid)),
-                                choices=choices)
+                index = next(i for i, q in enumerate(state.in_flight) if q.valid)
+                state, _ = step(INT, state, Retire(index), choices=choices)
+                retired.append(index)
+        wait = _queued_wait(trace, state, move) or wait
+        steps.append(Step(move, before, state, out, tuple(retired), fresh))
         states.append(state)
-    if trace.waits and (software.semaphore(state, LAYOUT) != SEMAPHORE_VALUE or not idle(INT, state)):
-        raise ValueError("the trace's COMPLETION_WAIT did not complete")
+    unfinished = ""
+    if trace.waits and wait is not None and state.memory.get(wait[0], 0) != wait[1]:
+        unfinished = (f"the COMPLETION_WAIT did not complete: {wait[0]:#x} holds {state.memory.get(wait[0], 0):#x}, "
+                      f"not {wait[1]:#x}, so software is still waiting")
     last = trace.moves[-1]
+    before = state
     fresh = translate(INT, state.memory, state.regs.dev_tab_bar, last.request)
     state, out = step(INT, state, last, choices=choices)
+    steps.append(Step(last, before, state, out, (), fresh))
     states.append(state)
     served = out.dma
     differs = bool(served.ok) != bool(fresh.ok) or (bool(fresh.ok) and served.spa != fresh.spa)
@@ -198,4 +280,5 @@ def replay(trace: Trace, *, choices: Hardware = SPEC) -> Replay:
             return not any(lo <= a < lo + size for lo, size in trace.inside)
         reads = [s.entry_address for s in served.outcome.steps if s.active and s.dimension == GUEST]
         escaped = tuple(a for a in reads + ([served.spa] if served.ok else []) if outside(a))
-    return Replay(stale, differs, bool(served.ok), served.spa, bool(fresh.ok), fresh.spa, tuple(states), escaped)
+    return Replay(stale, differs, bool(served.ok), served.spa, bool(fresh.ok), fresh.spa, tuple(states), escaped,
+                  tuple(steps), trace.claimed_violation, unfinished)

@@ -60,6 +60,7 @@ from amdvi.spec.levels import level_shift
 from amdvi.spec.translation import Request, translate
 
 from .coherence import agrees
+from .counterexample import DIFFERS, Trace
 
 LAYOUT = sw.Layout()
 MODE = 3  # v1 table levels
@@ -103,7 +104,13 @@ T = TypeVar("T")
 
 
 class StaleTranslation(AssertionError):
-    """A DMA, with no software change outstanding, did not give what the fresh walk gives."""
+    """A DMA, with no software change outstanding, did not give what the fresh walk gives: ``move``
+    (tried, not taken) after the machine stepped ``moves`` from :func:`platform` under ``choices``."""
+
+    def __init__(self, message: str, *, move: Any = None, moves: tuple[Any, ...] = (),
+                 choices: Hardware = SPEC) -> None:
+        super().__init__(message)
+        self.move, self.moves, self.choices = move, moves, choices
 
 
 # -- software's own view of its tables ---------------------------------------------------------------
@@ -276,9 +283,11 @@ class IommuMachine(RuleBasedStateMachine):
         self.last_wait_value = 0  # the Store Data of the newest COMPLETION_WAIT queued
         self.ghosts: dict[tuple[str, int], Request] = {}  # (cache, slot) -> the request it was filled from
         self.changed: tuple[Request, ...] = ()  # requests whose translation the latest change may alter
+        self.moves: list[Any] = []  # every move stepped, in order: a failure's trace
 
     def _step(self, move: Any) -> Any:
         self.state, outputs = step(INT, self.state, move, choices=self.choices)
+        self.moves.append(move)
         return outputs
 
     def favoured(self, values: Sequence[T], touched: Callable[[T, Request], bool]) -> st.SearchStrategy[T]:
@@ -597,7 +606,8 @@ class IommuMachine(RuleBasedStateMachine):
         if not agrees(INT, served, fresh):
             raise StaleTranslation(
                 f"{move}: served ok={served.ok} spa={served.spa:#x}, the fresh walk gives "
-                f"ok={fresh.ok} spa={fresh.spa:#x} (no software change outstanding)")
+                f"ok={fresh.ok} spa={fresh.spa:#x} (no software change outstanding)",
+                move=move, moves=tuple(self.moves), choices=self.choices)
 
     def valid_slots(self, cache: str) -> list[int | None]:
         """``None`` (read memory) and each valid slot of ``cache``."""
@@ -680,4 +690,15 @@ def run_machine(choices: Hardware = SPEC, *, max_examples: int | None = None,
     return None
 
 
-__all__ = ["IommuMachine", "AttachDetachMachine", "StaleTranslation", "machine", "run_machine", "platform", "STEP_COUNT"]
+def failure_trace(failure: StaleTranslation) -> Trace:
+    """The trace of a machine's failure: from :func:`platform`, the moves it stepped, then the DMA that
+    showed the stale translation; replayed exactly (only the trace's own Retire moves carry out work)."""
+    state, _ = platform()
+    return Trace(f"state machine: a DMA differs from the fresh walk ({failure.choices.label()})", dict(state.memory),
+                 (*failure.moves, failure.move), (str(failure),), waits=True, regs=state.regs,
+                 cache_slots={name: len(state.caches.slots(name)) for name in CACHE_NAMES}, choices=failure.choices,
+                 violation=DIFFERS, retire_at_once=False)
+
+
+__all__ = ["IommuMachine", "AttachDetachMachine", "StaleTranslation", "failure_trace", "machine", "run_machine",
+           "platform", "STEP_COUNT"]

@@ -46,10 +46,26 @@ def run(args: argparse.Namespace) -> Report:
     choices = options.apply_choices(args, SPEC, {p.name: p.choices for p in PRESETS.values()})
     if args.timeout <= 0:
         raise InputError("--timeout must be a positive number of seconds")
-    outcomes = [_prove(n, choices, args) for n in names]
+    outcomes = [_recorded(_prove(n, choices, args), choices) for n in names]
     if args.trace_out:
         _save_first_trace(outcomes, Path(args.trace_out))
     return _report(outcomes, choices)
+
+
+def _recorded(outcome: Any, choices: Any) -> Any:
+    """``outcome`` with its trace recording the choices it was found under and the violation its replay
+    showed (an escape, a stale access, or else a different result), so that ``amdvi replay`` runs it as is."""
+    from dataclasses import replace
+
+    from amdvi.properties.counterexample import DIFFERS, ESCAPE, STALE
+
+    if outcome.trace is None:
+        return outcome
+    shown = outcome.replay
+    violation = ESCAPE if outcome.trace.inside is not None else (
+        DIFFERS if shown is not None and shown.differs and not shown.stale else STALE)
+    return replace(outcome, trace=replace(outcome.trace, choices=choices, violation=violation),
+                   replay=None if shown is None else replace(shown, claimed=violation))
 
 
 def _listing() -> Report:
@@ -96,13 +112,15 @@ def _prove(name: str, choices: Any, args: argparse.Namespace) -> Any:
 
 
 def _save_first_trace(outcomes: list[Any], path: Path) -> None:
-    from amdvi.frontend import trace as trace_io
+    from amdvi.frontend import trace_format
     from amdvi.frontend.files import write_atomically
+    from amdvi.frontend.trace import describe
 
     with_trace = [o for o in outcomes if o.trace is not None]
     if with_trace:
         try:
-            write_atomically(path, trace_io.dumps(trace_io.to_json(with_trace[0].trace, with_trace[0].replay)))
+            write_atomically(path, trace_format.dumps(trace_format.to_json(with_trace[0].trace, with_trace[0].replay,
+                                                                           describe)))
         except OSError as e:
             raise InputError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -111,6 +129,7 @@ def _report(outcomes: list[Any], choices: Any) -> Report:
     from rich.table import Table
 
     from amdvi.frontend import trace as trace_io
+    from amdvi.frontend import trace_format
     from amdvi.properties.proof import PROVED
 
     def show(console: Console) -> None:
@@ -130,6 +149,7 @@ def _report(outcomes: list[Any], choices: Any) -> Report:
         "detail": o.result.detail,
         "parts": [{"name": p.name, "status": p.status, "seconds": round(p.seconds, 3), "detail": p.detail}
                   for p in o.parts],
-        "counterexample": trace_io.to_json(o.trace, o.replay) if o.trace else None} for o in outcomes]}
+        "counterexample": trace_format.to_json(o.trace, o.replay, trace_io.describe) if o.trace else None}
+        for o in outcomes]}
     return Report(data, show, exit_codes.PROPERTY_FAILS if failing else exit_codes.OK)
 

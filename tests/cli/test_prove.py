@@ -39,7 +39,8 @@ def test_a_broken_model_is_refuted_with_a_trace(capsys, tmp_path):
     assert "INVALIDATE_IOMMU_PAGES(" in out and "COMPLETION_WAIT(" in out  # queued commands are decoded
     assert "STALE: the DMA reaches" in out
     saved = json.loads(trace_file.read_text())
-    assert saved["replay"]["stale"] is True and saved["moves"][0]["move"] == "Fill"
+    assert saved["replay"]["stale"] is True and saved["moves"][0]["kind"] == "Fill"
+    assert saved["version"] == 1 and saved["choices"] == ["invalidate-pages-ignores-size=on"]
 
 
 def test_json_report(capsys):

@@ -3,16 +3,18 @@
 from amdvi.models import software as sw
 from amdvi.models.iommu import CpuWrite, ProcessCommand
 from amdvi.properties.counterexample import Trace
-from amdvi.frontend.trace import render, to_json
+from amdvi.frontend import trace_format
+from amdvi.frontend.trace import describe, render
+from amdvi.models.registers import Registers
 
 RING = 0x200000
 
 
-def _trace(address, ring=(RING, 0x1000)):
+def _trace(address):
     command = sw.inv_pages(5, 0x4000, 0x2000, pde=False)
     low, high = command & (1 << 64) - 1, command >> 64
     moves = (CpuWrite(address, low), CpuWrite(address + 8, high), ProcessCommand())
-    return Trace("t", {0x1000: 0x1}, moves, ("a note",), ring=ring)
+    return Trace("t", {0x1000: 0x1}, moves, ("a note",), regs=Registers(cmd_buf_bar=RING | 8 << 56))
 
 
 def test_writes_to_the_ring_are_decoded_with_addresses_in_full():
@@ -27,6 +29,7 @@ def test_the_same_words_elsewhere_are_not_read_as_commands():
 
 
 def test_json_names_each_move_and_its_text():
-    doc = to_json(_trace(RING))
-    assert [m["move"] for m in doc["moves"]] == ["CpuWrite", "CpuWrite", "ProcessCommand"]
+    doc = trace_format.to_json(_trace(RING), None, describe)
+    assert [m["kind"] for m in doc["moves"]] == ["CpuWrite", "CpuWrite", "ProcessCommand"]
+    assert doc["moves"][0]["text"].startswith("software writes")
     assert doc["moves"][0]["address"] == hex(RING) and doc["memory"] == {"0x1000": "0x1"}
