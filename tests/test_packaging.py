@@ -24,6 +24,7 @@ def test_wheel_holds_only_the_amdvi_namespace(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "amdvi = amdvi.frontend.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "amdvi/frontend/commands/__init__.py" in names and "amdvi/__init__.py" not in names
+    assert "amdvi/frontend/trace.schema.json" in names  # amdvi replay validates against the shipped schema
 
 
 def test_no_folder_at_the_checkout_root_shadows_the_installed_packages():
