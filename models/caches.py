@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Mapping
 
 from amdvi.spec.commands import (
     INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_ALL, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, OPCODE_HI,
@@ -70,6 +70,8 @@ CACHE_NAMES = ("dte", "iotlb", "pde", "guest_pde", "gcr3", "device_iotlb")
 
 @dataclass(frozen=True)
 class DteSlot:
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"device_id": 16, "dte": 256}
+
     valid: Any = False
     device_id: Any = 0
     dte: Any = 0
@@ -78,6 +80,9 @@ class DteSlot:
 @dataclass(frozen=True)
 class TlbSlot:
     """An IOTLB slot (``owner`` = DomainID) or a device-IOTLB slot (``owner`` = DeviceID)."""
+
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"owner": 16, "pasid": 20, "page": 64, "page_shift": SHIFT_WIDTH,
+                                                 "spa": 64}
 
     valid: Any = False
     owner: Any = 0
@@ -93,6 +98,9 @@ class TlbSlot:
 
 @dataclass(frozen=True)
 class PdeSlot:
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"domain_id": 16, "base": 64, "shift": SHIFT_WIDTH, "table": 64,
+                                                 "level": 3}
+
     valid: Any = False
     domain_id: Any = 0
     base: Any = 0  # IOVA range covered by the table the entry points to: [base, base + 2^shift)
@@ -105,6 +113,9 @@ class PdeSlot:
 
 @dataclass(frozen=True)
 class GuestPdeSlot:
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"domain_id": 16, "pasid": 20, "base": 64, "shift": SHIFT_WIDTH,
+                                                 "table": 64, "level": 8}
+
     valid: Any = False
     domain_id: Any = 0
     pasid: Any = 0
@@ -119,6 +130,8 @@ class GuestPdeSlot:
 
 @dataclass(frozen=True)
 class Gcr3Slot:
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"domain_id": 16, "pasid": 20, "entry": 64}
+
     valid: Any = False
     domain_id: Any = 0
     pasid: Any = 0

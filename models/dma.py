@@ -10,15 +10,15 @@ Served results are compared with the fresh walk by the properties (``amdvi.prope
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 from amdvi.spec.device_table import DTE
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.guest_translation import GuestResume
+from amdvi.spec.records import merge
 from amdvi.spec.translation import CachedStart, Outcome, Request, guest_path, read_dte, translate
-from amdvi.spec.walk_types import WalkStep, low_mask
+from amdvi.spec.walk_types import DIMENSION_WIDTH, NO_FAULT, SHIFT_WIDTH, low_mask
 
 from .caches import Caches
 
@@ -42,6 +42,8 @@ class ServeChoice:
 class DmaResult:
     """Where the access went (``ok``: to ``spa``), and what the IOMMU logged instead."""
 
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"spa": 64, "event": 128}
+
     ok: Any
     spa: Any
     logged: Any
@@ -49,6 +51,16 @@ class DmaResult:
     from_iotlb: Any  # the IOTLB answered (no walk)
     from_device_iotlb: Any  # a translated (ATS) request from the device's own IOTLB
     outcome: Outcome  # the walk (with the chosen cached parts)
+
+    @classmethod
+    def none(cls, b: Any) -> "DmaResult":
+        """No access was made (the output of a move that is not a DMA)."""
+        zero = lambda width: b.const(0, width)  # noqa: E731
+        walk = Outcome(ok=b.false(), spa=zero(64), page_shift=zero(SHIFT_WIDTH), readable=b.false(),
+                       writable=b.false(), domain_id=zero(16), logged=b.false(), event=zero(128),
+                       dimension=b.const(NO_FAULT, DIMENSION_WIDTH), steps=(), guest=b.false(), walked=b.false())
+        return cls(ok=b.false(), spa=zero(64), logged=b.false(), event=zero(128), from_iotlb=b.false(),
+                   from_device_iotlb=b.false(), outcome=walk)
 
 
 def _in_block(b: Any, address: Any, base: Any, shift: Any) -> Any:
@@ -77,7 +89,7 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
     if choice.gcr3 is not None:
         g = caches.gcr3[choice.gcr3]
         hit = b.all_of(g.valid, uses_guest, b.eq(g.domain_id, domain), b.eq(g.pasid, pasid))
-        walk = _select(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
+        walk = merge(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
                                          cached=CachedStart(dte=dte, gcr3_entry=g.entry)), walk)
     if choice.guest_pde is not None:  # below the GCR3 table: it takes precedence over a GCR3 slot
         q = caches.guest_pde[choice.guest_pde]
@@ -85,7 +97,7 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
         hit = b.all_of(q.valid, uses_guest, b.eq(q.domain_id, domain), same_pasid,
                        _in_block(b, r.address, q.base, q.shift))
         resume = GuestResume(table=q.table, level=q.level, writable=q.writable, user=q.user, nx=q.nx)
-        walk = _select(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
+        walk = merge(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
                                          cached=CachedStart(dte=dte, guest_resume=resume)), walk)
     if choice.pde is not None:
         p = caches.pde[choice.pde]
@@ -93,7 +105,7 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
                        _in_block(b, r.address, p.base, p.shift))
         resumed = translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
                             cached=CachedStart(dte=dte, host_resume=(p.table, p.level, p.readable, p.writable)))
-        walk = _select(b, hit, resumed, walk)
+        walk = merge(b, hit, resumed, walk)
 
     from_iotlb = b.false()
     spa = walk.spa
@@ -141,24 +153,3 @@ def serve_translated(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, requ
     spa = b.ite(hit, b.bor(t.spa, b.band(r.address, low_mask(b, t.page_shift))), walk.spa, width=64)
     return DmaResult(ok=ok, spa=spa, logged=b.all_of(b.lnot(hit), walk.logged), event=walk.event,
                      from_iotlb=b.false(), from_device_iotlb=hit, outcome=walk)
-
-
-def _select(b: Any, cond: Any, then: Outcome, otherwise: Outcome) -> Outcome:
-    """``then`` where ``cond`` holds, else ``otherwise`` (the fields the DMA result reads)."""
-    if b.known_true(cond):
-        return then
-    if b.known_false(cond):
-        return otherwise
-    return Outcome(
-        ok=b.ite(cond, then.ok, otherwise.ok), spa=b.ite(cond, then.spa, otherwise.spa, width=64),
-        page_shift=b.ite(cond, then.page_shift, otherwise.page_shift, width=8),
-        readable=b.ite(cond, then.readable, otherwise.readable), writable=b.ite(cond, then.writable, otherwise.writable),
-        domain_id=otherwise.domain_id, logged=b.ite(cond, then.logged, otherwise.logged),
-        event=b.ite(cond, then.event, otherwise.event, width=128),
-        dimension=b.ite(cond, then.dimension, otherwise.dimension, width=2),
-        steps=tuple(_gate(b, s, cond) for s in then.steps) + tuple(_gate(b, s, b.lnot(cond)) for s in otherwise.steps),
-        guest=otherwise.guest, walked=otherwise.walked)
-
-
-def _gate(b: Any, s: WalkStep, cond: Any) -> WalkStep:
-    return dataclasses.replace(s, active=b.all_of(cond, s.active))

@@ -16,15 +16,16 @@ out (``in_flight``). Inputs are the moves of software, devices and the hardware'
 * devices: :class:`Dma` (an untranslated request served from the chosen cache slots or a walk; a write
   stores its data) and :class:`TranslatedDma` (an ATS device using its own IOTLB).
 
-Written once over the backend; the step kinds are Python classes (which move is taken is a choice
-of the checker, not data).
+Written once over the backend. The moves are frozen dataclasses declared in ``models.moves``
+(:data:`~amdvi.models.moves.MOVE_KINDS`); :func:`step` dispatches on a move's kind through
+:data:`STEP_BY_KIND`, and :func:`step_any` takes a move whose kind is itself a symbolic choice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from amdvi.spec.commands import (
     COMPLETION_WAIT, INVALIDATE_DEVTAB_ENTRY, INVALIDATE_INTERRUPT_TABLE, INVALIDATE_IOMMU_ALL,
@@ -32,15 +33,20 @@ from amdvi.spec.commands import (
 )
 from amdvi.spec.device_table import DTE
 from amdvi.spec.choices import SPEC, Hardware, hardware
+from amdvi.spec.records import merge
 from amdvi.spec.translation import Outcome, Request, read_dte, translate
 
 from .caches import (
     CACHE_NAMES, Caches, device_iotlb_fill, dte_fill, evict, gcr3_fill, guest_pde_fill, invalidate, iotlb_fill,
     pde_fill,
 )
-from .command_buffer import Effect, fetch_command, pending, step_command
-from .dma import DmaResult, ServeChoice, serve, serve_translated
+from .command_buffer import COMMAND_WIDTH, OPCODE_WIDTH, Effect, fetch_command, pending, step_command
+from .dma import DmaResult, serve, serve_translated
 from .event_log import log_event
+from .moves import (
+    MOVE_KINDS, CpuWrite, Dma, Evict, Fill, ProcessCommand, Retire, SetTail, SymbolicMove, TranslatedDma, instantiate,
+    kind_of,
+)
 from .registers import Registers, ring_offset, with_ring_offset
 
 INVALIDATIONS = (INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES,
@@ -50,6 +56,8 @@ IN_FLIGHT = 2  # invalidations the processor may hold before it must carry one o
 
 @dataclass(frozen=True)
 class InFlight:
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"command": COMMAND_WIDTH}
+
     valid: Any = False
     command: Any = 0
 
@@ -65,57 +73,7 @@ class IommuState:
         return dataclasses.replace(self, **kw)
 
 
-# -- inputs --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CpuWrite:
-    address: Any
-    value: Any
-
-
-@dataclass(frozen=True)
-class SetTail:
-    offset: Any  # byte offset into the command ring
-
-
-@dataclass(frozen=True)
-class ProcessCommand:
-    pass
-
-
-@dataclass(frozen=True)
-class Retire:
-    index: int
-
-
-@dataclass(frozen=True)
-class Fill:
-    cache: str  # one of CACHE_NAMES
-    slot: int
-    request: Request
-    step: int = 0  # for the PDE caches: which (host or guest) page-directory entry of the walk
-
-
-@dataclass(frozen=True)
-class Evict:
-    cache: str
-    slot: int
-
-
-@dataclass(frozen=True)
-class Dma:
-    request: Request
-    choice: ServeChoice = ServeChoice()
-    data: Any = 0  # the word a write stores
-
-
-@dataclass(frozen=True)
-class TranslatedDma:
-    request: Request
-    slot: int  # device IOTLB slot
-    dte_slot: int | None = None
-    data: Any = 0
+# -- inputs: the moves (``models.moves``) ------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -124,6 +82,21 @@ class Outputs:
     accepted: Any = False  # ProcessCommand: an invalidation entered in_flight
     blocked: Any = False  # ProcessCommand: a command is pending but must wait
     dma: DmaResult | None = None
+
+    def complete(self, b: Any) -> "Outputs":
+        """These outputs with each absent part (``None``) replaced by one saying nothing happened, so
+        the outputs of any two moves can be merged."""
+        effect = self.effect if self.effect is not None else _no_effect(b)
+        return Outputs(effect=effect, accepted=self.accepted, blocked=self.blocked,
+                       dma=self.dma if self.dma is not None else DmaResult.none(b))
+
+
+def _no_effect(b: Any) -> Effect:
+    """The command processor did nothing."""
+    zero = lambda width: b.const(0, width)  # noqa: E731
+    return Effect(processed=b.false(), illegal=b.false(), opcode=zero(OPCODE_WIDTH), command=zero(COMMAND_WIDTH),
+                  address=zero(64), store=b.false(), store_address=zero(64), store_data=zero(64),
+                  interrupt=b.false())
 
 
 def _is_invalidation(b: Any, opcode: Any) -> Any:
@@ -159,20 +132,17 @@ def process_command(b: Any, state: IommuState, *, context: Any = None,
     wait_blocked = b.false() if choices.completion_wait_early else b.all_of(is_wait, _any_in_flight(b, state))
     blocked = b.all_of(pending(b, state.regs), b.any_of(wait_blocked, b.all_of(is_inval, _queue_full(b, state))))
     memory, regs, effect = step_command(b, state.memory, state.regs, context, choices)
-    memory = b.ite(blocked, state.memory, memory)
-    regs = _select_regs(b, blocked, state.regs, regs)
-    effect = dataclasses.replace(effect, processed=b.all_of(effect.processed, b.lnot(blocked)),
-                                 illegal=b.all_of(effect.illegal, b.lnot(blocked)),
-                                 store=b.all_of(effect.store, b.lnot(blocked)),
-                                 interrupt=b.all_of(effect.interrupt, b.lnot(blocked)))
+    # a blocked command leaves memory and registers alone, and nothing happened
+    memory, regs, effect = merge(b, blocked, (state.memory, state.regs, _nothing_done(effect)), (memory, regs, effect))
     accepted = b.all_of(effect.processed, is_inval)
     in_flight = _enqueue(b, state.in_flight, bits, accepted)
     return state.replace(memory=memory, regs=regs, in_flight=in_flight), Outputs(effect=effect, accepted=accepted,
                                                                                   blocked=blocked)
 
 
-def _select_regs(b: Any, cond: Any, then: Registers, otherwise: Registers) -> Registers:
-    return Registers(**{n: b.ite(cond, getattr(then, n), getattr(otherwise, n), width=64) for n in then.names()})
+def _nothing_done(effect: Effect) -> Effect:
+    """``effect`` with nothing processed, logged, stored or signalled (the command it read is kept)."""
+    return dataclasses.replace(effect, processed=False, illegal=False, store=False, interrupt=False)
 
 
 def retire(b: Any, state: IommuState, index: int, *, choices: Hardware = SPEC) -> IommuState:
@@ -216,36 +186,88 @@ def _dma_store(b: Any, state: IommuState, result: DmaResult, request: Request, d
     return b.ite(store, b.write64(state.memory, aligned, data), state.memory)
 
 
+def _cpu_write(b: Any, state: IommuState, move: CpuWrite, **_: Any) -> tuple[IommuState, Outputs]:
+    return state.replace(memory=b.write64(state.memory, move.address, move.value)), Outputs()
+
+
+def _set_tail(b: Any, state: IommuState, move: SetTail, **_: Any) -> tuple[IommuState, Outputs]:
+    return state.replace(regs=with_ring_offset(b, state.regs, "cmd_tail", move.offset)), Outputs()
+
+
+def _process_command(b: Any, state: IommuState, move: ProcessCommand, *, context: Any,
+                     choices: Hardware) -> tuple[IommuState, Outputs]:
+    return process_command(b, state, context=context, choices=choices)
+
+
+def _retire(b: Any, state: IommuState, move: Retire, *, choices: Hardware, **_: Any) -> tuple[IommuState, Outputs]:
+    return retire(b, state, move.index, choices=choices), Outputs()
+
+
+def _fill(b: Any, state: IommuState, move: Fill, *, context: Any, choices: Hardware) -> tuple[IommuState, Outputs]:
+    return fill(b, state, move.cache, move.slot, move.request, move.step, context=context, choices=choices), Outputs()
+
+
+def _evict(b: Any, state: IommuState, move: Evict, **_: Any) -> tuple[IommuState, Outputs]:
+    slots = state.caches.slots(move.cache)
+    return state.replace(caches=state.caches.with_slot(move.cache, move.slot, evict(b, slots[move.slot]))), Outputs()
+
+
+def _access(b: Any, state: IommuState, result: DmaResult, move: Dma | TranslatedDma,
+            choices: Hardware) -> tuple[IommuState, Outputs]:
+    """A device access served as ``result``: a write stores its data, a fault is logged."""
+    memory = _dma_store(b, state, result, move.request, move.data)
+    memory, regs = log_event(b, memory, state.regs, result.event, when=result.logged, choices=choices)
+    return state.replace(memory=memory, regs=regs), Outputs(dma=result)
+
+
+def _dma(b: Any, state: IommuState, move: Dma, *, context: Any, choices: Hardware) -> tuple[IommuState, Outputs]:
+    result = serve(b, state.memory, state.regs.dev_tab_bar, state.caches, move.request, move.choice,
+                   context=context, choices=choices)
+    return _access(b, state, result, move, choices)
+
+
+def _translated_dma(b: Any, state: IommuState, move: TranslatedDma, *, context: Any,
+                    choices: Hardware) -> tuple[IommuState, Outputs]:
+    result = serve_translated(b, state.memory, state.regs.dev_tab_bar, state.caches, move.request, move.slot,
+                              move.dte_slot, context=context, choices=choices)
+    return _access(b, state, result, move, choices)
+
+
+# how each kind of move (``models.moves.MOVE_KINDS``) steps the state
+STEP_BY_KIND: dict[str, Callable[..., tuple[IommuState, Outputs]]] = {
+    "CpuWrite": _cpu_write, "SetTail": _set_tail, "ProcessCommand": _process_command, "Retire": _retire,
+    "Fill": _fill, "Evict": _evict, "Dma": _dma, "TranslatedDma": _translated_dma,
+}
+if STEP_BY_KIND.keys() != MOVE_KINDS.keys():
+    raise ImportError("every kind of move in models.moves.MOVE_KINDS needs a step in STEP_BY_KIND")
+
+
 def step(b: Any, state: IommuState, move: Any, *, context: Any = None,
          choices: Hardware = SPEC) -> tuple[IommuState, Outputs]:
     """One move of software, the hardware or a device (see the module docstring)."""
     choices = hardware(choices)
-    if isinstance(move, CpuWrite):
-        return state.replace(memory=b.write64(state.memory, move.address, move.value)), Outputs()
-    if isinstance(move, SetTail):
-        return state.replace(regs=with_ring_offset(b, state.regs, "cmd_tail", move.offset)), Outputs()
-    if isinstance(move, ProcessCommand):
-        return process_command(b, state, context=context, choices=choices)
-    if isinstance(move, Retire):
-        return retire(b, state, move.index, choices=choices), Outputs()
-    if isinstance(move, Fill):
-        return fill(b, state, move.cache, move.slot, move.request, move.step, context=context,
-                    choices=choices), Outputs()
-    if isinstance(move, Evict):
-        slots = state.caches.slots(move.cache)
-        return state.replace(caches=state.caches.with_slot(move.cache, move.slot, evict(b, slots[move.slot]))), Outputs()
-    if isinstance(move, (Dma, TranslatedDma)):
-        bar = state.regs.dev_tab_bar
-        if isinstance(move, Dma):
-            result = serve(b, state.memory, bar, state.caches, move.request, move.choice, context=context,
-                           choices=choices)
-        else:
-            result = serve_translated(b, state.memory, bar, state.caches, move.request, move.slot, move.dte_slot,
-                                      context=context, choices=choices)
-        memory = _dma_store(b, state, result, move.request, move.data)
-        memory, regs = log_event(b, memory, state.regs, result.event, when=result.logged, choices=choices)
-        return state.replace(memory=memory, regs=regs), Outputs(dma=result)
-    raise TypeError(f"not a move: {move!r}")
+    return STEP_BY_KIND[kind_of(move)](b, state, move, context=context, choices=choices)
+
+
+def step_any(b: Any, state: IommuState, move: SymbolicMove, templates: Sequence[Any], *, context: Any = None,
+             choices: Hardware = SPEC) -> tuple[IommuState, Outputs]:
+    """One move whose kind is a choice: ``templates[move.kind]`` with its holes filled from ``move.args``
+    (``models.moves``). Every template is stepped and the results merged under ``kind == i`` (an index
+    past the end takes the last template); a known kind steps that template alone. The outputs are
+    :meth:`Outputs.complete`."""
+    known = b.constant(move.kind)
+    if known is not None:
+        chosen = templates[min(known, len(templates) - 1)]
+        state, out = step(b, state, instantiate(chosen, move.args), context=context, choices=choices)
+        return state, out.complete(b)
+    results = [step(b, state, instantiate(t, move.args), context=context, choices=choices) for t in templates]
+    merged_state, merged_out = results[-1][0], results[-1][1].complete(b)
+    width = move.kind.size()
+    for i in reversed(range(len(templates) - 1)):
+        chosen = b.eq(move.kind, b.const(i, width))
+        merged_state = merge(b, chosen, results[i][0], merged_state)
+        merged_out = merge(b, chosen, results[i][1].complete(b), merged_out)
+    return merged_state, merged_out
 
 
 def command_ring_empty(b: Any, state: IommuState) -> Any:
@@ -266,5 +288,5 @@ def in_flight_count(state: IommuState) -> int:
 __all__ = [
     "IommuState", "InFlight", "CpuWrite", "SetTail", "ProcessCommand", "Retire", "Fill", "Evict", "Dma",
     "TranslatedDma", "Outputs", "step", "process_command", "retire", "fill", "idle", "command_ring_empty",
-    "in_flight_count", "IN_FLIGHT",
+    "in_flight_count", "IN_FLIGHT", "step_any", "STEP_BY_KIND", "MOVE_KINDS",
 ]

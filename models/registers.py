@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from amdvi.spec.fields import FieldView, Structure
 from amdvi.spec.mmio import (
@@ -38,6 +38,10 @@ REGISTER_WIDTH = 64
 @dataclass(frozen=True)
 class Registers:
     """Register values by name (64-bit ints or 64-bit terms); unset registers read 0."""
+
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = dict.fromkeys(
+        ("dev_tab_bar", "cmd_buf_bar", "evt_log_bar", "control", "status", "cmd_head", "cmd_tail", "evt_head",
+         "evt_tail"), REGISTER_WIDTH)
 
     dev_tab_bar: Any = 0
     cmd_buf_bar: Any = 0

@@ -486,6 +486,11 @@ class Z3Backend:
             mem = z3.Store(mem, z3.BitVecVal(address, ADDRESS_WIDTH), z3.BitVecVal(value, WORD_WIDTH))
         return mem
 
+    def memory_image(self, words: Mapping[int, int]) -> OverlayMemory:
+        """A concrete memory (words not listed read 0) as a symbolic one: a read at a known address
+        folds to its word, so concrete parts of a symbolic run stay concrete."""
+        return OverlayMemory(self.empty_memory(), ((0, mask(ADDRESS_WIDTH)),), dict(words))
+
     def read64(self, memory: Any, address: Any) -> z3.BitVecRef:
         if isinstance(memory, ChosenMemory):
             return self.ite(memory.cond, self.read64(memory.then, address), self.read64(memory.otherwise, address),

@@ -25,7 +25,7 @@ ILLEGAL_DEV_TABLE_ENTRY. DTE bits are read from memory, 32 bytes per DeviceID.
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from .bitvec import log2
 from .device_table import DTE, ENTRY_BYTES, ILLEGAL_DTE, IO_PAGE_FAULT
@@ -36,6 +36,7 @@ from .host_translation import host_walk
 from .levels import PAGE_SHIFT
 from .mmio import DEV_TAB_BAR
 from .choices import SPEC, Hardware, hardware
+from .records import merge
 from .walk_types import (
     DEVICE_TABLE, DIMENSION_NAMES, DIMENSION_WIDTH, GUEST, HOST, NO_FAULT, SHIFT_WIDTH, FaultState, WalkResult,
     WalkStep,
@@ -54,6 +55,8 @@ DTE_SHIFT = log2(ENTRY_BYTES)
 class Request:
     """A device's memory request as the IOMMU sees it (ints and bools, or backend terms)."""
 
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"device_id": 16, "address": 64, "pasid": 20}
+
     device_id: Any
     address: Any
     write: Any = False
@@ -67,6 +70,10 @@ class Request:
 @dataclass(frozen=True)
 class Outcome:
     """The access (``ok``: to ``spa`` with these permissions) or the event the IOMMU writes."""
+
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"spa": 64, "page_shift": SHIFT_WIDTH, "domain_id": 16, "event": 128,
+                                                 "dimension": DIMENSION_WIDTH}
+    GATED_TUPLES: ClassVar[Mapping[str, str]] = {"steps": "active"}
 
     ok: Any
     spa: Any  # 0 when not ok
@@ -127,16 +134,7 @@ def _choose(b: Any, cond: Any, then: Any, otherwise: Any) -> WalkResult:
         return otherwise()
     if b.known_true(cond):
         return then()
-    p, q = then(), otherwise()
-    return WalkResult(
-        ok=b.ite(cond, p.ok, q.ok),
-        spa=b.ite(cond, p.spa, q.spa, width=64),
-        page_shift=b.ite(cond, p.page_shift, q.page_shift, width=SHIFT_WIDTH),
-        readable=b.ite(cond, p.readable, q.readable),
-        writable=b.ite(cond, p.writable, q.writable),
-        fault=q.fault.select(b, cond, p.fault),
-        steps=tuple(_gate(b, s, cond) for s in p.steps) + tuple(_gate(b, s, b.lnot(cond)) for s in q.steps),
-    )
+    return merge(b, cond, then(), otherwise())
 
 
 def _gate(b: Any, s: WalkStep, cond: Any) -> WalkStep:

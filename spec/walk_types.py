@@ -8,7 +8,9 @@ with their activity as a formula.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
+
+from .records import merge
 
 # Which translation a fault belongs to (also the `dimension` of an outcome).
 NO_FAULT, DEVICE_TABLE, GUEST, HOST = 0, 1, 2, 3
@@ -34,6 +36,8 @@ class WalkStep:
 @dataclass(frozen=True)
 class FaultState:
     """The first fault a walk meets, kept as backend values so symbolic runs stay one formula."""
+
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"dimension": DIMENSION_WIDTH, "address": 64}
 
     raised: Any
     dimension: Any
@@ -73,11 +77,7 @@ class FaultState:
 
     def select(self, b: Any, cond: Any, other: "FaultState") -> "FaultState":
         """``other`` where ``cond`` holds, else this state (field by field)."""
-        if b.known_true(cond):
-            return other
-        if b.known_false(cond):
-            return self
-        return FaultState(**{name: b.ite(cond, getattr(other, name), getattr(self, name)) for name in FIELDS})
+        return merge(b, cond, other, self)
 
     def with_(self, **kw: Any) -> "FaultState":
         return replace(self, **kw)
@@ -89,6 +89,9 @@ FIELDS = ("raised", "dimension", "address", "pr", "rz", "pe", "us", "nx")
 @dataclass(frozen=True)
 class WalkResult:
     """What a walk (host, guest, or the pass-through of Mode 0) gives: a page or a fault."""
+
+    FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"spa": 64, "page_shift": SHIFT_WIDTH}
+    GATED_TUPLES: ClassVar[Mapping[str, str]] = {"steps": "active"}
 
     ok: Any  # a page was reached and the access is allowed
     spa: Any

@@ -1,0 +1,132 @@
+"""Frozen records of backend values: one if-then-else for a whole record, and mapping over its terms.
+
+A record is a frozen dataclass whose fields hold backend values (bit-vectors, booleans, memories),
+nested records, tuples of them, ``None`` or fixed Python data (names, slot numbers). :func:`merge`
+chooses between two records of the same shape under a condition, field by field, so a caller writes
+``merge(b, cond, then, otherwise)`` instead of one ``b.ite`` per field. Two things a record may
+declare, as class attributes, for the merge:
+
+* ``FIELD_WIDTHS``: the width of each bit-vector field that may hold a Python int (two different
+  Python ints need a width to become a Z3 if-then-else; a Z3 term carries its own);
+* ``GATED_TUPLES``: tuple fields of records that say whether they happened (a walk's steps,
+  ``active``): merged, they keep the items of both sides, each active only where its side is taken.
+
+On a concrete condition (always, on the ``INT`` backend) :func:`merge` returns ``then`` or
+``otherwise`` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import z3
+
+from .bitvec import BackendError, ChosenMemory, OverlayMemory, StoredWord
+
+_MEMORIES = (StoredWord, OverlayMemory, ChosenMemory, z3.FuncDeclRef, z3.ArrayRef)
+
+
+def field_widths(record_type: type) -> Mapping[str, int]:
+    """The declared widths of ``record_type``'s bit-vector fields (those that may hold Python ints)."""
+    return getattr(record_type, "FIELD_WIDTHS", {})
+
+
+def gated_tuples(record_type: type) -> Mapping[str, str]:
+    """``record_type``'s gated tuple fields: field name -> the items' "it happened" flag."""
+    return getattr(record_type, "GATED_TUPLES", {})
+
+
+def is_record(x: Any) -> bool:
+    """``x`` is a record (a dataclass instance that is not a memory)."""
+    return dataclasses.is_dataclass(x) and not isinstance(x, type) and not isinstance(x, _MEMORIES)
+
+
+def merge(b: Any, cond: Any, then: Any, otherwise: Any, *, width: int | None = None) -> Any:
+    """``then`` where ``cond`` holds, else ``otherwise``: records, tuples and values alike.
+
+    Records must have the same type, tuples the same length (gated tuples excepted), fixed Python
+    data and ``None`` must agree; ``width`` is the width of a bare value that may be a Python int.
+    A dict memory (``INT``'s) can be merged only under a concrete condition.
+    """
+    if b.known_true(cond):
+        return then
+    if b.known_false(cond):
+        return otherwise
+    return _merge(b, cond, then, otherwise, width, type(then).__name__)
+
+
+def _same(a: Any, c: Any) -> bool:
+    if a is c:
+        return True
+    if isinstance(a, z3.AstRef) and isinstance(c, z3.AstRef):
+        return a.eq(c)
+    return type(a) is type(c) and isinstance(a, (int, str, dict)) and a == c
+
+
+def _merge(b: Any, cond: Any, then: Any, otherwise: Any, width: int | None, where: str) -> Any:
+    if _same(then, otherwise):
+        return then
+    if is_record(then) or is_record(otherwise):
+        if type(then) is not type(otherwise):
+            raise BackendError(f"{where}: cannot merge a {type(then).__name__} with a {type(otherwise).__name__}")
+        widths, gated = field_widths(type(then)), gated_tuples(type(then))
+        values = {}
+        for f in dataclasses.fields(then):
+            if not f.init:
+                continue
+            a, c = getattr(then, f.name), getattr(otherwise, f.name)
+            if f.name in gated and not _same(a, c):
+                values[f.name] = _gate(b, a, gated[f.name], cond) + _gate(b, c, gated[f.name], b.lnot(cond))
+            else:
+                values[f.name] = _merge(b, cond, a, c, widths.get(f.name), f"{where}.{f.name}")
+        return dataclasses.replace(then, **values)
+    if isinstance(then, tuple) or isinstance(otherwise, tuple):
+        if not (isinstance(then, tuple) and isinstance(otherwise, tuple)) or len(then) != len(otherwise):
+            raise BackendError(f"{where}: cannot merge tuples of different shapes")
+        return tuple(_merge(b, cond, a, c, width, f"{where}[{i}]") for i, (a, c) in enumerate(zip(then, otherwise)))
+    if isinstance(then, dict) or isinstance(otherwise, dict):
+        raise BackendError(f"{where}: a dict memory cannot be merged under a symbolic condition "
+                           "(make it a Z3 memory first: Z3.memory_from)")
+    if then is None or otherwise is None or isinstance(then, str) or isinstance(otherwise, str):
+        raise BackendError(f"{where}: {then!r} and {otherwise!r} differ and are not backend values")
+    if width is None and _is_python_int(then) and _is_python_int(otherwise):
+        raise BackendError(f"{where}: two different Python ints need a width (declare it in FIELD_WIDTHS)")
+    return b.ite(cond, then, otherwise, width=width)
+
+
+def _is_python_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _gate(b: Any, items: tuple[Any, ...], flag: str, cond: Any) -> tuple[Any, ...]:
+    return tuple(dataclasses.replace(s, **{flag: b.all_of(cond, getattr(s, flag))}) for s in items)
+
+
+def map_terms(record: Any, fn: Callable[[Any], Any]) -> Any:
+    """``record`` with ``fn`` applied to every bit-vector or boolean Z3 term in it (nested records,
+    tuples); Python values and memories are kept. E.g. ``fn`` = a model's evaluation gives the
+    concrete record a symbolic one stands for."""
+    if isinstance(record, _MEMORIES) or isinstance(record, dict):
+        return record
+    if is_record(record):
+        return dataclasses.replace(record, **{f.name: map_terms(getattr(record, f.name), fn)
+                                              for f in dataclasses.fields(record) if f.init})
+    if isinstance(record, tuple):
+        return tuple(map_terms(x, fn) for x in record)
+    if isinstance(record, z3.ExprRef):
+        return fn(record)
+    return record
+
+
+def concrete_value(term: Any) -> Any:
+    """The Python int or bool a closed Z3 term simplifies to (an error if it does not)."""
+    s = z3.simplify(term)
+    if z3.is_bv_value(s):
+        return s.as_long()
+    if z3.is_true(s) or z3.is_false(s):
+        return z3.is_true(s)
+    raise BackendError(f"not a constant: {term}")
+
+
+__all__ = ["merge", "map_terms", "concrete_value", "field_widths", "gated_tuples", "is_record"]

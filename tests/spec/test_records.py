@@ -1,0 +1,113 @@
+"""The generic merge of records: on Z3 under a symbolic condition it gives, once the condition is known,
+what INT gives (the record chosen); declared widths, gated tuples and refusals."""
+
+import dataclasses
+
+import pytest
+import z3
+from hypothesis import given, strategies as st
+
+from amdvi.spec.bitvec import INT, Z3, Z3_TERMS, BackendError, mask
+from amdvi.spec.records import concrete_value, map_terms, merge
+from amdvi.spec.walk_types import FaultState, WalkResult, WalkStep
+
+
+def _fault(draw):
+    return FaultState(raised=draw(st.booleans()), dimension=draw(st.integers(0, 3)),
+                      address=draw(st.integers(0, mask(64))), pr=draw(st.booleans()), rz=draw(st.booleans()),
+                      pe=draw(st.booleans()), us=draw(st.booleans()), nx=draw(st.booleans()))
+
+
+def _step(draw):
+    return WalkStep("PDE/PTE", 3, draw(st.integers(0, 7)), draw(st.integers(0, mask(64))),
+                    draw(st.integers(0, mask(64))), draw(st.booleans()), draw(st.booleans()), draw(st.booleans()))
+
+
+@st.composite
+def walk_results(draw):
+    return WalkResult(ok=draw(st.booleans()), spa=draw(st.integers(0, mask(64))), page_shift=draw(st.integers(12, 64)),
+                      readable=draw(st.booleans()), writable=draw(st.booleans()), fault=_fault(draw),
+                      steps=tuple(_step(draw) for _ in range(draw(st.integers(0, 3)))))
+
+
+def as_terms(record, lift):
+    """``record`` with each Python value made a Z3 constant where ``lift`` says (mixed records)."""
+    widths = {"spa": 64, "page_shift": 8, "dimension": 2, "address": 64, "level": 3, "entry_address": 64, "entry": 64}
+
+    def visit(x, name=None):
+        if dataclasses.is_dataclass(x):
+            return dataclasses.replace(x, **{f.name: visit(getattr(x, f.name), f.name) for f in dataclasses.fields(x)
+                                             if f.name not in ("table", "dimension") or not isinstance(x, WalkStep)})
+        if isinstance(x, tuple):
+            return tuple(visit(v) for v in x)
+        if not lift():
+            return x
+        if isinstance(x, bool):
+            return z3.BoolVal(x)
+        return z3.BitVecVal(x, widths[name])
+    return visit(record)
+
+
+def evaluated(record, cond, value):
+    return map_terms(record, lambda t: concrete_value(z3.substitute(t, (cond, z3.BoolVal(value)))))
+
+
+def happened(result):
+    """A walk result with its gated steps reduced to those that happened (what a merge must keep)."""
+    return dataclasses.replace(result, steps=tuple(s for s in result.steps if s.active))
+
+
+@given(walk_results(), walk_results(), st.booleans(), st.lists(st.booleans(), min_size=64, max_size=64))
+def test_merge_on_z3_is_the_int_choice(then, otherwise, value, coins):
+    picks = iter(coins * 4)
+    lift = lambda: next(picks)  # noqa: E731
+    cond = z3.Bool("c")
+    for b in (Z3, Z3_TERMS):
+        symbolic = merge(b, cond, as_terms(then, lift), as_terms(otherwise, lift))
+        expected = merge(INT, value, then, otherwise)
+        assert happened(evaluated(symbolic, cond, value)) == happened(expected)
+
+
+def test_int_merge_returns_the_chosen_record_itself():
+    a, c = FaultState.none(INT), FaultState.none(INT).with_(raised=True)
+    assert merge(INT, True, a, c) is a and merge(INT, False, a, c) is c
+
+
+def test_equal_fields_stay_as_they_are():
+    x = z3.BitVec("x", 64)
+    a = FaultState.none(Z3).with_(address=x + 1)
+    c = FaultState.none(Z3).with_(address=x + 1, raised=z3.Bool("r"))
+    out = merge(Z3, z3.Bool("c"), a, c)
+    assert out.address.eq(x + 1) and not out.dimension.decl().name() == "if"
+
+
+def test_python_ints_take_their_declared_width():
+    a = FaultState(False, 1, 0x1000, False, False, False, False, False)
+    c = FaultState(False, 2, 0x2000, False, False, False, False, False)
+    out = merge(Z3, z3.Bool("c"), a, c)
+    assert out.dimension.size() == 2 and out.address.size() == 64
+
+
+def test_refusals_name_the_field():
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared:
+        value: int
+
+    with pytest.raises(BackendError, match=r"Undeclared\.value.*width"):
+        merge(Z3, z3.Bool("c"), Undeclared(1), Undeclared(2))
+    with pytest.raises(BackendError, match="different shapes"):
+        merge(Z3, z3.Bool("c"), (1, 2), (1,))
+    with pytest.raises(BackendError, match="dict memory"):
+        merge(Z3, z3.Bool("c"), {0: 1}, {0: 2})
+    with pytest.raises(BackendError, match="cannot merge a"):
+        merge(Z3, z3.Bool("c"), FaultState.none(Z3), WalkResult(True, 0, 12, True, True, FaultState.none(Z3), ()))
+
+
+def test_memories_merge_as_memories():
+    c = z3.Bool("c")
+    a = Z3.write64(Z3.memory_var("m"), Z3.const(8, 64), Z3.const(1, 64))
+    out = merge(Z3, c, a, Z3.memory_var("m"))
+    assert concrete_value(z3.substitute(Z3.read64(out, Z3.const(8, 64)), (c, z3.BoolVal(True)))) == 1
+    f = Z3.memory_function("f")
+    chosen = merge(Z3, c, Z3.write64(f, Z3.const(8, 64), Z3.const(1, 64)), f)
+    assert z3.is_expr(Z3.read64(chosen, Z3.const(8, 64)))
