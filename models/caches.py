@@ -345,7 +345,7 @@ def invalidate(b: Any, caches: Caches, command: Any, *, when: Any = True,
 
     d_address = b.shl(b.zext(iotlb_cmd.Address, 64), INVALIDATE_IOTLB_PAGES.field("Address").unit_shift, 64)
     d_start, d_span = _invalidation_span(b, d_address, iotlb_cmd.S)
-    d_pasid = b.concat((iotlb_cmd["PASID[19:16]"], 4), (iotlb_cmd["PASID[15:8]"], 8), (iotlb_cmd["PASID[7:0]"], 8))
+    d_pasid = iotlb_cmd["PASID"]
     d_gn = b.eq(iotlb_cmd.GN, 1)
 
     def device_slot(s: TlbSlot) -> TlbSlot:

@@ -12,20 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from amdvi.spec.bitvec import INT, mask
-from amdvi.spec.commands import (
-    COMMAND_BYTES, COMPLETION_WAIT, INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_ALL, INVALIDATE_IOMMU_PAGES,
-    INVALIDATE_IOTLB_PAGES, INV_IOMMU_ALL_PAGES_ADDRESS, range_operand,
-)
+from amdvi.spec.commands import COMMAND_BYTES, EVERY_PAGE, INVALIDATE_IOMMU_ALL, covering_block
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
 from amdvi.spec.mmio import (
     CMD_BUF_BAR, CMD_BUF_HEAD, CMD_BUF_TAIL, CONTROL, DEV_TAB_BAR, EVT_LOG_BAR, EVT_LOG_HEAD, EVT_LOG_TAIL, STATUS,
 )
 
+from . import protocol
 from .caches import Caches
 from .iommu import CpuWrite, IommuState, SetTail
 from .registers import Registers, ring_offset
-
-ALL = INV_IOMMU_ALL_PAGES_ADDRESS & ~0xFFF  # with S = 1: every page
 
 
 @dataclass(frozen=True)
@@ -79,36 +75,32 @@ def dte_moves(layout: Layout, device_id: int, dte: int) -> list[CpuWrite]:
             for i in range(ENTRY_BYTES // 8)]
 
 
-# -- commands (built from the command tables) ------------------------------------------------------
+# -- commands (concrete calls of the builders of :mod:`amdvi.models.protocol`) ---------------------
 
 
 def completion_wait(store_address: int, data: int, interrupt: bool = False) -> int:
-    return COMPLETION_WAIT.encode({"S": 1, "I": int(interrupt), "Store Address": store_address >> 3,
-                                   "Store Data": data})
+    return protocol.completion_wait(INT, store_address, data, interrupt=interrupt)
 
 
 def inv_devtab(device_id: int) -> int:
-    return INVALIDATE_DEVTAB_ENTRY.encode(DeviceID=device_id)
+    return protocol.invalidate_devtab_entry(INT, device_id)
+
+
+def _block(start: int, size: int | None) -> tuple[int, int]:
+    return EVERY_PAGE if size is None else covering_block(start, size)
 
 
 def inv_pages(domain_id: int, start: int = 0, size: int | None = None, *, pde: bool = True,
               pasid: int | None = None) -> int:
     """INVALIDATE_IOMMU_PAGES for ``[start, start + size)`` (``size`` None: every page); ``pasid``
     given: the guest (GN = 1) translations of that PASID."""
-    address, s = (ALL, 1) if size is None else range_operand(start, size)
-    return INVALIDATE_IOMMU_PAGES.encode({
-        "DomainID": domain_id, "S": s, "PDE": int(pde), "GN": int(pasid is not None),
-        "PASID": pasid or 0, "Address": address >> 12})
+    return protocol.invalidate_iommu_pages(INT, domain_id, _block(start, size), pde=pde, pasid=pasid)
 
 
 def inv_iotlb(device_id: int, start: int = 0, size: int | None = None, *, pasid: int | None = None,
               max_pending: int = 0) -> int:
-    """INVALIDATE_IOTLB_PAGES to an ATS device's own IOTLB (Linux's PASID byte placement)."""
-    address, s = (ALL, 1) if size is None else range_operand(start, size)
-    p = pasid or 0
-    return INVALIDATE_IOTLB_PAGES.encode({
-        "DeviceID": device_id, "QueueID": device_id, "MaxPend": max_pending, "S": s, "GN": int(pasid is not None),
-        "PASID[19:16]": p >> 16, "PASID[15:8]": (p >> 8) & 0xFF, "PASID[7:0]": p & 0xFF, "Address": address >> 12})
+    """INVALIDATE_IOTLB_PAGES to an ATS device's own IOTLB."""
+    return protocol.invalidate_iotlb_pages(INT, device_id, _block(start, size), pasid=pasid, max_pending=max_pending)
 
 
 def inv_all() -> int:

@@ -7,7 +7,8 @@ entry, a DTE) the query is, for one arbitrary slot of one cache:
     request gives now)
     and the change writes memory M -> M' and belongs where software says (``owns``: the changed word
     is read by the ghost's walk only as that kind of entry, of that DomainID / PASID / range)
-    and the invalidations the change requires take effect (the model's ``caches.invalidate``)
+    and the invalidations the change requires (``models.protocol``, on symbolic operands) take effect
+    (the model's ``caches.invalidate``)
   => the slot is still fresh on M'.
 
 Everything else is symbolic: all of memory (an uninterpreted function: any tables, anywhere), the
@@ -32,8 +33,9 @@ from typing import Any, Callable
 
 import z3
 
-from amdvi.models import software
+from amdvi.models import protocol, software
 from amdvi.models.caches import CACHE_NAMES, Caches, invalidate
+from amdvi.models.protocol import AtsDevice, Required
 from amdvi.spec.bitvec import Z3, OverlayMemory
 from amdvi.spec.commands import INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
@@ -50,7 +52,6 @@ from .proof import PROVED, REFUTED, VACUOUS, ProofResult, Witness, prove
 b = Z3
 LAYOUT = software.Layout()
 REGS = software.registers(LAYOUT)
-ALL_ADDRESS = software.ALL >> 12
 
 
 DEVICE = 0x10  # the ghost request's device: the one whose DTE the query describes
@@ -144,29 +145,6 @@ def _in_range(x: Any, base: Any, shift: Any) -> Any:
     return b.eq(b.band(x, b.bnot(low_mask(b, shift), 64)), base)
 
 
-def _range_operand(base: Any, shift: Any) -> tuple[Any, Any]:
-    """(Address, S) of the invalidation covering exactly the aligned block [base, base + 2^shift)."""
-    one_page = b.eq(shift, 12)
-    encoded = b.band(b.bor(base, low_mask(b, b.sub(shift, 1, 8))), b.bnot(b.const(0xFFF, 64), 64))
-    address = b.ite(one_page, base, encoded, width=64)
-    return b.lshr(address, 12, 64), b.ite(one_page, b.const(0, 1), b.const(1, 1))
-
-
-def pages_command(domain: Any, address: Any, s: Any, *, pde: Any, gn: Any, pasid: Any = 0) -> Any:
-    page = INVALIDATE_IOMMU_PAGES.field("Address")
-    return INVALIDATE_IOMMU_PAGES.encode({"DomainID": domain, "S": s, "PDE": pde, "GN": gn, "PASID": pasid,
-                                          "Address": b.extract(address, page.width - 1, 0)}, backend=b)
-
-
-@dataclass(frozen=True)
-class Required:
-    """One invalidation a change requires: ``command`` (128 bits), sent when ``when`` holds."""
-
-    label: str
-    command: Any
-    when: Any = True
-
-
 @dataclass(frozen=True)
 class Situation:
     """One change, as the query sees it."""
@@ -195,48 +173,34 @@ def _aligned_range(v: Symbols) -> tuple[Any, ...]:
             b.eq(b.band(v.address, 7), 0))
 
 
-def _device_iotlb(v: Symbols, fresh: Outcome, address: Any, s: Any, pasid: Any = None) -> Required:
-    """INVALIDATE_IOTLB_PAGES to each device of the DomainID (the ghost's device when it is one)."""
-    p = 0 if pasid is None else pasid
-    command = INVALIDATE_IOTLB_PAGES.encode({
-        "DeviceID": v.ghost.device_id, "QueueID": v.ghost.device_id, "S": s, "GN": int(pasid is not None),
-        "PASID[19:16]": b.extract(b.zext(p, 20), 19, 16), "PASID[15:8]": b.extract(b.zext(p, 20), 15, 8),
-        "PASID[7:0]": b.extract(b.zext(p, 20), 7, 0),
-        "Address": b.extract(address, INVALIDATE_IOTLB_PAGES.field("Address").width - 1, 0)}, backend=b)
-    return Required("INVALIDATE_IOTLB_PAGES(each device of the domain, range)", command,
-                    b.eq(fresh.domain_id, v.domain))
+def _ghost_if_in_domain(v: Symbols, fresh: Outcome) -> tuple[AtsDevice, ...]:
+    """The ATS devices of the DomainID: the ghost's device, when the domain is its DTE's."""
+    return (AtsDevice(v.ghost.device_id, when=b.eq(fresh.domain_id, v.domain)),)
 
 
 def v1_entry(v: Symbols, fresh: Outcome) -> Situation:
     """A host (v1) page-table entry of DomainID ``domain`` covering [base, base + 2^shift) changes
     (a PTE or a page-directory entry; a nested walk's host steps read it too)."""
-    address, s = _range_operand(v.base, v.shift)
     g = v.ghost
     as_entry = b.implies(_reads(fresh, v.address, ("PDE/PTE",), dte_too=False),
                          b.all_of(b.eq(fresh.domain_id, v.domain),
                                   b.any_of(fresh.guest, _in_range(g.address, v.base, v.shift))))
     owns = b.all_of(as_entry, b.lnot(_reads(fresh, v.address, ("DTE", "GCR3", "GPTE"))))
-    return Situation(((v.address, v.value),), _aligned_range(v), owns, (
-        Required("INVALIDATE_IOMMU_PAGES(DomainID, range, PDE=1)", pages_command(v.domain, address, s, pde=1, gn=0)),
-        _device_iotlb(v, fresh, address, s),
-    ))
+    return Situation(((v.address, v.value),), _aligned_range(v), owns,
+                     protocol.v1_table_change(b, v.domain, (v.base, v.shift), _ghost_if_in_domain(v, fresh)))
 
 
 def v2_entry(v: Symbols, fresh: Outcome) -> Situation:
     """A guest (v2) page-table entry of PASID ``pasid`` under DomainID ``domain`` covering
     [base, base + 2^shift) of guest virtual addresses changes."""
-    address, s = _range_operand(v.base, v.shift)
     g = v.ghost
     _, pasid = guest_path(b, _dte_of(fresh), g)
     as_entry = b.implies(_reads(fresh, v.address, ("GPTE",), dte_too=False),
                          b.all_of(b.eq(fresh.domain_id, v.domain), fresh.guest, b.eq(pasid, v.pasid),
                                   _in_range(g.address, v.base, v.shift)))
     owns = b.all_of(as_entry, b.lnot(_reads(fresh, v.address, ("DTE", "GCR3", "PDE/PTE"))))
-    return Situation(((v.address, v.value),), _aligned_range(v), owns, (
-        Required("INVALIDATE_IOMMU_PAGES(DomainID, range, GN=1, PASID, PDE=1)",
-                 pages_command(v.domain, address, s, pde=1, gn=1, pasid=v.pasid)),
-        _device_iotlb(v, fresh, address, s, pasid=v.pasid),
-    ))
+    return Situation(((v.address, v.value),), _aligned_range(v), owns,
+                     protocol.v2_table_change(b, v.domain, v.pasid, (v.base, v.shift), _ghost_if_in_domain(v, fresh)))
 
 
 def gcr3_entry(v: Symbols, fresh: Outcome) -> Situation:
@@ -246,12 +210,8 @@ def gcr3_entry(v: Symbols, fresh: Outcome) -> Situation:
     as_entry = b.implies(_reads(fresh, v.address, ("GCR3",), dte_too=False),
                          b.all_of(b.eq(fresh.domain_id, v.domain), fresh.guest, b.eq(pasid, v.pasid)))
     owns = b.all_of(as_entry, b.lnot(_reads(fresh, v.address, ("DTE", "GPTE", "PDE/PTE"))))
-    every = b.const(ALL_ADDRESS, 52)
-    return Situation(((v.address, v.value),), (b.eq(b.band(v.address, 7), 0),), owns, (
-        Required("INVALIDATE_IOMMU_PAGES(DomainID, all, GN=1, PASID, PDE=1)",
-                 pages_command(v.domain, every, 1, pde=1, gn=1, pasid=v.pasid)),
-        _device_iotlb(v, fresh, every, 1, pasid=v.pasid),
-    ))
+    return Situation(((v.address, v.value),), (b.eq(b.band(v.address, 7), 0),), owns,
+                     protocol.gcr3_entry_change(b, v.domain, v.pasid, _ghost_if_in_domain(v, fresh)))
 
 
 def dte_entry(v: Symbols, fresh: Outcome) -> Situation:
@@ -261,14 +221,8 @@ def dte_entry(v: Symbols, fresh: Outcome) -> Situation:
     dte_address = LAYOUT.dte_address(DEVICE)
     writes = tuple((b.const(dte_address + 8 * i, 64), b.extract(v.dte_value, 64 * i + 63, 64 * i)) for i in range(4))
     owns = b.lnot(b.any_of(*[_reads(fresh, a, ("GCR3", "GPTE", "PDE/PTE"), dte_too=False) for a, _ in writes]))
-    every = b.const(ALL_ADDRESS, 52)
-    command = INVALIDATE_IOTLB_PAGES.encode({"DeviceID": DEVICE, "QueueID": DEVICE, "S": 1, "GN": 0,
-                                             "Address": every}, backend=b)
-    return Situation(writes, (b.eq(DTE.view(v.dte, b).domainid, v.domain),), owns, (
-        Required("INVALIDATE_DEVTAB_ENTRY(device)", INVALIDATE_DEVTAB_ENTRY.encode({"DeviceID": DEVICE}, backend=b)),
-        Required("INVALIDATE_IOMMU_PAGES(old DomainID, all, PDE=1)", pages_command(v.domain, every, 1, pde=1, gn=0)),
-        Required("INVALIDATE_IOTLB_PAGES(device, all)", command),
-    ))
+    return Situation(writes, (b.eq(DTE.view(v.dte, b).domainid, v.domain),), owns,
+                     protocol.dte_change(b, DEVICE, {"old DomainID": v.domain}))
 
 
 def _dte_of(fresh: Outcome) -> Any:

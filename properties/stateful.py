@@ -3,7 +3,7 @@
 A :class:`~hypothesis.stateful.RuleBasedStateMachine` drives the one ``step`` function with the moves
 of three parties on a small fixed platform:
 
-* software, following the invalidation protocol of 48882 §2.4: every change of a page table or a DTE
+* software, following the invalidation protocol of 48882 §2.4 (:mod:`amdvi.models.protocol`): every change of a page table or a DTE
   is followed at once by the invalidations it needs (§2.4.2 INVALIDATE_DEVTAB_ENTRY, §2.4.3
   INVALIDATE_IOMMU_PAGES with PDE = 1 when a directory entry changed and one S = 1 range for several
   pages, §2.4.4 INVALIDATE_IOTLB_PAGES for an ATS device of the domain) and a COMPLETION_WAIT (§2.4.1)
@@ -46,13 +46,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
                                  run_state_machine_as_test)
 
-from amdvi.models import software as sw
+from amdvi.models import protocol, software as sw
 from amdvi.models.caches import CACHE_NAMES, Caches
 from amdvi.models.dma import ServeChoice
 from amdvi.models.iommu import CpuWrite, Dma, Evict, Fill, IommuState, ProcessCommand, Retire, TranslatedDma, step
 from amdvi.models.registers import ring_offset
 from amdvi.spec.bitvec import INT
-from amdvi.spec.commands import COMMAND_BYTES
+from amdvi.spec.commands import COMMAND_BYTES, covering_block
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.choices import SPEC, Hardware, hardware
@@ -332,8 +332,9 @@ class IommuMachine(RuleBasedStateMachine):
                           directory: bool) -> None:
         """A change of ``domain``'s table over ``[start, start + size)``: one INVALIDATE_IOMMU_PAGES
         (PDE = 1 when a directory entry changed) and one INVALIDATE_IOTLB_PAGES per ATS device in it."""
-        commands = [sw.inv_pages(domain, start, size, pde=directory)]
-        commands += [sw.inv_iotlb(device, start, size) for device in self.ats_devices_in(domain)]
+        ats_devices = [protocol.AtsDevice(d) for d in self.ats_devices_in(domain)]
+        commands = protocol.commands_to_send(
+            protocol.v1_table_change(INT, domain, covering_block(start, size), ats_devices, directory=directory))
         devices = [d for d in DEVICES if domain_of(self.state.memory, d) == domain]
         self.change(memory, commands, [Request(d, a) for d in devices for a in ADDRESSES if start <= a < start + size])
 
@@ -393,8 +394,8 @@ class IommuMachine(RuleBasedStateMachine):
         old = domain_of(self.state.memory, device)
         new = next(d for d in DOMAINS if d != old)
         dte = sw.v1_dte(new, DOMAIN_ROOTS[new], MODE, ats=device == ATS_DEVICE)
-        commands = [sw.inv_devtab(device), sw.inv_pages(new)]
-        commands += [sw.inv_iotlb(device)] if device == ATS_DEVICE else []
+        commands = protocol.commands_to_send(
+            protocol.dte_change(INT, device, {"new DomainID": new}, ats=device == ATS_DEVICE))
         self.change(sw.write_dte(self.state.memory, LAYOUT, device, dte), commands,
                     [Request(device, a) for a in ADDRESSES])
 
@@ -404,12 +405,16 @@ class IommuMachine(RuleBasedStateMachine):
     def pasids(self) -> st.SearchStrategy[int]:
         return self.favoured(PASIDS, lambda p, r: r.has_pasid and r.pasid == p)
 
-    def guest_change(self, memory: dict[int, int], pasid: int, start: int, size: int | None, *,
-                     directory: bool) -> None:
-        """A change of ``pasid``'s guest table over ``[start, start + size)`` (``None``: all of it)."""
-        commands = [sw.inv_pages(GUEST_DOMAIN, start, size, pasid=pasid, pde=directory)]
-        covered = [a for a in GUEST_ADDRESSES if size is None or start <= a < start + size]
-        self.change(memory, commands, [Request(GUEST_DEVICE, a, pasid=pasid, has_pasid=True) for a in covered])
+    def guest_change(self, memory: dict[int, int], pasid: int, start: int, size: int, *, directory: bool) -> None:
+        """A change of ``pasid``'s guest table over ``[start, start + size)``."""
+        required = protocol.v2_table_change(INT, GUEST_DOMAIN, pasid, covering_block(start, size), directory=directory)
+        self.pasid_change(memory, pasid, required, [a for a in GUEST_ADDRESSES if start <= a < start + size])
+
+    def pasid_change(self, memory: dict[int, int], pasid: int, required: Iterable[protocol.Required],
+                     addresses: Iterable[int]) -> None:
+        """A change of what ``pasid`` translates at ``addresses``, with its ``required`` invalidations."""
+        self.change(memory, protocol.commands_to_send(required),
+                    [Request(GUEST_DEVICE, a, pasid=pasid, has_pasid=True) for a in addresses])
 
     def map_guest_page(self, data: st.DataObject) -> None:
         """Map (or remap) a guest page of a PASID; missing guest tables are allocated."""
@@ -469,7 +474,7 @@ class IommuMachine(RuleBasedStateMachine):
             root, self.next_free = self.next_free, self.next_free + PAGE
             memory, self.next_free = guest_table(memory, root, rotation, self.next_free)
             memory[entry] = sw.gcr3_entry(root)
-        self.guest_change(memory, pasid, 0, None, directory=True)
+        self.pasid_change(memory, pasid, protocol.gcr3_entry_change(INT, GUEST_DOMAIN, pasid), GUEST_ADDRESSES)
 
     # -- hardware ----------------------------------------------------------------------------------
 
@@ -642,9 +647,10 @@ class AttachDetachMachine(IommuMachine):
         domain = data.draw(self.domains(), label="domain")
         old = dte_of(self.state.memory, device)
         dte = shaped_dte(shape, domain, ats=device == ATS_DEVICE)
+        old_domain = DTE.view(old)["DomainID"] if translates(old) else None
         domains = sorted({DTE.view(d)["DomainID"] for d in (old, dte) if translates(d)})
-        commands = [sw.inv_devtab(device), *(sw.inv_pages(d) for d in domains)]
-        commands += [sw.inv_iotlb(device)] if device == ATS_DEVICE else []
+        roles = {("old DomainID" if d == old_domain else "new DomainID"): d for d in domains}
+        commands = protocol.commands_to_send(protocol.dte_change(INT, device, roles, ats=device == ATS_DEVICE))
         self.change(sw.write_dte(self.state.memory, LAYOUT, device, dte), commands,
                     [Request(device, a) for a in ADDRESSES])
 

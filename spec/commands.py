@@ -16,6 +16,7 @@ from typing import Any
 
 from .bitvec import INT, mask
 from .fields import Composite, Field, Rule, Structure, flag, reserved
+from .walk_types import SHIFT_WIDTH, low_mask
 
 SECTION = "§2.4"
 # Subsections as revision 3.11 numbers them: NOVA's opcode list cites §2.4.1..§2.4.10 one per opcode, and
@@ -382,13 +383,25 @@ differing bit of 51 it sends INV_IOMMU_ALL_PAGES_ADDRESS). Bits 63:52 of an IOVA
 extension, so no narrower block is meant there."""
 
 
+def block_operand(b: Any, base: Any, shift: Any) -> tuple[Any, Any]:
+    """``(address, S)`` of the invalidation covering the aligned block ``[base, base + 2^shift)``
+    (``12 <= shift <= 64``, ``base`` a multiple of 2^shift), over backend ``b``: S = 0 and the page for
+    one 4 KiB page; else S = 1 and the address with bits ``shift - 2 .. 12`` set, so that its first clear
+    bit at or above 12 is ``shift - 1`` (bits 11:0 clear: the command's flags go there). The inverse of
+    :func:`_invalidation_span` for shifts up to 51; a wider block decodes as every page
+    (:data:`ALL_PAGES_FIRST_ZERO`), and ``(0, 64)`` gives ``INV_IOMMU_ALL_PAGES_ADDRESS``."""
+    one_page = b.eq(shift, 12)
+    run = b.band(b.bor(base, low_mask(b, b.sub(shift, 1, SHIFT_WIDTH))), b.bnot(b.const(PAGE_BYTES - 1, 64), 64))
+    return b.ite(one_page, base, run, width=64), b.ite(one_page, b.const(0, 1), b.const(1, 1))
+
+
 def _invalidation_span(b: Any, address: Any, s: Any) -> tuple[Any, Any]:
     """``(start, offset_mask)`` of the range, ``offset_mask = size - 1``, over backend ``b``.
 
     With S = 1 the bits from 12 up to the lowest clear bit z >= 12 are all ones, and the range is the
     aligned 2^(z+1) bytes around the address: ``low ^ (low + 1)`` (with bits 11:0 forced to one) is
     exactly the mask of bits z..0. When z >= ALL_PAGES_FIRST_ZERO (bits 50:12 all set) the range is the
-    whole 64-bit space.
+    whole 64-bit space. The inverse of :func:`block_operand`.
     """
     low = b.bor(address, b.const(PAGE_BYTES - 1, 64))
     run = b.bxor(low, b.add(low, 1, 64))
@@ -399,22 +412,34 @@ def _invalidation_span(b: Any, address: Any, s: Any) -> tuple[Any, Any]:
     return b.band(address, b.bnot(offset_mask, 64)), offset_mask
 
 
-def range_operand(start: int, size: int) -> tuple[int, int]:
-    """``(address, S)`` of the smallest invalidation covering ``[start, start + size)``, as Linux's
-    build_inv_address makes it: S = 0 for one 4 KiB page; else every address bit below the highest bit
-    that differs between the first and last byte is set (bits 11:0 clear), and past a highest differing
-    bit of 51 the all-pages address. A block of 2^52 bytes is encoded as such, and decodes as every page
-    (:data:`ALL_PAGES_FIRST_ZERO`). The inverse of :func:`invalidation_range` up to rounding."""
+EVERY_PAGE = (0, 64)
+"""The block ``(base, shift)`` of the whole 64-bit space: its operand is ``INV_IOMMU_ALL_PAGES_ADDRESS``, S = 1."""
+
+
+def covering_block(start: int, size: int) -> tuple[int, int]:
+    """``(base, shift)``: the smallest aligned block holding ``[start, start + size)`` (concrete), as Linux's
+    build_inv_address rounds a range: one 4 KiB page, else 2^(h + 1) bytes where h is the highest bit that
+    differs between the first and the last byte; past h = 51 (a block the operand cannot tell from every
+    page, :data:`ALL_PAGES_FIRST_ZERO`) the whole space, :data:`EVERY_PAGE`."""
     if size <= 0 or start < 0 or start + size > 1 << 64:
         raise ValueError(f"bad invalidation range start={start:#x} size={size:#x}")
     end = start + size - 1
     if start >> 12 == end >> 12:
-        return start & ~(PAGE_BYTES - 1), 0
-    msb_diff = (start ^ end).bit_length() - 1
-    if msb_diff > ALL_PAGES_FIRST_ZERO:
-        return INV_IOMMU_ALL_PAGES_ADDRESS & ~(PAGE_BYTES - 1), 1
-    # bit msb_diff of start is clear (start < end differ there first); every bit below it is set
-    return (start | ((1 << msb_diff) - 1)) & ~(PAGE_BYTES - 1), 1
+        return start & ~(PAGE_BYTES - 1), 12
+    shift = (start ^ end).bit_length()
+    if shift > ALL_PAGES_FIRST_ZERO + 1:
+        return EVERY_PAGE
+    return start & ~mask(shift), shift
+
+
+def range_operand(start: int, size: int) -> tuple[int, int]:
+    """``(address, S)`` of the smallest invalidation covering ``[start, start + size)``, as Linux's
+    build_inv_address makes it (:func:`covering_block`, then :func:`block_operand`): S = 0 for one
+    4 KiB page; else every address bit below the highest bit that differs between the first and last
+    byte is set (bits 11:0 clear), and past a highest differing bit of 51 the all-pages address. A
+    block of 2^52 bytes is encoded as such, and decodes as every page (:data:`ALL_PAGES_FIRST_ZERO`).
+    The inverse of :func:`invalidation_range` up to rounding."""
+    return block_operand(INT, *covering_block(start, size))
 
 
 def invalidation_range(address: int, s: int) -> tuple[int, int]:
