@@ -20,7 +20,7 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from amdvi.frontend.errors import InputError
 from amdvi.models.caches import CACHE_NAMES
@@ -72,35 +72,32 @@ class Hex:
 
 
 @dataclass(frozen=True)
-class Text:
+class _Plain:
+    """A JSON value of one plain type, kept as it is (a string, or true/false)."""
+
     about: str
+    python: ClassVar[type] = object
+    json_type: ClassVar[str] = ""
+    expected: ClassVar[str] = ""
 
-    def read(self, value: Any, path: Sequence[Any]) -> str:
-        if not isinstance(value, str):
-            raise Invalid(path, f"{json.dumps(value)} is not a string")
+    def read(self, value: Any, path: Sequence[Any]) -> Any:
+        if not isinstance(value, self.python):
+            raise Invalid(path, f"{json.dumps(value)} is not {self.expected}")
         return value
 
-    def write(self, value: str) -> str:
-        return value
+    def write(self, value: Any) -> Any:
+        return self.python(value)
 
     def schema(self) -> dict[str, Any]:
-        return {"type": "string", "description": self.about}
+        return {"type": self.json_type, "description": self.about}
 
 
-@dataclass(frozen=True)
-class Flag:
-    about: str
+class Text(_Plain):
+    python, json_type, expected = str, "string", "a string"
 
-    def read(self, value: Any, path: Sequence[Any]) -> bool:
-        if not isinstance(value, bool):
-            raise Invalid(path, f"{json.dumps(value)} is not true or false")
-        return value
 
-    def write(self, value: Any) -> bool:
-        return bool(value)
-
-    def schema(self) -> dict[str, Any]:
-        return {"type": "boolean", "description": self.about}
+class Flag(_Plain):
+    python, json_type, expected = bool, "boolean", "true or false"
 
 
 @dataclass(frozen=True)
