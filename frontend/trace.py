@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from amdvi.models.caches import CACHES_BY_NAME
 from amdvi.models.iommu import CpuWrite, Dma, Fill, ProcessCommand, Retire, SetTail, TranslatedDma
 from amdvi.properties.counterexample import Replay, Trace
 from amdvi.spec.commands import COMMANDS_BY_OPCODE, OPCODE_HI, OPCODE_LO
@@ -36,7 +37,7 @@ def _command(bits: int) -> str:
 def describe(move: Any, ring_commands: dict[int, int] | None = None) -> str:
     """One line for one move."""
     if isinstance(move, Fill):
-        dimension = {"pde": "host", "guest_pde": "guest"}.get(move.cache)
+        dimension = CACHES_BY_NAME[move.cache].directory_of if move.cache in CACHES_BY_NAME else None
         level = f" ({dimension} directory entry {move.step} of the walk)" if dimension else ""
         return f"hardware fills {move.cache} slot {move.slot} from a walk for {_request(move.request)}{level}"
     if isinstance(move, CpuWrite):
