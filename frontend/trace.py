@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from amdvi.models.caches import CACHE_NAMES
+from amdvi.models.caches import CACHE_NAMES, CACHES_BY_NAME
 from amdvi.models.command_buffer import fetch_command
 from amdvi.models.iommu import IommuState
 from amdvi.models.registers import POINTER_FIELD, REGISTER_STRUCTURES, base_address, ring_offset
@@ -43,7 +43,7 @@ def _command(bits: int) -> str:
 
 
 def _fill(m: Any) -> str:
-    dimension = {"pde": "host", "guest_pde": "guest"}.get(m.cache)
+    dimension = CACHES_BY_NAME[m.cache].directory_of if m.cache in CACHES_BY_NAME else None
     level = f" ({dimension} directory entry {m.step} of the walk)" if dimension else ""
     return f"hardware fills {m.cache} slot {m.slot} from a walk for {_request(m.request)}{level}"
 

@@ -25,14 +25,16 @@ from typing import Any, Mapping
 from amdvi.spec.bitvec import WORD_WIDTH
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.commands import (
-    COMMAND_BYTES, COMMANDS_BY_OPCODE, COMPLETION_WAIT, OPCODE_HI, OPCODE_LO,
+    COMMANDS_BY_OPCODE, COMPLETION_WAIT, OPCODE_HI, OPCODE_LO,
 )
 from amdvi.spec.events import ILLEGAL_COMMAND_ERROR
 from amdvi.spec.fields import Structure
 from amdvi.spec.mmio import RING_WIDTH
 
+from . import rings
 from .event_log import log_event
-from .registers import Registers, advance, base_address, field_address, ring_offset, ring_size, with_ring_offset
+from .registers import Registers, field_address
+from .rings import COMMAND_BUFFER, EVENT_LOG, Ring
 
 COMMAND_WIDTH = 128
 OPCODE_WIDTH = OPCODE_HI - OPCODE_LO + 1
@@ -75,19 +77,18 @@ class Effect:
         return COMMANDS_BY_OPCODE[self.opcode].name
 
 
-def pending(b: Any, regs: Registers) -> Any:
+def pending(b: Any, regs: Registers, ring: Ring = COMMAND_BUFFER) -> Any:
     """Backend boolean: CmdBufEn = 1, CmdBufRun = 1 and the ring is not empty (head != tail)."""
     return b.all_of(
         regs.flag(b, "control", "CmdBufEn"),
         regs.flag(b, "status", "CmdBufRun"),
-        b.ne(ring_offset(b, regs, "cmd_head"), ring_offset(b, regs, "cmd_tail")),
+        b.ne(rings.head(b, regs, ring), rings.tail(b, regs, ring)),
     )
 
 
-def fetch_command(b: Any, memory: Any, regs: Registers) -> tuple[Any, Any]:
-    """``(bits128, address)``: the command at ComBase + head, Q0 at ``address``, Q1 at ``address + 8``."""
-    address = b.add(base_address(b, regs, "cmd_buf_bar", "ComBase"),
-                    b.zext(ring_offset(b, regs, "cmd_head"), WORD_WIDTH), WORD_WIDTH)
+def fetch_command(b: Any, memory: Any, regs: Registers, ring: Ring = COMMAND_BUFFER) -> tuple[Any, Any]:
+    """``(bits128, address)``: the command at the ring's base + head, Q0 at ``address``, Q1 at ``address + 8``."""
+    address = rings.entry_address(b, regs, ring, rings.head(b, regs, ring))
     q0 = b.read64(memory, address)
     q1 = b.read64(memory, b.add(address, b.const(8, WORD_WIDTH), WORD_WIDTH))
     return b.concat((q1, WORD_WIDTH), (q0, WORD_WIDTH)), address
@@ -110,8 +111,11 @@ def check_command(b: Any, bits: Any, context: Mapping[str, Any] | None = None) -
 
 
 def step_command(b: Any, memory: Any, regs: Registers, context: Mapping[str, Any] | None = None,
-                 choices: Hardware = SPEC) -> tuple[Any, Registers, Effect]:
-    """Process ONE command: ``(memory', regs', effect)``; nothing changes when nothing is :func:`pending`.
+                 choices: Hardware = SPEC, ring: Ring = COMMAND_BUFFER,
+                 event_log: Ring = EVENT_LOG) -> tuple[Any, Registers, Effect]:
+    """Process ONE command of ``ring`` (by default the IOMMU's command buffer; a HW-vIOMMU guest's is
+    another descriptor), logging into ``event_log``: ``(memory', regs', effect)``; nothing changes
+    when nothing is :func:`pending`.
 
     * illegal (:func:`check_command`): ILLEGAL_COMMAND_ERROR with Address = the command's system
       physical address goes through :func:`log_event`; processing stops: Status.CmdBufRun is cleared
@@ -127,24 +131,24 @@ def step_command(b: Any, memory: Any, regs: Registers, context: Mapping[str, Any
     sequential model that holds by construction (each earlier command was fully processed by an
     earlier step); a cache model that applies effects lazily or out of order must keep it.
     """
-    bits, address = fetch_command(b, memory, regs)
-    go = pending(b, regs)
+    bits, address = fetch_command(b, memory, regs, ring)
+    go = pending(b, regs, ring)
     illegal = b.all_of(go, check_command(b, bits, context))
     ok = b.all_of(go, b.lnot(illegal))
     opcode = b.extract(bits, OPCODE_HI, OPCODE_LO)
 
     # illegal: log the event, stop the command processor
     record = ILLEGAL_COMMAND_ERROR.encode({"Address": address}, backend=b)
-    memory, out = log_event(b, memory, regs, record, when=illegal, choices=choices)
+    memory, out = log_event(b, memory, regs, record, when=illegal, choices=choices, ring=event_log)
     stops = choices.illegal_command == "stop"
     if stops:
         out = out.clear_flag_when(b, "status", "CmdBufRun", illegal)
 
     # legal (or, when processing continues, illegal and skipped): advance the head
-    head = ring_offset(b, regs, "cmd_head")
-    new_head = advance(b, head, ring_size(b, regs, "cmd_buf_bar", "ComLen"), COMMAND_BYTES)
+    head = rings.head(b, regs, ring)
+    new_head = rings.next_offset(b, regs, ring, head)
     moves_on = ok if stops else go
-    out = with_ring_offset(b, out, "cmd_head", b.ite(moves_on, new_head, head, RING_WIDTH))
+    out = rings.with_head(b, out, ring, b.ite(moves_on, new_head, head, RING_WIDTH))
 
     # COMPLETION_WAIT's own effect
     cw = COMPLETION_WAIT.view(bits, b)
@@ -163,10 +167,11 @@ def step_command(b: Any, memory: Any, regs: Registers, context: Mapping[str, Any
 
 
 def run_commands(b: Any, memory: Any, regs: Registers, steps: int, context: Mapping[str, Any] | None = None,
-                 choices: Hardware = SPEC) -> tuple[Any, Registers, list[Effect]]:
+                 choices: Hardware = SPEC, ring: Ring = COMMAND_BUFFER,
+                 event_log: Ring = EVENT_LOG) -> tuple[Any, Registers, list[Effect]]:
     """``steps`` applications of :func:`step_command` (a bounded run; steps past the end change nothing)."""
     effects = []
     for _ in range(steps):
-        memory, regs, effect = step_command(b, memory, regs, context, choices)
+        memory, regs, effect = step_command(b, memory, regs, context, choices, ring, event_log)
         effects.append(effect)
     return memory, regs, effects

@@ -10,6 +10,7 @@ Served results are compared with the fresh walk by the properties (``amdvi.prope
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -17,10 +18,10 @@ from amdvi.spec.device_table import DTE
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.guest_translation import GuestResume
 from amdvi.spec.records import merge
-from amdvi.spec.translation import CachedStart, Outcome, Request, guest_path, read_dte, translate
+from amdvi.spec.translation import CachedStart, Outcome, Request, read_dte, translate
 from amdvi.spec.walk_types import DIMENSION_WIDTH, NO_FAULT, SHIFT_WIDTH, low_mask
 
-from .caches import Caches
+from .caches import CACHE_KINDS, CACHES_BY_NAME, Caches
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class ServeChoice:
     def describe(self) -> str:
         used = [f"{name} slot {i}" for name, i in vars(self).items() if i is not None]
         return ", ".join(used) or "no cache"
+
+
+# one field per cache an untranslated DMA looks up, in the registry's order
+_LOOKED_UP = tuple(k.name for k in CACHE_KINDS if k.looked_up)
+if tuple(f.name for f in dataclasses.fields(ServeChoice)) != _LOOKED_UP:
+    raise TypeError(f"ServeChoice's fields must be the looked-up caches of the registry: {', '.join(_LOOKED_UP)}")
 
 
 @dataclass(frozen=True)
@@ -63,12 +70,9 @@ class DmaResult:
                    from_device_iotlb=b.false(), outcome=walk)
 
 
-def _in_block(b: Any, address: Any, base: Any, shift: Any) -> Any:
-    return b.eq(b.band(address, b.bnot(low_mask(b, shift), 64)), base)
-
-
-def _allows(b: Any, request: Request, readable: Any, writable: Any) -> Any:
-    return b.ite(request.write, writable, readable)
+def _hit(name: str, b: Any, slot: Any, request: Request, dte: Any, walk: Outcome | None, choices: Hardware) -> Any:
+    """Backend boolean: ``slot`` of cache ``name`` may answer ``request`` (the registry's predicate)."""
+    return CACHES_BY_NAME[name].hit(b, slot, request, dte, walk, choices)
 
 
 def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Request,
@@ -79,30 +83,24 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
     dte = memory_dte
     if choice.dte is not None:
         s = caches.dte[choice.dte]
-        dte = b.ite(b.all_of(s.valid, b.eq(s.device_id, r.device_id)), s.dte, memory_dte, width=256)
-    v = DTE.view(dte, b)
-    domain = v.domainid
-    uses_guest, pasid = guest_path(b, dte, r)
+        dte = b.ite(_hit("dte", b, s, r, None, None, choices), s.dte, memory_dte, width=256)
 
     plain = translate(b, memory, dev_tab_bar, r, context=context, choices=choices, cached=CachedStart(dte=dte))
     walk = plain
     if choice.gcr3 is not None:
         g = caches.gcr3[choice.gcr3]
-        hit = b.all_of(g.valid, uses_guest, b.eq(g.domain_id, domain), b.eq(g.pasid, pasid))
+        hit = _hit("gcr3", b, g, r, dte, plain, choices)
         walk = merge(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
                                          cached=CachedStart(dte=dte, gcr3_entry=g.entry)), walk)
     if choice.guest_pde is not None:  # below the GCR3 table: it takes precedence over a GCR3 slot
         q = caches.guest_pde[choice.guest_pde]
-        same_pasid = b.true() if choices.guest_pde_hit_ignores_pasid else b.eq(q.pasid, pasid)
-        hit = b.all_of(q.valid, uses_guest, b.eq(q.domain_id, domain), same_pasid,
-                       _in_block(b, r.address, q.base, q.shift))
+        hit = _hit("guest_pde", b, q, r, dte, plain, choices)
         resume = GuestResume(table=q.table, level=q.level, writable=q.writable, user=q.user, nx=q.nx)
         walk = merge(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
                                          cached=CachedStart(dte=dte, guest_resume=resume)), walk)
     if choice.pde is not None:
         p = caches.pde[choice.pde]
-        hit = b.all_of(p.valid, b.lnot(uses_guest), b.ne(v.mode, 0), b.eq(p.domain_id, domain),
-                       _in_block(b, r.address, p.base, p.shift))
+        hit = _hit("pde", b, p, r, dte, plain, choices)
         resumed = translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
                             cached=CachedStart(dte=dte, host_resume=(p.table, p.level, p.readable, p.writable)))
         walk = merge(b, hit, resumed, walk)
@@ -111,13 +109,9 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
     spa = walk.spa
     if choice.iotlb is not None:
         t = caches.iotlb[choice.iotlb]
-        allowed = b.true() if choices.iotlb_hit_ignores_permissions else _allows(b, r, t.readable, t.writable)
         # a remembered not-present fault (``present`` false) answers too: the access faults (what it
         # logs is not modelled)
-        from_iotlb = b.all_of(
-            t.valid, plain.walked, b.eq(t.owner, domain), b.eq(t.guest, plain.guest),
-            b.any_of(b.lnot(t.guest), b.eq(t.pasid, pasid)), _in_block(b, r.address, t.page, t.page_shift),
-            b.lnot(r.user), b.lnot(r.execute), b.any_of(b.lnot(t.present), allowed))
+        from_iotlb = _hit("iotlb", b, t, r, dte, plain, choices)
         spa = b.ite(from_iotlb, b.bor(t.spa, b.band(r.address, low_mask(b, t.page_shift))), spa, width=64)
         negative = b.all_of(from_iotlb, b.lnot(t.present))
     ok = b.any_of(from_iotlb, walk.ok)
@@ -140,13 +134,10 @@ def serve_translated(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, requ
     dte = memory_dte
     if dte_slot is not None:
         s = caches.dte[dte_slot]
-        dte = b.ite(b.all_of(s.valid, b.eq(s.device_id, r.device_id)), s.dte, memory_dte, width=256)
+        dte = b.ite(_hit("dte", b, s, r, None, None, choices), s.dte, memory_dte, width=256)
     v = DTE.view(dte, b)
     t = caches.device_iotlb[slot]
-    pasid = b.ite(r.has_pasid, r.pasid, b.const(0, 20))
-    hit = b.all_of(t.valid, b.eq(t.owner, r.device_id), b.eq(t.guest, r.has_pasid),
-                   b.any_of(b.lnot(t.guest), b.eq(t.pasid, pasid)), _in_block(b, r.address, t.page, t.page_shift),
-                   b.lnot(r.user), b.lnot(r.execute), _allows(b, r, t.readable, t.writable))
+    hit = _hit("device_iotlb", b, t, r, None, None, choices)
     passes = b.all_of(hit, b.eq(v.v, 1), b.eq(v.i, 1))
     walk = translate(b, memory, dev_tab_bar, r, context=context, choices=choices, cached=CachedStart(dte=dte))
     ok = b.ite(hit, passes, walk.ok)

@@ -32,33 +32,34 @@ from amdvi.spec.bitvec import WORD_WIDTH
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.mmio import RING_WIDTH
 
-from .registers import Registers, advance, base_address, ring_offset, ring_size, with_ring_offset
+from . import rings
+from .registers import Registers
+from .rings import EVENT_LOG, Ring
 
-ENTRY_BYTES = 16
 
-
-def event_log_state(b: Any, regs: Registers) -> dict[str, Any]:
+def event_log_state(b: Any, regs: Registers, ring: Ring = EVENT_LOG) -> dict[str, Any]:
     """The derived quantities :func:`log_event` decides on (backend values), for tests and proofs."""
-    tail = ring_offset(b, regs, "evt_tail")
-    nxt = advance(b, tail, ring_size(b, regs, "evt_log_bar", "EventLen"), ENTRY_BYTES)
+    tail = rings.tail(b, regs, ring)
+    nxt = rings.next_offset(b, regs, ring, tail)
     return {
         "enabled": regs.flag(b, "control", "EventLogEn"),
         "overflowed": regs.flag(b, "status", "EventOverflow"),
-        "full": b.eq(nxt, ring_offset(b, regs, "evt_head")),
+        "full": b.eq(nxt, rings.head(b, regs, ring)),
         "tail": tail,
         "next_tail": nxt,
-        "address": b.add(base_address(b, regs, "evt_log_bar", "EventBase"), b.zext(tail, WORD_WIDTH), WORD_WIDTH),
+        "address": rings.entry_address(b, regs, ring, tail),
     }
 
 
 def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = True,
-              choices: Hardware = SPEC) -> tuple[Any, Registers]:
-    """Log the 128-bit ``record`` (when ``when`` holds): ``(memory', regs')``.
+              choices: Hardware = SPEC, ring: Ring = EVENT_LOG) -> tuple[Any, Registers]:
+    """Log the 128-bit ``record`` into ``ring`` (when ``when`` holds): ``(memory', regs')``.
 
     ``when`` lets a caller log conditionally without branching (the command processor logs
-    ILLEGAL_COMMAND_ERROR only for an illegal command); where it is false nothing changes.
+    ILLEGAL_COMMAND_ERROR only for an illegal command); where it is false nothing changes. ``ring``:
+    by default the IOMMU's event log; a HW-vIOMMU guest's log is another descriptor.
     """
-    s = event_log_state(b, regs)
+    s = event_log_state(b, regs, ring)
     attempt = b.all_of(when, s["enabled"], b.lnot(s["overflowed"]))
     write = b.all_of(attempt, b.lnot(s["full"]))
     drop = b.all_of(attempt, s["full"])
@@ -71,7 +72,7 @@ def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = Tru
                         b.extract(record, 2 * WORD_WIDTH - 1, WORD_WIDTH))
     memory_out = b.ite(write, written, memory)
 
-    out = with_ring_offset(b, regs, "evt_tail", b.ite(write, s["next_tail"], s["tail"], RING_WIDTH))
+    out = rings.with_tail(b, regs, ring, b.ite(write, s["next_tail"], s["tail"], RING_WIDTH))
     out = out.set_flag_when(b, "status", "EventLogInt", write)
     out = out.set_flag_when(b, "status", "EventOverflow", drop)
     return memory_out, out

@@ -31,15 +31,12 @@ from amdvi.spec.commands import (
     COMPLETION_WAIT, INVALIDATE_DEVTAB_ENTRY, INVALIDATE_INTERRUPT_TABLE, INVALIDATE_IOMMU_ALL,
     INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, OPCODE_HI, OPCODE_LO,
 )
-from amdvi.spec.device_table import DTE
 from amdvi.spec.choices import SPEC, Hardware, hardware
 from amdvi.spec.records import merge
 from amdvi.spec.translation import Outcome, Request, read_dte, translate
 
-from .caches import (
-    CACHE_NAMES, Caches, device_iotlb_fill, dte_fill, evict, gcr3_fill, guest_pde_fill, invalidate, iotlb_fill,
-    pde_fill,
-)
+from . import rings
+from .caches import Caches, cache_kind, evict, invalidate
 from .command_buffer import COMMAND_WIDTH, OPCODE_WIDTH, Effect, fetch_command, pending, step_command
 from .dma import DmaResult, serve, serve_translated
 from .event_log import log_event
@@ -47,7 +44,8 @@ from .moves import (
     MOVE_KINDS, CpuWrite, Dma, Evict, Fill, ProcessCommand, Retire, SetTail, SymbolicMove, TranslatedDma, instantiate,
     kind_of,
 )
-from .registers import Registers, ring_offset, with_ring_offset
+from .registers import Registers, with_ring_offset
+from .rings import COMMAND_BUFFER
 
 INVALIDATIONS = (INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES,
                  INVALIDATE_INTERRUPT_TABLE, INVALIDATE_IOMMU_ALL)
@@ -157,23 +155,11 @@ def fill(b: Any, state: IommuState, cache: str, slot: int, request: Request, ste
          context: Any = None, walk: Outcome | None = None, choices: Hardware = SPEC) -> IommuState:
     """Cache ``slot`` takes what a fresh walk of current memory gives for ``request`` (``walk``: that
     walk, when the caller already made it; symbolic callers save rebuilding it)."""
-    if cache not in CACHE_NAMES:
-        raise KeyError(f"unknown cache {cache!r}; caches: {', '.join(CACHE_NAMES)}")
+    kind = cache_kind(cache)
     bar = state.regs.dev_tab_bar
     fresh = walk if walk is not None else translate(b, state.memory, bar, request, context=context, choices=choices)
-    if cache == "dte":
-        new = dte_fill(b, request.device_id, fresh)
-    elif cache == "iotlb":
-        new = iotlb_fill(b, request, fresh, choices)
-    elif cache == "pde":
-        new = pde_fill(b, request, fresh, step)
-    elif cache == "guest_pde":
-        new = guest_pde_fill(b, request, fresh, step)
-    elif cache == "gcr3":
-        new = gcr3_fill(b, request, fresh)
-    else:
-        dte, _, _ = read_dte(b, state.memory, bar, request.device_id)
-        new = device_iotlb_fill(b, request, fresh, b.eq(DTE.view(dte, b).i, 1))
+    dte, _, _ = read_dte(b, state.memory, bar, request.device_id)
+    new = kind.fill(b, request, fresh, step, choices, dte)
     return state.replace(caches=state.caches.with_slot(cache, slot, new))
 
 
@@ -272,7 +258,7 @@ def step_any(b: Any, state: IommuState, move: SymbolicMove, templates: Sequence[
 
 def command_ring_empty(b: Any, state: IommuState) -> Any:
     """Backend boolean: head == tail."""
-    return b.eq(ring_offset(b, state.regs, "cmd_head"), ring_offset(b, state.regs, "cmd_tail"))
+    return rings.is_empty(b, state.regs, COMMAND_BUFFER)
 
 
 def idle(b: Any, state: IommuState) -> Any:

@@ -4,7 +4,9 @@
 logger use, by name, as Python ints or backend terms. Fields are read and written only through the
 register Structures of :mod:`amdvi.spec.mmio` (``regs.view(b, "status").EventOverflow``,
 ``regs.with_field(b, "status", "CmdBufRun", 0)``), never by hand-masked bits. Ring offsets and base
-addresses are derived from the fields' ``unit_shift``.
+addresses are derived from the fields' ``unit_shift``. The by-name ring helpers below serve callers
+that name one register (software, the state machine); the command processor and the event log
+writer work on ring descriptors (:mod:`amdvi.models.rings`), which use the same arithmetic.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import z3
 
 from amdvi.models import protocol, software
-from amdvi.models.caches import CACHE_NAMES, Caches, invalidate
+from amdvi.models.caches import CACHE_NAMES, Caches, cache_kind, invalidate
 from amdvi.models.protocol import AtsDevice, Required
 from amdvi.spec.bitvec import Z3, OverlayMemory
 from amdvi.spec.commands import INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES
@@ -328,7 +328,7 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
 def slot_steps(cache: str, profile: str) -> range:
     """Which entry of the ghost's walk a slot of ``cache`` may hold: for a PDE cache, each directory
     level of its dimension (the last entry a walk reads is a leaf); one choice for the other caches."""
-    if cache not in ("pde", "guest_pde"):
+    if cache_kind(cache).directory_of is None:
         return range(1)
     v = symbols(PROFILES[profile])
     steps = translate(b, v.memory, REGS.dev_tab_bar, v.ghost).steps

@@ -225,7 +225,7 @@ def _requests(devices: Iterable[int], addresses: Iterable[int] = ADDRESSES, *,
 
 
 SLOT = st.integers(0, SLOTS - 1)
-FILLED_CACHES = ("dte", "iotlb", "pde", "guest_pde", "gcr3", "device_iotlb")
+FILLED_CACHES = CACHE_NAMES
 ALL_DEVICES = (*DEVICES, GUEST_DEVICE)
 # the caches that can serve a request of each kind of device (the model's hit conditions check DTE.GV
 # and Mode, so a v1 request never hits a guest slot and a v2 request never a host PDE slot)

@@ -117,3 +117,58 @@ def test_concrete_and_symbolic_invalidation_agree(slot, command):
     got = invalidate(Z3_TERMS, caches(iotlb=[slot]), z3.BitVecVal(command, 128)).iotlb[0].valid
     want = invalidate(INT, caches(iotlb=[slot]), command).iotlb[0].valid
     assert (got if isinstance(got, bool) else z3.is_true(z3.simplify(got))) == want
+
+
+def test_every_listing_of_the_caches_is_the_registry():
+    import dataclasses
+
+    from amdvi.models.caches import CACHE_KINDS, CACHE_NAMES, SLOT_TYPES
+    from amdvi.models.dma import ServeChoice
+
+    names = tuple(k.name for k in CACHE_KINDS)
+    assert CACHE_NAMES == names == tuple(f.name for f in dataclasses.fields(Caches))
+    assert tuple(SLOT_TYPES) == names and all(SLOT_TYPES[k.name] is k.slot_type for k in CACHE_KINDS)
+    assert tuple(f.name for f in dataclasses.fields(ServeChoice)) == tuple(k.name for k in CACHE_KINDS if k.looked_up)
+    empty = Caches.empty(1, 1, 1, 1, 1, device_iotlb=3)
+    assert [len(empty.slots(n)) for n in names] == [1, 1, 1, 1, 1, 3]
+    assert [len(Caches.empty().slots(k.name)) for k in CACHE_KINDS] == [k.default_slots for k in CACHE_KINDS]
+
+
+def test_unknown_cache_names_are_refused():
+    import pytest
+
+    from amdvi.models.iommu import Fill, step
+    from amdvi.spec.translation import Request
+
+    with pytest.raises(KeyError, match="caches: dte"):
+        Caches.empty(tlb=1)
+    with pytest.raises(KeyError, match="unknown cache"):
+        step(INT, sw.initial_state(sw.Layout()), Fill("tlb", 0, Request(0x10, 0)))
+
+
+def test_every_cache_kind_fills_and_invalidates_through_one_signature():
+    """Each kind's fill takes (b, request, fresh walk, step, choices, DTE) and gives its slot type, on
+    Python ints and on Z3 terms; each invalidate-one-slot function takes (b, slot, command, choices),
+    each hit predicate (b, slot, request, DTE, walk, choices)."""
+    from amdvi.models.caches import CACHE_KINDS, decode_invalidation
+    from amdvi.spec.bitvec import Z3
+    from amdvi.spec.choices import SPEC
+    from amdvi.spec.translation import Request, read_dte, translate
+
+    layout = sw.Layout()
+    memory = sw.v2_map({sw.gcr3_entry_address(0x50_0000, 3): sw.gcr3_entry(0x60_0000)}, 0x60_0000, 0x7000,
+                       0x1234_5000, 0x61_0000).memory
+    memory = sw.write_dte(memory, layout, 0x10, sw.v2_dte(DOMAIN, 0x50_0000, ats=True))
+    r = Request(0x10, 0x7000, pasid=3, has_pasid=True, ats=True)
+    regs = sw.registers(layout)
+    for b, mem, req in ((INT, memory, r), (Z3, Z3.memory_function("m"), r)):
+        fresh = translate(b, mem, regs.dev_tab_bar, req)
+        dte, _, _ = read_dte(b, mem, regs.dev_tab_bar, req.device_id)
+        command = decode_invalidation(b, sw.inv_all())
+        for kind in CACHE_KINDS:
+            slot = kind.fill(b, req, fresh, 0, SPEC, dte)
+            assert type(slot) is kind.slot_type
+            assert type(kind.invalidate_slot(b, slot, command, SPEC)) is kind.slot_type
+            if b is INT:  # a v2 walk fills every cache but the host page-directory cache; a slot hits its request
+                assert bool(slot.valid) == (kind.name != "pde"), kind.name
+                assert bool(kind.hit(b, slot, req, dte, fresh, SPEC)) == bool(slot.valid), kind.name

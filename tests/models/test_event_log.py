@@ -78,15 +78,15 @@ def test_broken_full_check_is_caught(monkeypatch):
     """A writer that forgets the full condition (or the overflow bit) fails the checks above."""
     real = event_log.event_log_state
 
-    def forgets_full(b, r):
-        return {**real(b, r), "full": b.false()}
+    def forgets_full(b, r, *ring):
+        return {**real(b, r, *ring), "full": b.false()}
 
     monkeypatch.setattr(event_log, "event_log_state", forgets_full)
     problems = full_log_problems(event_log.log_event)
     assert "full log: record written" in problems and "full log: EventOverflow not set" in problems
 
-    def forgets_overflow_bit(b, r):
-        return {**real(b, r), "overflowed": b.false()}
+    def forgets_overflow_bit(b, r, *ring):
+        return {**real(b, r, *ring), "overflowed": b.false()}
 
     monkeypatch.setattr(event_log, "event_log_state", forgets_overflow_bit)
     assert full_log_problems(event_log.log_event) == ["overflowed log: record written"]
