@@ -9,11 +9,12 @@ checker can interleave hardware and device moves between them. Concrete (Python 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from amdvi.spec.bitvec import INT, mask
 from amdvi.spec.commands import COMMAND_BYTES, EVERY_PAGE, INVALIDATE_IOMMU_ALL, covering_block
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
+from amdvi.spec.levels import PAGE_SHIFT, entry_address as entry_at
 from amdvi.spec.mmio import (
     CMD_BUF_BAR, CMD_BUF_HEAD, CMD_BUF_TAIL, CONTROL, DEV_TAB_BAR, EVT_LOG_BAR, EVT_LOG_HEAD, EVT_LOG_TAIL, STATUS,
 )
@@ -144,50 +145,55 @@ class Mapped:
     directory_addresses: tuple[int, ...]  # the page-directory entries on the path, top level first
 
 
+PAGE_BYTES = 1 << PAGE_SHIFT  # a table is one 4 KiB page
+
+
+def _map_page(memory: dict[int, int], root: int, levels: int, address: int, next_free: int, *,
+              directory: Callable[[int, int], int], next_table: Callable[[int], int], leaf: int) -> Mapped:
+    """The 4 KiB page at ``address`` mapped by the word ``leaf`` in the ``levels``-level table at ``root``;
+    a missing table below a level-n entry is allocated from ``next_free`` and linked by
+    ``directory(table, n - 1)``; ``next_table(entry)`` reads where a present directory entry points."""
+    out, table, directories = dict(memory), root, []
+    for level in range(levels, 0, -1):
+        at = entry_at(INT, table, address, level, range(level, level + 1))
+        if level == 1:
+            out[at] = leaf
+            return Mapped(out, next_free, at, tuple(directories))
+        directories.append(at)
+        entry = out.get(at, 0)
+        if entry & 1:
+            table = next_table(entry)
+            continue
+        out[at] = directory(next_free, level - 1)
+        table, next_free = next_free, next_free + PAGE_BYTES
+    raise ValueError(f"a table of {levels} levels maps nothing")
+
+
 def v1_map(memory: dict[int, int], root: int, mode: int, iova: int, spa: int, next_free: int, *,
            readable: bool = True, writable: bool = True) -> Mapped:
     """Map the 4 KiB page at ``iova`` to ``spa`` in the ``mode``-level v1 table at ``root`` (§2.2.3),
     allocating missing tables from ``next_free`` (4 KiB apart)."""
     from amdvi.spec.host_page_table import PDE, PTE
-    from amdvi.spec.levels import index_bits
 
-    out, table, directories = dict(memory), root, []
-    for level in range(mode, 1, -1):
-        hi, lo = index_bits(level)
-        at = table + 8 * ((iova >> lo) & mask(hi - lo + 1))
-        directories.append(at)
-        entry = out.get(at, 0)
-        if entry & 1:
-            table = PDE.view(entry)["Next Table Address"] << 12
-            continue
-        out[at] = PDE.encode({"PR": 1, "IR": 1, "IW": 1, "Next Level": level - 1, "Next Table Address": next_free >> 12})
-        table, next_free = next_free, next_free + 0x1000
-    at = table + 8 * ((iova >> 12) & 0x1FF)
-    out[at] = PTE.encode({"PR": 1, "IR": int(readable), "IW": int(writable), "Next Level": 0,
-                          "Page Address": spa >> 12})
-    return Mapped(out, next_free, at, tuple(directories))
+    return _map_page(
+        memory, root, mode, iova, next_free,
+        directory=lambda table, level: PDE.encode({"PR": 1, "IR": 1, "IW": 1, "Next Level": level,
+                                                   "Next Table Address": table >> PAGE_SHIFT}),
+        next_table=lambda entry: PDE.view(entry)["Next Table Address"] << PAGE_SHIFT,
+        leaf=PTE.encode({"PR": 1, "IR": int(readable), "IW": int(writable), "Next Level": 0,
+                         "Page Address": spa >> PAGE_SHIFT}))
 
 
 def v2_map(memory: dict[int, int], root: int, gva: int, address: int, next_free: int, *,
            writable: bool = True, user: bool = False, levels: int = 4) -> Mapped:
     """Map the 4 KiB page at ``gva`` to ``address`` in the x86-64 format guest table at ``root`` (§2.2.6)."""
     from amdvi.spec.guest_page_table import GPTE
-    from amdvi.spec.levels import index_bits
 
-    out, table, directories = dict(memory), root, []
-    for level in range(levels, 1, -1):
-        hi, lo = index_bits(level)
-        at = table + 8 * ((gva >> lo) & mask(hi - lo + 1))
-        directories.append(at)
-        entry = out.get(at, 0)
-        if entry & 1:
-            table = GPTE.view(entry)["Address"] << 12
-            continue
-        out[at] = GPTE.encode({"P": 1, "R/W": 1, "U/S": 1, "Address": next_free >> 12})
-        table, next_free = next_free, next_free + 0x1000
-    at = table + 8 * ((gva >> 12) & 0x1FF)
-    out[at] = GPTE.encode({"P": 1, "R/W": int(writable), "U/S": int(user), "Address": address >> 12})
-    return Mapped(out, next_free, at, tuple(directories))
+    return _map_page(
+        memory, root, levels, gva, next_free,
+        directory=lambda table, level: GPTE.encode({"P": 1, "R/W": 1, "U/S": 1, "Address": table >> PAGE_SHIFT}),
+        next_table=lambda entry: GPTE.view(entry)["Address"] << PAGE_SHIFT,
+        leaf=GPTE.encode({"P": 1, "R/W": int(writable), "U/S": int(user), "Address": address >> PAGE_SHIFT}))
 
 
 def entry_on_path(memory: dict[int, int], root: int, address: int, level: int, *, top: int,
@@ -197,12 +203,10 @@ def entry_on_path(memory: dict[int, int], root: int, address: int, level: int, *
     ``None`` when an entry above it is not present."""
     from amdvi.spec.guest_page_table import GPTE
     from amdvi.spec.host_page_table import PDE
-    from amdvi.spec.levels import index_bits
 
     table = root
     for at_level in range(top, level - 1, -1):
-        hi, lo = index_bits(at_level)
-        at = table + 8 * ((address >> lo) & mask(hi - lo + 1))
+        at = entry_at(INT, table, address, at_level, range(at_level, at_level + 1))
         if at_level == level:
             return at
         entry = memory.get(at, 0)

@@ -29,7 +29,7 @@ from .bitvec import ADDRESS_WIDTH, mask
 from .guest_page_table import GCR3_ENTRY, GPTE
 from .host_translation import host_walk
 from .choices import SPEC, Hardware
-from .levels import ENTRY_SHIFT, gcr3_index_bits, index_bits, level_shift
+from .levels import ENTRY_SHIFT, entry_address as entry_at, gcr3_index_bits, index_bits, level_shift
 from .walk_types import GUEST, SHIFT_WIDTH, FaultState, WalkResult, WalkStep, by_level, low_mask
 
 GCR3_LEVELS = 3
@@ -167,8 +167,7 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     known_depth = b.constant(depth)  # each step goes down a level: a known depth bounds the entries read
     for k in GUEST_LEVELS if known_depth is None else range(1, known_depth + 1):
         active = b.all_of(b.lnot(done), b.lnot(f.raised))
-        index = by_level(b, level, GUEST_LEVELS, lambda n: b.zext(b.extract(address, *index_bits(n)), 64), 64)
-        entry_address = b.add(table, b.shl(index, ENTRY_SHIFT, 64), 64)
+        entry_address = entry_at(b, table, address, level, GUEST_LEVELS)
         e = b.read64(memory, entry_address)
         ent = guest_entry(b, e, level)
         writable = b.ite(active, b.all_of(writable, ent.writable), writable)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .host_page_table import PDE, PTE
-from .levels import ENTRY_SHIFT, index_bits, level_shift
+from .levels import entry_address as entry_at, level_shift
 from .walk_types import HOST, SHIFT_WIDTH, FaultState, WalkResult, WalkStep, by_level, low_mask
 
 MAX_LEVELS = 6
@@ -102,8 +102,7 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
     known_mode = b.constant(mode)
     for _ in range(known_mode if known_mode in LEVELS else MAX_LEVELS):
         active = b.all_of(live, b.lnot(done), b.lnot(f.raised))
-        index = by_level(b, level, LEVELS, lambda n: b.zext(b.extract(address, *index_bits(n)), 64), 64)
-        entry_address = b.add(table, b.shl(index, ENTRY_SHIFT, 64), 64)
+        entry_address = entry_at(b, table, address, level, LEVELS)
         e = b.read64(memory, entry_address)
         ent = host_entry(b, e, level)
         r = b.ite(active, b.all_of(r, ent.readable), r)

@@ -7,7 +7,10 @@ from these functions, so the formula is written only here (48882 §2.2.3, §2.2.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .bitvec import ADDRESS_WIDTH
+from .walk_types import by_level
 
 PAGE_SHIFT = 12  # log2 of a 4 KiB page, and of one table
 ENTRY_SHIFT = 3  # log2 of an 8-byte entry
@@ -32,3 +35,10 @@ def gcr3_index_bits(level: int) -> tuple[int, int]:
     PASID[8:0] indexes; level 2 has only PASID[19:18])."""
     lo = INDEX_BITS * level
     return min(lo + INDEX_BITS - 1, PASID_WIDTH - 1), lo
+
+
+def entry_address(b: Any, table: Any, address: Any, level: Any, levels: range) -> Any:
+    """The 64-bit address of the entry a level-``level`` table at ``table`` holds for ``address`` (the
+    level may be symbolic: one of ``levels``); what every walk and table builder reads or writes."""
+    index = by_level(b, level, levels, lambda n: b.zext(b.extract(address, *index_bits(n)), 64), 64)
+    return b.add(table, b.shl(index, ENTRY_SHIFT, 64), 64)
