@@ -64,10 +64,11 @@ from amdvi.spec.commands import (
 from amdvi.spec.device_table import DTE
 from amdvi.spec.events import IO_PAGE_FAULT
 from amdvi.spec.guest_page_table import GCR3_ENTRY
+from amdvi.spec.bitvec import mask
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.guest_translation import GUEST_LEVELS, guest_entry
 from amdvi.spec.host_translation import host_entry
-from amdvi.spec.levels import level_shift
+from amdvi.spec.levels import PAGE_SHIFT, level_shift
 from amdvi.spec.translation import Outcome, Request, guest_path
 from amdvi.spec.walk_types import GUEST, HOST, SHIFT_WIDTH, by_level, low_mask
 
@@ -225,7 +226,7 @@ def guest_pde_fill(b: Any, request: Request, fresh: Outcome, step_index: int = 0
     return GuestPdeSlot(valid=valid, domain_id=fresh.domain_id,
                         pasid=b.ite(request.has_pasid, request.pasid, b.const(0, 20)),
                         base=b.band(request.address, b.bnot(low_mask(b, shift), 64)), shift=shift,
-                        table=b.band(below.entry_address, b.bnot(b.const(0xFFF, 64), 64)), level=below.level,
+                        table=b.band(below.entry_address, b.bnot(b.const(mask(PAGE_SHIFT), 64), 64)), level=below.level,
                         writable=s.writable, user=b.all_of(*[e.user for e in above]),
                         nx=b.any_of(*[e.nx for e in above]))
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from amdvi.spec.bitvec import ADDRESS_WIDTH
 from amdvi.spec.commands import (
     COMPLETION_WAIT, EVERY_PAGE, INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, block_operand,
 )
@@ -61,6 +62,12 @@ def invalidate_devtab_entry(b: Any, device_id: Any) -> Any:
     return INVALIDATE_DEVTAB_ENTRY.encode({"DeviceID": device_id}, backend=b)
 
 
+def _page_number(b: Any, address: Any) -> Any:
+    """The Address operand of an invalidation: the address's page number (the field's unit_shift
+    drops the offset bits; INVALIDATE_IOMMU_PAGES and INVALIDATE_IOTLB_PAGES place it alike)."""
+    return b.extract(address, ADDRESS_WIDTH - 1, INVALIDATE_IOMMU_PAGES.field("Address").unit_shift)
+
+
 def invalidate_iommu_pages(b: Any, domain_id: Any, block: tuple[Any, Any] = EVERY_PAGE, *, pde: bool = True,
                            pasid: Any = None) -> Any:
     """INVALIDATE_IOMMU_PAGES of ``domain_id`` over the aligned ``block`` (§2.4.3): its host
@@ -69,7 +76,7 @@ def invalidate_iommu_pages(b: Any, domain_id: Any, block: tuple[Any, Any] = EVER
     address, s = block_operand(b, *block)
     return INVALIDATE_IOMMU_PAGES.encode({
         "DomainID": domain_id, "S": s, "PDE": int(pde), "GN": int(pasid is not None),
-        "PASID": 0 if pasid is None else pasid, "Address": b.extract(address, 63, 12)}, backend=b)
+        "PASID": 0 if pasid is None else pasid, "Address": _page_number(b, address)}, backend=b)
 
 
 def invalidate_iotlb_pages(b: Any, device_id: Any, block: tuple[Any, Any] = EVERY_PAGE, *, pasid: Any = None,
@@ -80,7 +87,7 @@ def invalidate_iotlb_pages(b: Any, device_id: Any, block: tuple[Any, Any] = EVER
     address, s = block_operand(b, *block)
     return INVALIDATE_IOTLB_PAGES.encode({
         "DeviceID": device_id, "QueueID": device_id, "MaxPend": max_pending, "S": s, "GN": int(pasid is not None),
-        "PASID": 0 if pasid is None else pasid, "Address": b.extract(address, 63, 12)}, backend=b)
+        "PASID": 0 if pasid is None else pasid, "Address": _page_number(b, address)}, backend=b)
 
 
 # -- what each change requires --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable
 from amdvi.spec.bitvec import INT, mask
 from amdvi.spec.commands import COMMAND_BYTES, EVERY_PAGE, INVALIDATE_IOMMU_ALL, covering_block
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
-from amdvi.spec.levels import PAGE_SHIFT, entry_address as entry_at
+from amdvi.spec.levels import ENTRY_SHIFT, PAGE_SHIFT, entry_address as entry_at, gcr3_index_bits
 from amdvi.spec.mmio import (
     CMD_BUF_BAR, CMD_BUF_HEAD, CMD_BUF_TAIL, CONTROL, DEV_TAB_BAR, EVT_LOG_BAR, EVT_LOG_HEAD, EVT_LOG_TAIL, STATUS,
 )
@@ -212,13 +212,14 @@ def entry_on_path(memory: dict[int, int], root: int, address: int, level: int, *
         entry = memory.get(at, 0)
         if not entry & 1:
             return None
-        table = (GPTE.view(entry)["Address"] if guest else PDE.view(entry)["Next Table Address"]) << 12
+        table = (GPTE.view(entry)["Address"] if guest else PDE.view(entry)["Next Table Address"]) << PAGE_SHIFT
     raise ValueError(f"no level {level} in a {top}-level table")
 
 
 def gcr3_entry_address(table: int, pasid: int) -> int:
     """The entry of ``pasid`` in a one-level GCR3 table (DTE.GLX = 0)."""
-    return table + 8 * (pasid & 0x1FF)
+    hi, lo = gcr3_index_bits(0)
+    return table + (((pasid >> lo) & mask(hi - lo + 1)) << ENTRY_SHIFT)
 
 
 def gcr3_entry(guest_root: int) -> int:
