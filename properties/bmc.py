@@ -123,16 +123,29 @@ WAIT_DEVICE = 0x10
 WAIT_VALUE = 0x1
 
 
-def invalidation_then_wait(layout: software.Layout = software.Layout()) -> IommuState:
-    """The IOMMU after software gave device ``WAIT_DEVICE`` a DTE, the hardware cached it in DTE slot 0,
-    software cleared the DTE and queued INVALIDATE_DEVTAB_ENTRY and a COMPLETION_WAIT (store
-    ``WAIT_VALUE`` at the semaphore); no command has been processed yet."""
-    memory = software.write_dte({}, layout, WAIT_DEVICE, software.v1_dte(1, 0x50_0000, 3))
+WAIT_ROOT, WAIT_PAGE, WAIT_FRAME = 0x50_0000, 0x1000, 0x7000_0000  # the old DTE's table maps WAIT_PAGE
+
+
+def wait_setup(layout: software.Layout = software.Layout()) -> tuple[dict[int, int], list[Any]]:
+    """The memory and the moves that lead to :func:`invalidation_then_wait` from empty caches: device
+    ``WAIT_DEVICE`` has a DTE whose 3-level table maps ``WAIT_PAGE`` to ``WAIT_FRAME``, the hardware
+    caches it in DTE slot 0, software clears the DTE (a detach) and queues INVALIDATE_DEVTAB_ENTRY and a
+    COMPLETION_WAIT (store ``WAIT_VALUE`` at the semaphore)."""
+    memory = software.write_dte({}, layout, WAIT_DEVICE, software.v1_dte(1, WAIT_ROOT, 3))
+    memory = software.v1_map(memory, WAIT_ROOT, 3, WAIT_PAGE, WAIT_FRAME, WAIT_ROOT + 0x1000).memory
     state = software.initial_state(layout, memory, Caches.empty())
-    for move in [Fill("dte", 0, Request(WAIT_DEVICE, 0)), *software.dte_moves(layout, WAIT_DEVICE, 0)]:
+    moves: list[Any] = [Fill("dte", 0, Request(WAIT_DEVICE, 0)), *software.dte_moves(layout, WAIT_DEVICE, 0)]
+    for move in moves:
         state, _ = step(INT, state, move)
     commands = [software.inv_devtab(WAIT_DEVICE), software.completion_wait(layout.semaphore, WAIT_VALUE)]
-    for move in software.queue_moves(state, layout, commands):
+    return memory, moves + software.queue_moves(state, layout, commands)
+
+
+def invalidation_then_wait(layout: software.Layout = software.Layout()) -> IommuState:
+    """The IOMMU after :func:`wait_setup`'s moves; no command has been processed yet."""
+    memory, moves = wait_setup(layout)
+    state = software.initial_state(layout, memory, Caches.empty())
+    for move in moves:
         state, _ = step(INT, state, move)
     return state
 

@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator
 
 from amdvi.spec.choices import SPEC, Hardware
 
-from . import invalidation, isolation, ordering, serving
-from .counterexample import Replay, Trace, isolation_trace, replay, trace_of
+from . import bmc, invalidation, isolation, ordering, serving
+from .counterexample import Replay, Trace, isolation_trace, ordering_trace, replay, trace_of
 from .proof import PROVED, REFUTED, UNKNOWN, VACUOUS, ProofResult
 
 
@@ -168,7 +168,18 @@ def _isolation(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterator[
 def _ordering(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
     r = ordering.wait_after_invalidations(choices=choices, timeout_ms=timeout_ms)
     yield r
-    yield Outcome(r)
+    if r.status != REFUTED:
+        yield Outcome(r)
+        return
+    # the refutation is of one symbolic step; bounded model checking finds the concrete moves that lead
+    # to it from a detach, and the trace ends with the stale DMA they allow
+    found = bmc.check_wait(4, choices=choices, timeout_ms=timeout_ms, witnessed=False)
+    if found.status != REFUTED:
+        yield Outcome(r)
+        return
+    trace = ordering_trace(found.moves, choices)
+    yield Outcome(replace(r, detail=f"{r.detail}; {len(found.moves)} moves of the command processor show it"),
+                  trace, replay(trace))
 
 
 PROPERTIES: dict[str, Property] = {}

@@ -218,6 +218,19 @@ def isolation_trace(query: IsolationQuery) -> Trace:
                  waits=False, inside=query.layout.mapped)
 
 
+def ordering_trace(moves: tuple[Any, ...], choices: Hardware) -> Trace:
+    """A bounded-model-checking refutation of the wait (``bmc.check_wait``) as a trace: the setup, the
+    command processor's moves the solver found, then the detached device's DMA looked up in the DTE
+    slot the invalidation should have cleared by the time software saw its wait complete."""
+    from . import bmc  # the checker builds on the models only; imported here to keep this module light
+
+    memory, setup = bmc.wait_setup(LAYOUT)
+    last = Dma(Request(bmc.WAIT_DEVICE, bmc.WAIT_PAGE | 0x10), ServeChoice(dte=0))
+    return Trace("COMPLETION_WAIT seen before the DTE invalidation took effect", memory,
+                 (*setup, *moves, last), ("found by bounded model checking over the command processor's moves",),
+                 choices=choices, retire_at_once=False)
+
+
 # which trace a refuted query's evidence stands for
 TRACE_BUILDERS: dict[type, Callable[[Any, z3.ModelRef], Trace]] = {Query: trace_from, ServingQuery: serving_trace}
 

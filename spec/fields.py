@@ -243,6 +243,9 @@ class Structure:
         for f in self.named_fields:
             index[f.name.lower()] = index[f.pyname] = f
         object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_encoded", {})  # Python-int encodings already made (``encode``)
+        object.__setattr__(self, "_found", {})  # field names already resolved (``_find``)
+        object.__setattr__(self, "_found_composites", {})
         object.__setattr__(self, "_composite_index",
                            {k: c for c in self.composites for k in (c.name.lower(), c.pyname)})
         for c in self.composites:
@@ -252,16 +255,22 @@ class Structure:
 
     # -- lookup ---------------------------------------------------------------
     def _find(self, name: str) -> Field | None:
-        index = self._index  # type: ignore[attr-defined]
-        return index.get(name.lower()) or index.get(python_name(name))
+        found = self._found  # type: ignore[attr-defined]
+        if name not in found:
+            index = self._index  # type: ignore[attr-defined]
+            found[name] = index.get(name.lower()) or index.get(python_name(name))
+        return found[name]
 
     def field(self, name: str) -> Field | None:
         """The named (non-reserved) field, by spec spelling or python name, any case."""
         return self._find(name)
 
     def composite(self, name: str) -> Composite | None:
-        index = self._composite_index  # type: ignore[attr-defined]
-        return index.get(name.lower()) or index.get(python_name(name))
+        found = self._found_composites  # type: ignore[attr-defined]
+        if name not in found:
+            index = self._composite_index  # type: ignore[attr-defined]
+            found[name] = index.get(name.lower()) or index.get(python_name(name))
+        return found[name]
 
     @cached_property
     def named_fields(self) -> tuple[Field, ...]:
@@ -297,8 +306,18 @@ class Structure:
 
         Unknown names and values too wide for their field raise ``ValueError``.
         """
+        requested = dict(values or {}, **kw)
+        key = None
+        if backend is INT:  # concrete encodings recur (event records, commands): remember them
+            try:
+                key = tuple(sorted(requested.items()))
+                return self._encoded[key]  # type: ignore[attr-defined]
+            except KeyError:
+                pass
+            except TypeError:  # an unhashable value: encode it afresh
+                key = None
         given: dict[str, Any] = {}
-        for name, value in dict(values or {}, **kw).items():
+        for name, value in requested.items():
             if self.field(name) is None and self.composite(name) is not None:
                 given.update(self.split(name, value, backend))
             else:
@@ -315,6 +334,8 @@ class Structure:
                 if value < 0 or value >> f.width:
                     raise ValueError(f"{self.name}.{f.name}: {value:#x} does not fit in {f.width} bits")
             bits = backend.deposit(bits, f.hi, f.lo, value, self.width)
+        if key is not None and len(self._encoded) < 1 << 16:  # type: ignore[attr-defined]
+            self._encoded[key] = bits  # type: ignore[attr-defined]
         return bits
 
     def all_rules(self) -> tuple[Rule, ...]:

@@ -24,10 +24,12 @@ ILLEGAL_DEV_TABLE_ENTRY. DTE bits are read from memory, 32 bytes per DeviceID.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field as dc_field
 from typing import Any, ClassVar, Mapping
 
-from .bitvec import log2
+from .bitvec import INT, log2
 from .device_table import DTE, ENTRY_BYTES, ILLEGAL_DTE, IO_PAGE_FAULT
 from .events import ILLEGAL_DEV_TABLE_ENTRY as ILLEGAL_DTE_RECORD
 from .events import IO_PAGE_FAULT as IO_PAGE_FAULT_RECORD
@@ -146,9 +148,18 @@ def _violated(b: Any, view_bits: Any, event: str, context: Mapping[str, Any] | N
     """Whether the DTE breaks a rule that concerns memory requests and logs ``event``.
 
     Rules that read registers (``EFR.GATS``, ``EFR.HATS``, ...) are checked when ``context`` gives them.
+    On Python ints the answer for a DTE value is remembered: a run meets the same few DTEs again and again.
     """
+    if b is INT:
+        return _violated_concrete(view_bits, event, tuple(sorted((context or {}).items())))
     return b.any_of(*[v.condition for v in DTE.check(view_bits, b, context)
                       if v.rule.event == event and v.rule.scope in MEMORY_SCOPES])
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _violated_concrete(dte: int, event: str, context: tuple[tuple[str, Any], ...]) -> bool:
+    return INT.any_of(*[v.condition for v in DTE.check(dte, INT, dict(context))
+                        if v.rule.event == event and v.rule.scope in MEMORY_SCOPES])
 
 
 def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, context: Mapping[str, Any] | None = None,
