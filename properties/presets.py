@@ -40,7 +40,7 @@ def _preset(fault: str, refuted_by: tuple[str, ...], caught_by: tuple[str, ...] 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("guest-table-pointer-untranslated", ("nested-isolation",)),
     _preset("invalidate-pages-ignores-size", _EVERY_CHANGE, (IOMMU_MACHINE,)),
-    _preset("devtab-invalidation-ignored", ("dte-invalidation",), (IOMMU_MACHINE,)),
+    _preset("devtab-invalidation-ignored", ("dte-invalidation",), (IOMMU_MACHINE, ATTACH_DETACH_MACHINE)),
     _preset("devtab-invalidation-skips-invalid", ("dte-invalidation",), (),
             "the attach-detach machine shows it on a fixed detach, fill, attach sequence "
             "(tests/properties/test_stateful.py) but not reliably by its random exploration"),
