@@ -1,0 +1,48 @@
+"""What system software does to the IOMMU, as the steps hardware and devices can come between.
+
+A driver operation (an attach, a map, an unmap) is a sequence of these steps; the checkers put DMA,
+cache fills and evictions, and the command processor's progress at every boundary between two of
+them (``amdvi.properties.sequence``). Each step is atomic for the hardware:
+
+* :class:`Store`: one CPU store instruction, of one 64-bit word or of the two words of a 128-bit
+  ``cmpxchg16b`` (how Linux writes each half of a 256-bit DTE, 48882 §2.2.2: the IOMMU may read the
+  DTE between the two halves);
+* :class:`Queue`: commands written to the command ring and the tail register write that hands them to
+  the IOMMU (48882 §2.4, §3.4.3); the command processor may take them at any later boundary;
+* :class:`Wait`: software polls the COMPLETION_WAIT store of ``sequence`` (48882 §2.4.1) and goes on
+  only once it has landed, so every command queued before it has completed.
+
+Pure data; the steps carry concrete (Python int) values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Store:
+    """Software stores ``writes`` (address, 64-bit value) in one atomic instruction."""
+
+    writes: tuple[tuple[int, int], ...]
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Software appends ``commands`` (128-bit each) to the command ring and writes the tail."""
+
+    commands: tuple[int, ...]
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Software waits until the COMPLETION_WAIT carrying ``sequence`` has stored it at ``address``."""
+
+    sequence: int
+    address: int
+    what: str = ""
+
+
+STEP_KINDS = (Store, Queue, Wait)
