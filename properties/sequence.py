@@ -1,0 +1,215 @@
+"""The properties a driver and ioctl sequence must keep, checked at every boundary of its run.
+
+Each check reads the run through :class:`~amdvi.properties.cache_windows.Windows` (every way the
+hardware may serve a request there) and what software promised (:class:`Promise`, given by the system
+model: which frames each requester may reach, when the caches must agree with the tables, which DTE
+updates were in progress). Each returns :class:`Violation` records, the first of which a
+counterexample replays.
+
+* **isolation**: every access a device makes, however served, reaches a frame one of its mappings
+  gives it, with that mapping's permission (during an operation: a mapping from before or after it);
+* **flush completeness**: where software relies on its invalidations (an ioctl returned in strict
+  mode; the flush queue drained in lazy mode), no cached part makes an access come out otherwise than
+  a walk of the tables as they are;
+* **no torn DTE**: while a DTE is being rewritten half by half, no access succeeds through a DTE value
+  that gives it a translation neither the old nor the new DTE gives;
+* **DomainID uniqueness**: one DomainID never tags two translation contexts at once, and no cached
+  translation tagged with a DomainID survives from an earlier context of that DomainID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from amdvi.spec.bitvec import INT
+from amdvi.spec.device_table import DTE
+from amdvi.spec.translation import CachedStart, Request, read_dte, translate
+
+from .cache_windows import Served, Windows
+
+ISOLATION, FLUSH, TORN_DTE, DOMAIN_IDS = "isolation", "flush-completeness", "no-torn-dte", "domain-id-uniqueness"
+SEQUENCE_PROPERTIES = (ISOLATION, FLUSH, TORN_DTE, DOMAIN_IDS)
+PAGE = 0x1000
+
+
+@dataclass(frozen=True)
+class Frames:
+    """System frames a requester may reach: ``(pa, length, readable, writable)`` ranges."""
+
+    ranges: tuple[tuple[int, int, bool, bool], ...] = ()
+
+    def allows(self, spa: int, write: bool) -> bool:
+        return any(pa <= spa < pa + length and (writable if write else readable)
+                   for pa, length, readable, writable in self.ranges)
+
+    def __or__(self, other: "Frames") -> "Frames":
+        return Frames(tuple(dict.fromkeys(self.ranges + other.ranges)))
+
+
+@dataclass(frozen=True)
+class DteUpdate:
+    """Software rewrote the DTE of ``device_id`` from boundary ``start`` to ``end`` (inclusive)."""
+
+    device_id: int
+    start: int
+    end: int
+    what: str = ""
+
+
+@dataclass
+class Promise:
+    """What software promised along a run: ``frames[i][device_id]`` the frames each requester may reach
+    at boundary ``i`` (missing: none); ``settled``: boundaries where the caches must agree with the
+    tables; ``dte_updates``: the DTE rewrites; ``requester_ids``: every DeviceID a device uses."""
+
+    frames: list[Mapping[int, Frames]] = field(default_factory=list)
+    settled: list[int] = field(default_factory=list)
+    dte_updates: list[DteUpdate] = field(default_factory=list)
+    requester_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A property broken at boundary ``at`` by ``request`` served as ``served`` (when there is one)."""
+
+    property: str
+    at: int
+    request: Request | None
+    what: str
+    served: Served | None = None
+
+
+def _result_key(served: Served) -> tuple[Any, ...]:
+    r = served.result
+    return (bool(r.ok), r.spa if r.ok else 0)
+
+
+def _access(request: Request) -> str:
+    return f"{'write' if request.write else 'read'} of DeviceID {request.device_id:#x} at {request.address:#x}" + (
+        f" PASID {request.pasid:#x}" if request.has_pasid else "") + (" (ATS)" if request.ats else "")
+
+
+def isolation(windows: Windows, promise: Promise, *, first: bool = True) -> list[Violation]:
+    out = []
+    for i in range(len(windows.run.boundaries)):
+        allowed = promise.frames[i] if i < len(promise.frames) else {}
+        for r in windows.requests:
+            frames = allowed.get(r.device_id, Frames())
+            for s in windows.outcomes(i, r):
+                if s.ok and not frames.allows(s.result.spa, r.write):
+                    out.append(Violation(ISOLATION, i, r, f"{_access(r)} reached {s.result.spa:#x}, which none of "
+                                         f"its mappings gives it (served by {s.describe()})", s))
+                    if first:
+                        return out
+    return out
+
+
+def flush_completeness(windows: Windows, promise: Promise, *, first: bool = True) -> list[Violation]:
+    out = []
+    for i in promise.settled:
+        for r in windows.requests:
+            fresh = None
+            for s in windows.outcomes(i, r):
+                if not s.used:
+                    fresh = _result_key(s) if fresh is None else fresh
+                    continue
+                if fresh is None:
+                    fresh = _result_key(next(x for x in windows.outcomes(i, r) if not x.used))
+                if _result_key(s) != fresh:
+                    now = f"{s.result.spa:#x}" if s.ok else "a fault"
+                    want = f"{fresh[1]:#x}" if fresh[0] else "a fault"
+                    out.append(Violation(FLUSH, i, r, f"after software relied on its flushes, {_access(r)} gives "
+                                         f"{now} from {s.describe()}; the tables give {want}", s))
+                    if first:
+                        return out
+    return out
+
+
+def _with_dte(windows: Windows, at: int, request: Request, dte: int) -> tuple[Any, ...]:
+    o = translate(INT, windows.run.boundaries[at].memory, windows.bar, request, choices=windows.choices,
+                  cached=CachedStart(dte=dte))
+    return (bool(o.ok), o.spa if o.ok else 0, bool(o.readable), bool(o.writable))
+
+
+def torn_dte(windows: Windows, promise: Promise, *, first: bool = True) -> list[Violation]:
+    out = []
+    memory_of = lambda i: windows.run.boundaries[i].memory  # noqa: E731
+    for u in promise.dte_updates:
+        old = read_dte(INT, memory_of(max(u.start - 1, 0)), windows.bar, u.device_id)[0]
+        new = read_dte(INT, memory_of(u.end), windows.bar, u.device_id)[0]
+        for i in range(u.start, u.end):
+            mid = read_dte(INT, memory_of(i), windows.bar, u.device_id)[0]
+            if mid in (old, new):
+                continue
+            for r in windows.requests:
+                if r.device_id != u.device_id:
+                    continue
+                got = _with_dte(windows, i, r, mid)
+                if got[0] and got not in (_with_dte(windows, i, r, old), _with_dte(windows, i, r, new)):
+                    out.append(Violation(TORN_DTE, i, r, f"{_access(r)} is translated to {got[1]:#x} by the DTE "
+                                         f"{mid:#066x}, half old and half new ({u.what}); neither the old nor the new "
+                                         "DTE gives that"))
+                    if first:
+                        return out
+    return out
+
+
+_CONTEXT_FIELDS = ("Mode", "Host Page Table Root Pointer", "GV", "GLX", "GCR3 Table Root Pointer", "GPM")
+
+
+def context_of(dte: int) -> tuple[int, ...] | None:
+    """The translation context a DTE gives its DomainID (None: it translates nothing: V, TV or both
+    Mode and GV zero)."""
+    v = DTE.view(dte)
+    if not (v["V"] and v["TV"]) or (v["Mode"] == 0 and v["GV"] == 0):
+        return None
+    return tuple(v[name] for name in _CONTEXT_FIELDS)
+
+
+def _contexts(windows: Windows, promise: Promise, at: int) -> dict[int, set[tuple[int, ...]]]:
+    by_domain: dict[int, set[tuple[int, ...]]] = {}
+    memory = windows.run.boundaries[at].memory
+    dtes = [read_dte(INT, memory, windows.bar, d)[0] for d in promise.requester_ids]
+    for dte in dtes:
+        ctx = context_of(dte)
+        if ctx is not None:
+            by_domain.setdefault(DTE.view(dte)["DomainID"], set()).add(ctx)
+    return by_domain
+
+
+_TAGGED = {"iotlb": "owner", "pde": "domain_id", "guest_pde": "domain_id", "gcr3": "domain_id"}
+
+
+def domain_ids(windows: Windows, promise: Promise, *, first: bool = True) -> list[Violation]:
+    out = []
+    contexts = [_contexts(windows, promise, i) for i in range(len(windows.run.boundaries))]
+    for i, now in enumerate(contexts):
+        for domain, ctxs in sorted(now.items()):
+            if len(ctxs) > 1:
+                out.append(Violation(DOMAIN_IDS, i, None, f"DomainID {domain:#x} tags {len(ctxs)} different "
+                                     "translation contexts at once (different tables under one tag)"))
+                if first:
+                    return out
+        for kind, tag in _TAGGED.items():
+            for cached, j in windows.held(kind, i):
+                domain = getattr(cached.slot, tag)
+                then, later = contexts[j].get(domain, set()), now.get(domain, set())
+                if later and then and not (then & later):
+                    out.append(Violation(DOMAIN_IDS, i, cached.request, f"a {kind} entry tagged DomainID "
+                                         f"{domain:#x}, filled at boundary {j} under an earlier context of that "
+                                         "DomainID, is still usable: the DomainID was reused before it was flushed"))
+                    if first:
+                        return out
+    return out
+
+
+CHECKS: Mapping[str, Callable[..., list[Violation]]] = {
+    ISOLATION: isolation, FLUSH: flush_completeness, TORN_DTE: torn_dte, DOMAIN_IDS: domain_ids,
+}
+
+
+def check(windows: Windows, promise: Promise, properties: Iterable[str] = SEQUENCE_PROPERTIES, *,
+          first: bool = True) -> dict[str, list[Violation]]:
+    """Each property's violations (the first of each when ``first``)."""
+    return {name: CHECKS[name](windows, promise, first=first) for name in properties}
