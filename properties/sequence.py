@@ -20,7 +20,7 @@ counterexample replays.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 from amdvi.spec.bitvec import INT
 from amdvi.spec.device_table import DTE
