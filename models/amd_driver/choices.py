@@ -1,0 +1,71 @@
+"""The Linux AMD IOMMU driver model's choices: readings where the sources leave the driver's behaviour
+open, and fault switches that re-create a class of real driver bug (each one pinned by a test in
+``tests/models/amd_driver`` that shows how it changes the emitted steps).
+
+Sources: ``shared/reference/linux-driver-sequences.md`` and ``amd-nested-upstream.md``; the code read is
+drivers/iommu/amd/iommu.c (AMDESE/linux-iommu, generic-PT era) and nested.c (torvalds/linux@103f4e7c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from amdvi.spec.choices import Choices, fault, reading
+
+
+@dataclass(frozen=True)
+class Driver(Choices):
+    """The driver layer's choices: every reading at its default and no fault is the driver as read."""
+
+    layer: ClassVar[str] = "driver"
+
+    # -- readings --------------------------------------------------------------------------------
+    nested_attach_previous: str = reading("kept", {
+        "kept": "nested_attach_device only rewrites the DTE: the device stays on its previous paging domain's "
+                "device list (dev_data->domain), so that domain's flushes, growth (change_top) and a later "
+                "attach to it (seen as 'same domain', a no-op) still treat the device as its own "
+                "(torvalds/linux nested.c @103f4e7c, amd-nested-upstream.md b.4; linux-driver-sequences.md §4.3)",
+        "detached": "nested attach first detaches the previous paging domain, as attach_device does (a reading "
+                    "no source shows; kept to compare against)",
+    }, section="linux-driver-sequences.md §4.3", doc="whether nested attach leaves the previous paging domain")
+
+    # -- fault switches ----------------------------------------------------------------------------
+    unmap_skips_flush: bool = fault(
+        "unmap clears the PTEs and frees the table pages without iotlb_sync: no INVALIDATE_IOMMU_PAGES, no "
+        "COMPLETION_WAIT")
+    flush_range_too_small: bool = fault(
+        "domain_flush_pages on unmap invalidates only the first 4 KiB page of the gathered range")
+    dte_halves_wrong_order: bool = fault(
+        "update_dte256 writes the lower half (with V / GV) first when enabling, so the IOMMU can read the new "
+        "V = 1 with the old upper half")
+    domain_id_freed_before_flush: bool = fault(
+        "detach_device skips the whole-domain flush, so domain_free hands the DomainID back while its "
+        "translations are still cached and the next domain reuses it without a flush")
+    skip_device_iotlb_flush: bool = fault(
+        "no INVALIDATE_IOTLB_PAGES for ATS devices (neither on domain flushes nor in device_flush_dte)")
+    skip_alias: bool = fault(
+        "aliases of a device get neither the cloned DTE (clone_aliases) nor INVALIDATE_DEVTAB_ENTRY")
+    gdte_not_validated: bool = fault(
+        "validate_gdte_nested is skipped and set_dte_nested takes the guest's Mode and host root pointer "
+        "(a guest-chosen stage 2) and any GLX, GLX = 3 included")
+    flush_queue_releases_early: bool = fault(
+        "lazy mode: unmap releases the IOVA range and the freed table pages at once (value True), before the "
+        "flush queue's flush")
+    parent_flush_misses_hdomids: bool = fault(
+        "a nest parent's flushes skip the hDomIDs of its vIOMMUs (iommu_flush_pages_v1_hdom_ids)")
+    np_cache_map_no_flush: bool = fault(
+        "iotlb_sync_map does nothing even when the IOMMU caches non-present entries (NpCache)")
+    nested_shares_parent_domain_id: bool = fault(
+        "set_dte_nested tags the nested DTE with the parent's DomainID instead of the gDomID's hDomID")
+
+
+DEFAULTS = Driver()
+
+
+def driver_choices(value: Any) -> Driver:
+    """``value`` itself when it is a :class:`Driver`; TypeError otherwise (never run a model silently
+    under some other layer's choices)."""
+    if not isinstance(value, Driver):
+        raise TypeError(f"expected amdvi.models.amd_driver.choices.Driver, got {type(value).__name__}")
+    return value
