@@ -55,13 +55,18 @@ def add_trace_input(parser: argparse.ArgumentParser) -> None:
 
 def read_trace(args: argparse.Namespace) -> dict[str, Any]:
     """The JSON object in the file ``TRACE`` names; anything else is a one-line error."""
-    text = read_text(args.trace)
+    return read_json(args.trace, "a trace")
+
+
+def read_json(path: str, what: str = "a sequence") -> dict[str, Any]:
+    """The JSON object in the file ``path`` (``-``: standard input); anything else is a one-line error."""
+    text = read_text(path)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(f"{args.trace}: not JSON ({e.msg} at line {e.lineno})") from None
+        raise InputError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(obj, dict):
-        raise InputError(f"{args.trace}: a trace is a JSON object, not {type(obj).__name__}")
+        raise InputError(f"{path}: {what} is a JSON object, not {type(obj).__name__}")
     return obj
 
 

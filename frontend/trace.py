@@ -32,7 +32,7 @@ def _request(r: Any) -> str:
     return ", ".join(parts)
 
 
-def _command(bits: int) -> str:
+def command_text(bits: int) -> str:
     structure = COMMANDS_BY_OPCODE.get((bits >> OPCODE_LO) & ((1 << (OPCODE_HI - OPCODE_LO + 1)) - 1))
     if structure is None:
         return f"undefined command {bits:#034x}"
@@ -126,7 +126,7 @@ def _in_flight_changes(step: Step) -> list[str]:
         if not old.valid and new.valid:
             out.append(f"accepted into in-flight entry {i}")
         elif old.valid and not new.valid:
-            out.append(f"in-flight entry {i} carried out: {_command(old.command)}")
+            out.append(f"in-flight entry {i} carried out: {command_text(old.command)}")
     if step.retired:
         out.append(f"accepted into in-flight entry {', '.join(map(str, step.retired))} and carried out at once")
     return out
@@ -137,7 +137,7 @@ def _command_taken(step: Step) -> list[str]:
     if effect is None or not (effect.processed or effect.illegal):
         return []
     bits, _ = fetch_command(INT, step.before.memory, step.before.regs)
-    return [f"{'takes' if effect.processed else 'finds an illegal command:'} {_command(bits)}"]
+    return [f"{'takes' if effect.processed else 'finds an illegal command:'} {command_text(bits)}"]
 
 
 def _memory_changes(step: Step) -> list[str]:
@@ -189,7 +189,7 @@ def render(trace: Trace, result: Replay | None = None, *, show_changes: bool = F
             if base <= move.address - 8 < base + size and move.address % 16 == 8 and move.address - 8 in words:
                 bits = words[move.address - 8] | move.value << 64
                 if (bits >> OPCODE_LO) & 0xF:
-                    lines[-1] += f"   [ring: {_command(bits)}]"
+                    lines[-1] += f"   [ring: {command_text(bits)}]"
         if i <= len(steps):
             lines += [f"        -> {c}" for c in changes(steps[i - 1])]
     if result is not None:

@@ -64,6 +64,7 @@ class Promise:
     tables; ``dte_updates``: the DTE rewrites; ``requester_ids``: every DeviceID a device uses."""
 
     frames: list[Mapping[int, Frames]] = field(default_factory=list)
+    owners: list[Mapping[int, frozenset[Any]]] = field(default_factory=list)  # DomainID -> what software meant by it
     settled: list[int] = field(default_factory=list)
     dte_updates: list[DteUpdate] = field(default_factory=list)
     requester_ids: tuple[int, ...] = ()
@@ -194,7 +195,10 @@ def domain_ids(windows: Windows, promise: Promise, *, first: bool = True) -> lis
         for kind, tag in _TAGGED.items():
             for cached, j in windows.held(kind, i):
                 domain = getattr(cached.slot, tag)
-                then, later = contexts[j].get(domain, set()), now.get(domain, set())
+                if promise.owners:
+                    then, later = set(promise.owners[j].get(domain, ())), set(promise.owners[i].get(domain, ()))
+                else:
+                    then, later = contexts[j].get(domain, set()), now.get(domain, set())
                 if later and then and not (then & later):
                     out.append(Violation(DOMAIN_IDS, i, cached.request, f"a {kind} entry tagged DomainID "
                                          f"{domain:#x}, filled at boundary {j} under an earlier context of that "

@@ -36,7 +36,12 @@ def run(args: argparse.Namespace) -> Report:
     from amdvi.properties.presets import PRESETS
     from amdvi.spec.choices import SPEC
 
-    loaded = trace_format.load(options.read_trace(args), args.trace)
+    from amdvi.frontend import sequence_format
+
+    obj = options.read_trace(args)
+    if sequence_format.is_sequence(obj):
+        return _replay_sequence(args, sequence_format.load(obj, args.trace))
+    loaded = trace_format.load(obj, args.trace)
     trace = loaded.trace
     recorded = trace.choices
     start = SPEC if args.defaults else recorded
@@ -67,5 +72,44 @@ def run(args: argparse.Namespace) -> Report:
         console.print(f"choices: {choices.label()}", soft_wrap=True, markup=False)
         console.print("\n".join(render(trace, result, show_changes=True)), soft_wrap=True, markup=False)
         console.print(verdict, soft_wrap=True, markup=False)
+
+    return Report(data, show, exit_codes.PROPERTY_FAILS if reproduces else exit_codes.OK)
+
+
+def _replay_sequence(args: argparse.Namespace, seq: Any) -> Report:
+    """A driver and ioctl sequence: each step with what changed, then the claimed property's verdict."""
+    import dataclasses
+
+    from amdvi.frontend.sequence_trace import render, where
+    from amdvi.properties import sequence_check
+    from amdvi.properties.cache_windows import Windows
+
+    if args.defaults or args.preset or args.choice:
+        scenario = seq.scenario
+        hardware = options.apply_choices(args, type(scenario.hardware)() if args.defaults else scenario.hardware)
+        seq = dataclasses.replace(seq, scenario=dataclasses.replace(scenario, hardware=hardware))
+    try:
+        ex = sequence_check.execute(seq.scenario, seq.steps, probes=seq.probes)
+    except sequence_check.StepError as e:
+        raise InputError(f"{args.trace}: {e}") from None
+    claimed = seq.claimed
+    verdicts = sequence_check.check(ex, [claimed] if claimed else sequence_check.ALL_PROPERTIES)
+    refuted = [v for v in verdicts if not v.holds]
+    reproduces = bool(refuted) if claimed is None else any(v.property == claimed for v in refuted)
+    lines = render(ex, windows=Windows(ex.run, sequence_check.requests(ex)))
+    for v in refuted:
+        lines.append(f"VIOLATED {v.property} {where(ex, v.violation.at)}: {v.violation.what}")
+    verdict = (f"REPRODUCES: {claimed}" if claimed and reproduces else
+               f"DOES NOT REPRODUCE the claimed {claimed}" if claimed else
+               "every property holds" if not refuted else "violations found")
+    data = {"trace": args.trace, "kind": "sequence", "title": seq.title, "claimed": claimed,
+            "reproduces": reproduces, "steps": lines,
+            "verdicts": [{"property": v.property, "holds": v.holds,
+                          "why": None if v.holds else v.violation.what} for v in verdicts]}
+
+    def show(console: Console) -> None:
+        console.print(seq.title, markup=False)
+        console.print("\n".join(lines), soft_wrap=True, markup=False)
+        console.print(verdict, markup=False)
 
     return Report(data, show, exit_codes.PROPERTY_FAILS if reproduces else exit_codes.OK)

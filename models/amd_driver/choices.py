@@ -44,8 +44,9 @@ class Driver(Choices):
         "translations are still cached and the next domain reuses it without a flush")
     skip_device_iotlb_flush: bool = fault(
         "no INVALIDATE_IOTLB_PAGES for ATS devices (neither on domain flushes nor in device_flush_dte)")
-    skip_alias: bool = fault(
-        "aliases of a device get neither the cloned DTE (clone_aliases) nor INVALIDATE_DEVTAB_ENTRY")
+    skip_alias_flush: bool = fault(
+        "aliases of a device get the cloned DTE (clone_aliases) but no INVALIDATE_DEVTAB_ENTRY, so the IOMMU "
+        "may keep using an alias's old DTE")
     gdte_not_validated: bool = fault(
         "validate_gdte_nested is skipped and set_dte_nested takes the guest's Mode and host root pointer "
         "(a guest-chosen stage 2) and any GLX, GLX = 3 included")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from amdvi.spec.device_table import DTE
 
-from .flush import device_flush_dte, flush_tlb_domid, iommu_flush_dte_sync
+from .flush import device_flush_dte, flush_tlb_domid
+from .flush import iommu_flush_dte_sync as _flush_dte_sync
 from .state import CLEAR_DTE, PagingDomain, Work
 
 WORD = (1 << 64) - 1
@@ -43,9 +44,15 @@ def _write_upper(work: Work, device_id: int, new: int, what: str) -> None:
     work.store(((at + 16, data2), (at + 24, w[3])), f"{what}: update_dte256: upper half")
 
 
-def update_dte256(work: Work, device_id: int, new: int, what: str) -> None:
+def update_dte256(work: Work, device_id: int, new: int, what: str, *, flush: bool = True) -> None:
     """update_dte256: the two halves in the order the old and new V / GV demand, each transition but
-    the same-level GV one followed by INVALIDATE_DEVTAB_ENTRY + COMPLETION_WAIT."""
+    the same-level GV one followed by INVALIDATE_DEVTAB_ENTRY + COMPLETION_WAIT (``flush`` False: the
+    ``skip-alias-flush`` fault's alias copy, with no flush)."""
+
+    def iommu_flush_dte_sync(work: Work, device_id: int, what: str) -> None:
+        if flush:
+            _flush_dte_sync(work, device_id, what)
+
     old = DTE.view(read_dte(work, device_id))
     new_view = DTE.view(new)
     enabling = (not old["V"]) or (not old["GV"] and new_view["V"])
@@ -82,12 +89,12 @@ def update_dte256(work: Work, device_id: int, new: int, what: str) -> None:
 def clone_aliases(work: Work, device_id: int, what: str) -> None:
     """clone_aliases: the device's DTE copied to each alias with the same ordering rules."""
     state = work.device_state(device_id)
-    if work.choices.skip_alias or state.pci is None:
+    if state.pci is None:
         return
     dte = read_dte(work, device_id)
     for alias in state.pci.aliases:
         if alias != device_id:
-            update_dte256(work, alias, dte, f"{what}: clone_aliases")
+            update_dte256(work, alias, dte, f"{what}: clone_aliases", flush=not work.choices.skip_alias_flush)
 
 
 def amd_iommu_update_dte(work: Work, device_id: int, new: int, what: str) -> None:

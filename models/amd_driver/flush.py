@@ -116,7 +116,7 @@ def device_flush_dte(work: Work, device_id: int, what: str) -> None:
     """device_flush_dte: INVALIDATE_DEVTAB_ENTRY for the device and each of its aliases (PCI DMA
     aliases and the IVRS alias), then, with ATS enabled, the device's whole IOTLB."""
     state = work.device_state(device_id)
-    aliases = () if work.choices.skip_alias or state.pci is None else state.pci.aliases
+    aliases = () if work.choices.skip_alias_flush or state.pci is None else state.pci.aliases
     for rid in (device_id, *aliases):
         iommu_flush_dte(work, rid, f"{what}: device_flush_dte")
     if state.ats_enabled:

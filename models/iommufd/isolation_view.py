@@ -21,6 +21,8 @@ def device_mappings(state: IommufdState, device_name: str) -> tuple[Mapping, ...
         return ()
     hwpt_id, hwpt = behind
     ioas = state.get(hwpt.ioas)
+    if ioas is None:  # only a broken iommufd (a fault switch) lets an IOAS in use go: its pages are unpinned
+        return ()
     reach = [(a.iova, a.user_va, a.length, a.readable, a.writable) for a in ioas.areas]
     reach += [(p.iova, p.pa, p.length, p.readable, p.writable) for p in state.parked if p.hwpt == hwpt_id]
     return tuple(sorted(reach))

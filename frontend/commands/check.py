@@ -1,0 +1,141 @@
+"""``amdvi check [SEQUENCE...]``: check driver and ioctl sequences; with no file, the built-in library.
+
+Each sequence runs on the system model (iommufd over the AMD driver over the IOMMU); every property is
+checked at every point of it, under every cache choice and command timing the IOMMU model allows
+(``amdvi.properties.sequence_check``). A sequence that records the violation it shows (a library
+example of a bug, or a counterexample the tool wrote) passes when that violation is found and fails
+when it is not: the table says so.
+
+For a violation the counterexample is minimised (no step can be removed without losing it), printed
+step by step, and with ``--trace-out`` written as a sequence file ``amdvi replay`` reproduces.
+
+Exit codes: 0 every verdict as expected (correct sequences hold, bug examples are refuted), 1 one is
+not (a correct sequence is refuted, or a bug example holds), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from amdvi.frontend import exit_codes, options
+from amdvi.frontend.errors import InputError
+from amdvi.frontend.report import Report
+
+NAME = "check"
+HELP = "check driver and ioctl sequences (isolation, flushes, DTE writes, DomainIDs, errnos); no file: the library"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sequences", nargs="*", metavar="SEQUENCE",
+                        help="sequence files (JSON, kind \"sequence\"); none: the built-in library")
+    parser.add_argument("--property", action="append", dest="properties", metavar="NAME",
+                        help="check only this property (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the built-in library and the properties")
+    parser.add_argument("--no-minimise", action="store_true", help="report counterexamples as found")
+    options.add_trace_output(parser)
+
+
+def _library() -> list[tuple[str, Any]]:
+    from amdvi.frontend import sequence_library
+
+    return sequence_library.entries()
+
+
+def run(args: argparse.Namespace) -> Report:
+    from amdvi.frontend import sequence_format, sequence_trace
+    from amdvi.properties import sequence_check
+
+    props = tuple(args.properties or sequence_check.ALL_PROPERTIES)
+    for p in props:
+        if p not in sequence_check.ALL_PROPERTIES:
+            raise InputError(f"unknown property {p!r}; properties: {', '.join(sequence_check.ALL_PROPERTIES)}")
+    if args.list:
+        return _listing()
+    if args.sequences:
+        loaded = [(path, sequence_format.load(options.read_json(path), path)) for path in args.sequences]
+    else:
+        loaded = _library()
+    rows, results = [], []
+    for source, seq in loaded:
+        t0 = time.perf_counter()
+        try:
+            ex = sequence_check.execute(seq.scenario, seq.steps, probes=seq.probes)
+        except sequence_check.StepError as e:
+            raise InputError(f"{source}: {e}") from None
+        verdicts = sequence_check.check(ex, props)
+        failed = [v for v in verdicts if not v.holds]
+        counterexample = None
+        if failed:
+            first = failed[0]
+            steps = seq.steps if args.no_minimise else sequence_check.minimise(seq.scenario, seq.steps, first.property,
+                                                                               seq.probes)
+            counterexample = sequence_trace.counterexample(seq, steps, first.property)
+        expected_ok = seq.claimed is None
+        as_expected = (not failed) if expected_ok else any(v.property == seq.claimed for v in failed)
+        seconds = time.perf_counter() - t0
+        for v in verdicts:
+            rows.append({"sequence": seq.title, "source": source, "property": v.property,
+                         "verdict": "holds" if v.holds else "REFUTED", "checked": v.checked,
+                         "seconds": round(v.seconds, 3),
+                         "why": None if v.holds else v.violation.what})
+        results.append({"sequence": seq.title, "source": source, "expected": seq.claimed or "holds",
+                        "as_expected": as_expected, "seconds": round(seconds, 3), "counterexample": counterexample})
+    if args.trace_out:
+        _write_traces(args.trace_out, results)
+    ok = all(r["as_expected"] for r in results)
+
+    def show(console: Console) -> None:
+        table = Table(title="amdvi check")
+        for column in ("sequence", "property", "verdict", "time (s)"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row["sequence"], row["property"], row["verdict"], f"{row['seconds']:.2f}")
+        console.print(table)
+        for r in results:
+            mark = "as expected" if r["as_expected"] else "NOT AS EXPECTED"
+            console.print(f"{r['sequence']}: expected {r['expected']}: {mark} ({r['seconds']:.1f} s)", markup=False)
+            if r["counterexample"] and (not r["as_expected"] or args.sequences):
+                for line in r["counterexample"]["lines"]:
+                    console.print("  " + line, soft_wrap=True, markup=False)
+
+    data = {"rows": rows, "sequences": [{k: v for k, v in r.items() if k != "counterexample"}
+                                        | {"counterexample": None if not r["counterexample"] else
+                                           {"steps": r["counterexample"]["steps"], "lines": r["counterexample"]["lines"]}}
+                                        for r in results]}
+    return Report(data, show, exit_codes.OK if ok else exit_codes.PROPERTY_FAILS)
+
+
+def _write_traces(target: str, results: list[dict[str, Any]]) -> None:
+    from amdvi.frontend import sequence_format
+    from amdvi.frontend.files import write_atomically
+
+    found = [r["counterexample"] for r in results if r["counterexample"]]
+    if not found:
+        return
+    if len(found) == 1 and not os.path.isdir(target):
+        write_atomically(target, sequence_format.dumps(found[0]["file"]))
+        return
+    os.makedirs(target, exist_ok=True)
+    for n, c in enumerate(found, 1):
+        write_atomically(os.path.join(target, f"counterexample-{n}.json"), sequence_format.dumps(c["file"]))
+
+
+def _listing() -> Report:
+    from amdvi.properties import sequence_check
+
+    entries = _library()
+    data = {"library": [{"title": s.title, "source": src, "expected": s.claimed or "holds"} for src, s in entries],
+            "properties": list(sequence_check.ALL_PROPERTIES)}
+
+    def show(console: Console) -> None:
+        for e in data["library"]:
+            console.print(f"{e['source']}: {e['title']} (expected: {e['expected']})", markup=False)
+        console.print("properties: " + ", ".join(data["properties"]), markup=False)
+
+    return Report(data, show, exit_codes.OK)

@@ -1,0 +1,249 @@
+"""The system a driver and ioctl sequence runs on: iommufd over the AMD driver over the IOMMU.
+
+A :class:`Scenario` says what is there (devices with their DeviceIDs, aliases and ATS; the VMM's
+memory; the driver's mode; the choices of each layer). A sequence is a list of steps, each what one
+actor does:
+
+* :class:`Call`: the VMM makes an iommufd ioctl or a VFIO cdev call (bind, attach, detach, unbind),
+  naming objects by the names earlier calls bound their output ids to;
+* :class:`GuestWrite`: a guest stores a word in its own memory (its page tables, its GCR3 table),
+  i.e. at the system frame its IOAS maps the guest physical address to;
+* :class:`DeviceDma`: a device reads or writes an address (the checkers let devices DMA at every
+  point anyway; a DMA step asks for its outcome to be shown);
+* :class:`FlushQueueDrain`: lazy mode's flush-queue timer fires.
+
+:func:`apply` is pure: ``(scenario, state, step) -> (state', StepResult)``; the result carries the
+errno, the output fields and the hardware steps (``models.timeline``) the driver performed, which the
+checkers run on the IOMMU model (``amdvi.properties.sequence_check``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from amdvi.spec.choices import SPEC, Hardware
+
+from amdvi.spec.mmio import EFR, EFR2
+
+from .amd_driver.choices import Driver
+from .amd_driver.driver import AmdDriver
+from .amd_driver.state import DriverConfig
+from .iommufd import ioctls as iommufd_ioctls
+from .iommufd import objects as iommufd_objects
+from .iommufd import uapi
+from .iommufd.objects import Ioas
+from .iommufd.choices import Iommufd
+from .iommufd.driver_api import PciDevice
+from .software import Layout
+from .timeline import Store
+
+MODES = ("strict", "lazy")
+# a recent IOMMU with guest translation: GTSup, GIoSup and EFR2 GCR3TRPModeSup make nest parents possible
+# (is_nest_parent_supported), PASmax 15 (16-bit PASIDs), one GCR3 level more (GLXSup)
+DEFAULT_EFR = EFR.encode({"GTSup": 1, "GIoSup": 1, "PPRSup": 1, "GLXSup": 1, "PASmax": 15})
+DEFAULT_EFR2 = EFR2.encode({"GCR3TRPModeSup": 1})
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the sequence runs on."""
+
+    devices: tuple[PciDevice, ...]
+    user_memory: tuple[tuple[int, int], ...] = ((0x1000_0000, 0x100_0000),)  # (start, bytes) of VMM memory
+    mode: str = "strict"
+    np_cache: bool = False
+    reserved_domain_ids: tuple[int, ...] = ()
+    efr: int = DEFAULT_EFR
+    efr2: int = DEFAULT_EFR2
+    guest_5_level: bool = True  # amd_iommu_gpt_level: the host accepts 5-level guest tables
+    hardware: Hardware = SPEC
+    driver: Driver = field(default_factory=Driver)
+    iommufd: Iommufd = field(default_factory=Iommufd)
+    layout: Layout = field(default_factory=Layout)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        names = [d.name for d in self.devices]
+        if len(set(names)) != len(names):
+            raise ValueError("two devices have the same name")
+
+    def device(self, name: str) -> PciDevice:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(f"no device {name!r}; devices: {', '.join(d.name for d in self.devices)}")
+
+    @property
+    def requester_ids(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(i for d in self.devices for i in d.requester_ids))
+
+    def driver_model(self) -> AmdDriver:
+        return AmdDriver(DriverConfig(layout=self.layout, devices=self.devices, lazy=self.mode == "lazy",
+                                      np_cache=self.np_cache, efr=self.efr, efr2=self.efr2,
+                                      guest_5_level=self.guest_5_level,
+                                      reserved_domain_ids=self.reserved_domain_ids, choices=self.driver))
+
+
+# -- steps ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """An ioctl or VFIO call ``name`` (``models.iommufd.uapi``) with ``args``; a string where an id is
+    expected names an object an earlier call bound; ``bind`` maps output fields to new names;
+    ``expect``: the errno the sequence's author expects (checked by errno conformance)."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    bind: Mapping[str, str] = field(default_factory=dict)
+    expect: int | None = None
+
+
+@dataclass(frozen=True)
+class GuestWrite:
+    """A guest stores ``value`` at guest physical ``gpa`` of the IOAS named ``ioas`` (its memory)."""
+
+    ioas: str
+    gpa: int
+    value: int
+
+
+@dataclass(frozen=True)
+class DeviceDma:
+    """Device ``device`` reads (or writes) ``address`` (with ``pasid``, or none)."""
+
+    device: str
+    address: int
+    write: bool = False
+    pasid: int | None = None
+
+
+@dataclass(frozen=True)
+class FlushQueueDrain:
+    """Lazy mode: the flush-queue timer fires."""
+
+
+STEP_TYPES = (Call, GuestWrite, DeviceDma, FlushQueueDrain)
+
+
+class StepError(ValueError):
+    """A step that cannot be carried out as written (an unknown name, a guest address not mapped)."""
+
+
+@dataclass(frozen=True)
+class SystemState:
+    iommufd: Any
+    driver: Any
+    names: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    errno: int = 0
+    out: Mapping[str, Any] = field(default_factory=dict)
+    steps: tuple[Any, ...] = ()  # hardware steps (models.timeline)
+
+
+def boot(scenario: Scenario) -> tuple[SystemState, dict[int, int]]:
+    """The state after boot, and memory as the driver left it (every DTE blocking)."""
+    driver_state = scenario.driver_model().initial_state()
+    memory = dict(driver_state.memory)
+    fd = iommufd_objects.initial_state(devices=scenario.devices, user_memory=scenario.user_memory)
+    return SystemState(fd, driver_state), memory
+
+
+def id_fields(name: str) -> frozenset[str]:
+    """The input fields of call ``name`` that hold an object id (a step may give a bound name there)."""
+    return frozenset(f.name for f in uapi.fields(uapi.CALLS[name])
+                     if f.direction != uapi.OUT and (f.name == "id" or f.name.endswith("_id")))
+
+
+def check_call(call: Call, bound: set[str] | frozenset[str], devices: set[str] | frozenset[str]) -> None:
+    """ValueError (one line) unless ``call`` names a known call with its fields, names bound earlier
+    where ids go, and a scenario device where a device name goes."""
+    if call.name not in uapi.CALLS:
+        raise ValueError(f"unknown call {call.name!r}; known: {', '.join(uapi.CALLS)}")
+    known = {f.name: f for f in uapi.fields(uapi.CALLS[call.name]) if f.direction != uapi.OUT}
+    ids = id_fields(call.name)
+    for name, value in call.args.items():
+        if name not in known:
+            raise ValueError(f"{call.name} has no input field {name!r}; fields: {', '.join(known)}")
+        if name == "device":
+            if value not in devices:
+                raise ValueError(f"no device {value!r}; devices: {', '.join(sorted(devices))}")
+        elif isinstance(value, str):
+            if name not in ids:
+                raise ValueError(f"{name} is a number, not a name")
+            if value not in bound:
+                raise ValueError(f"{name} names {value!r}, which no earlier step bound")
+        elif isinstance(value, int) and not isinstance(value, bool) and value >> max(known[name].bits, 1):
+            raise ValueError(f"{name} = {value:#x} is wider than {known[name].bits} bits")
+    outputs = {f.name for f in uapi.fields(uapi.CALLS[call.name]) if f.direction != uapi.IN}
+    for out_field in call.bind:
+        if out_field not in outputs:
+            raise ValueError(f"{call.name} has no output {out_field!r}; outputs: {', '.join(sorted(outputs)) or 'none'}")
+
+
+def _resolve(state: SystemState, call: Call) -> dict[str, Any]:
+    args = {}
+    ids = id_fields(call.name) if call.name in uapi.CALLS else frozenset()
+    for name, value in call.args.items():
+        if isinstance(value, str) and name in ids:
+            if value not in state.names:
+                raise StepError(f"{call.name}: {name} names {value!r}, which no earlier step bound")
+            value = state.names[value]
+        args[name] = value
+    return args
+
+
+def resolved_id(state: SystemState, call: Call, field_name: str) -> int | None:
+    """The object id ``call`` gives in ``field_name`` (a bound name resolved), or None."""
+    return _resolve(state, call).get(field_name)
+
+
+def guest_to_system(iommufd: Any, ioas_id: int, gpa: int) -> int | None:
+    """The system address the IOAS maps guest physical ``gpa`` to (None: not mapped)."""
+    ioas = iommufd.get(ioas_id, Ioas)
+    for area in () if ioas is None else ioas.areas:
+        if area.iova <= gpa <= area.last:
+            return area.user_va + (gpa - area.iova)
+    return None
+
+
+def apply(scenario: Scenario, state: SystemState, step: Any) -> tuple[SystemState, StepResult]:
+    """One step of the sequence."""
+    if isinstance(step, Call):
+        try:
+            request = uapi.from_record({"call": step.name, **_resolve(state, step)})
+        except (TypeError, ValueError) as e:
+            raise StepError(f"{step.name}: {e}") from None
+        o = iommufd_ioctls.ioctl(scenario.driver_model(), state.driver, state.iommufd, request,
+                                 choices=scenario.iommufd)
+        names = dict(state.names)
+        if o.errno == 0:
+            for out_field, name in step.bind.items():
+                if out_field not in o.out:
+                    raise StepError(f"{step.name} has no output {out_field!r}; outputs: {', '.join(o.out) or 'none'}")
+                names[name] = o.out[out_field]
+        new = SystemState(o.state, o.driver_state, MappingProxyType(names))
+        return new, StepResult(o.errno, dict(o.out), tuple(o.steps))
+    if isinstance(step, GuestWrite):
+        if step.ioas not in state.names:
+            raise StepError(f"guest write: no IOAS named {step.ioas!r}")
+        pa = guest_to_system(state.iommufd, state.names[step.ioas], step.gpa)
+        if pa is None:
+            raise StepError(f"guest write: guest physical {step.gpa:#x} is not mapped in IOAS {step.ioas!r}")
+        return state, StepResult(steps=(Store(((pa, step.value),), f"guest stores {step.value:#x} at GPA "
+                                                                    f"{step.gpa:#x}"),))
+    if isinstance(step, DeviceDma):
+        scenario.device(step.device)
+        return state, StepResult()
+    if isinstance(step, FlushQueueDrain):
+        o = iommufd_ioctls.ioctl(scenario.driver_model(), state.driver, state.iommufd, uapi.FlushQueueDrain(),
+                                 choices=scenario.iommufd)
+        return dataclasses.replace(state, iommufd=o.state, driver=o.driver_state), StepResult(o.errno, {}, tuple(o.steps))
+    raise TypeError(f"not a sequence step: {step!r}")

@@ -1,0 +1,277 @@
+"""``amdvi check``'s engine: run a sequence on the system model, check every property along it, and
+turn a violation into a minimal sequence.
+
+:func:`execute` applies each step (``models.system.apply``) and carries the hardware steps the driver
+performed out on the IOMMU model (``properties.timeline_run``), recording at every boundary what
+software promised (:class:`~amdvi.properties.sequence.Promise`): the frames each requester may reach
+(``models.iommufd``'s view of each device's mappings; during a step, those before or after it), the
+points where the caches must agree with the tables (after each step in strict mode; in lazy mode once
+nothing waits in the flush queue), and the DTE rewrites. :func:`check` then runs the hardware
+properties of ``properties.sequence`` over every way the caches may serve every listed request, and the
+software properties of this module (errno conformance, object lifetime) over the steps' results.
+
+:func:`minimise` removes steps one at a time while the same property stays violated (a sequence from
+which no single step can be removed without losing the violation).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from amdvi.models import system
+from amdvi.models.iommufd import uapi
+from amdvi.models.iommufd.isolation_view import device_mappings
+from amdvi.models.iommufd.objects import Ioas, references, users
+from amdvi.models.system import Call, DeviceDma, Scenario, StepError
+from amdvi.models.timeline import Store
+from amdvi.spec.device_table import ENTRY_BYTES
+
+from . import sequence, timeline_run as tr
+from .cache_windows import Windows, requests_for
+from .sequence import Frames, Promise, Violation
+
+ERRNO, LIFETIME = "errno-conformance", "object-lifetime"
+SOFTWARE_PROPERTIES = (ERRNO, LIFETIME)
+ALL_PROPERTIES = sequence.SEQUENCE_PROPERTIES + SOFTWARE_PROPERTIES
+PAGE = 0x1000
+MAX_PAGES = 32  # addresses checked per device (each area's first and last page, the page after it, probes)
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step did: its result, the boundaries it spans, and the software state it left."""
+
+    index: int
+    step: Any
+    errno: int
+    out: dict[str, Any]
+    start: int  # the boundary before it
+    end: int  # the boundary after it
+    hardware: tuple[Any, ...]
+    before: system.SystemState
+    after: system.SystemState
+
+
+@dataclass
+class Execution:
+    scenario: Scenario
+    steps: tuple[Any, ...]
+    run: tr.Run
+    records: list[StepRecord] = field(default_factory=list)
+    promise: Promise = field(default_factory=Promise)
+    pages: set[int] = field(default_factory=set)
+
+
+def frames_of(scenario: Scenario, state: system.SystemState) -> dict[int, Frames]:
+    """The frames each requester ID may reach in ``state`` (a device's aliases share its mappings)."""
+    out: dict[int, Frames] = {}
+    for device in scenario.devices:
+        ranges = tuple((pa, length, r, w) for _, pa, length, r, w in device_mappings(state.iommufd, device.name))
+        for rid in device.requester_ids:
+            out[rid] = out.get(rid, Frames()) | Frames(ranges)
+    return out
+
+
+def domain_owners(driver_state: Any) -> dict[int, frozenset[Any]]:
+    """What the driver means by each DomainID: the paging domain that holds it, or the (vIOMMU,
+    gDomID) whose host DomainID it is (nested domains of one gDomID share it by design)."""
+    from amdvi.models.amd_driver.state import PagingDomain
+
+    owners: dict[int, set[Any]] = {}
+    for handle, domain in driver_state.domains.items():
+        if isinstance(domain, PagingDomain):
+            owners.setdefault(domain.domain_id, set()).add(("domain", handle))
+    for handle, viommu in driver_state.viommus.items():
+        for gdom, (hdom, _) in viommu.gdom_ids.items():
+            owners.setdefault(hdom, set()).add(("guest domain", handle, gdom))
+    return {d: frozenset(o) for d, o in owners.items()}
+
+
+def _pages_of(state: system.SystemState) -> set[int]:
+    pages = set()
+    fd = state.iommufd
+    spans = [(a.iova, a.length) for _, ioas in fd.of_kind(Ioas) for a in ioas.areas]
+    for iova, length in spans + [(p.iova, p.length) for p in fd.parked]:
+        first, last = iova & ~(PAGE - 1), (iova + length - 1) & ~(PAGE - 1)
+        pages.update({first, last, last + PAGE})
+    return pages
+
+
+def _dte_updates(scenario: Scenario, hardware: Sequence[Any], start: int) -> list[sequence.DteUpdate]:
+    """The span of stores to each requester's DTE within one step's hardware steps."""
+    spans: dict[int, list[int]] = {}
+    for offset, s in enumerate(hardware, start=1):
+        if not isinstance(s, Store):
+            continue
+        for address, _ in s.writes:
+            for rid in scenario.requester_ids:
+                base = scenario.layout.dte_address(rid)
+                if base <= address < base + ENTRY_BYTES:
+                    spans.setdefault(rid, []).append(start + offset)
+    return [sequence.DteUpdate(rid, at[0], at[-1], f"DTE of {rid:#x}") for rid, at in spans.items()]
+
+
+def execute(scenario: Scenario, steps: Sequence[Any], *, probes: Iterable[int] = ()) -> Execution:
+    """Run ``steps`` (StepError on a step that cannot be carried out as written)."""
+    state, memory = system.boot(scenario)
+    run = tr.start(scenario.layout, memory, choices=scenario.hardware)
+    ex = Execution(scenario, tuple(steps), run, promise=Promise(requester_ids=scenario.requester_ids))
+    ex.promise.frames.append(frames_of(scenario, state))
+    ex.promise.owners.append(domain_owners(state.driver))
+    ex.pages.update(p & ~(PAGE - 1) for p in probes)
+    for index, step in enumerate(steps):
+        new, result = system.apply(scenario, state, step)
+        start = run.now
+        if result.steps:
+            tr.perform(run, result.steps, label=f"step {index + 1}")
+        else:
+            tr.mark(run, f"step {index + 1}")
+        before, after = ex.promise.frames[-1], frames_of(scenario, new)
+        during = {rid: before.get(rid, Frames()) | after.get(rid, Frames()) for rid in set(before) | set(after)}
+        ex.promise.frames.extend([during] * (run.now - start - 1) + [after])
+        old, new_owners = ex.promise.owners[-1], domain_owners(new.driver)
+        both = {d: old.get(d, frozenset()) | new_owners.get(d, frozenset()) for d in set(old) | set(new_owners)}
+        ex.promise.owners.extend([both] * (run.now - start - 1) + [new_owners])
+        if scenario.mode == "strict" or not new.iommufd.parked:
+            ex.promise.settled.append(run.now)
+        ex.promise.dte_updates.extend(_dte_updates(scenario, result.steps, start))
+        ex.pages |= _pages_of(new)
+        if isinstance(step, DeviceDma):
+            ex.pages.add(step.address & ~(PAGE - 1))
+        ex.records.append(StepRecord(index, step, result.errno, dict(result.out), start, run.now,
+                                     tuple(result.steps), state, new))
+        state = new
+    tr.finish(run)
+    return ex
+
+
+def requests(ex: Execution) -> list[Any]:
+    pages = sorted(ex.pages)[:MAX_PAGES]
+    out = []
+    for device in ex.scenario.devices:
+        pasids = (None, 0) if device.pasid else (None,)
+        out += requests_for(device.requester_ids, pages, pasids=pasids,
+                            ats_ids=device.requester_ids if device.ats else ())
+    return out
+
+
+# -- the software properties ---------------------------------------------------------------------------
+
+# where Linux documents that a failed ioctl keeps part of its work (iommufd-errnos.md §3.3: unmap is not atomic)
+_PARTIAL_ON_ERROR = {("IOAS_UNMAP", 2)}  # ENOENT
+
+
+def errno_conformance(ex: Execution, *, first: bool = True) -> list[Violation]:
+    out = []
+    for rec in ex.records:
+        if not isinstance(rec.step, Call):
+            continue
+        if rec.step.expect is not None and rec.errno != rec.step.expect:
+            out.append(Violation(ERRNO, rec.end, None, f"step {rec.index + 1} {rec.step.name} returned "
+                                 f"{_errno(rec.errno)}; the uAPI says {_errno(rec.step.expect)}"))
+        elif rec.errno and (rec.step.name, rec.errno) not in _PARTIAL_ON_ERROR and (
+                rec.hardware or rec.before.iommufd != rec.after.iommufd or rec.before.driver != rec.after.driver):
+            out.append(Violation(ERRNO, rec.end, None, f"step {rec.index + 1} {rec.step.name} failed with "
+                                 f"{_errno(rec.errno)} but changed "
+                                 + ("the hardware" if rec.hardware else "the software state")))
+        if out and first:
+            return out
+    return out
+
+
+def object_lifetime(ex: Execution, *, first: bool = True) -> list[Violation]:
+    """No object refers to one that is gone, and a DESTROY refused with EBUSY had a user."""
+    import errno as errnos
+
+    out = []
+    for rec in ex.records:
+        fd = rec.after.iommufd
+        for object_id, obj in fd.objects.items():
+            for held in references(obj):
+                if fd.get(held) is None:
+                    out.append(Violation(LIFETIME, rec.end, None, f"after step {rec.index + 1}: {obj.kind} {object_id} "
+                                         f"still refers to object {held}, which is gone"))
+        if isinstance(rec.step, Call) and rec.step.name == uapi.Destroy.name and rec.errno == errnos.EBUSY:
+            target = system.resolved_id(rec.before, rec.step, "id")
+            if users(rec.before.iommufd, target) <= 1:
+                out.append(Violation(LIFETIME, rec.end, None, f"step {rec.index + 1}: DESTROY of {target} "
+                                     "refused with EBUSY though nothing uses it"))
+        if out and first:
+            return out
+    return out
+
+
+def _errno(n: int) -> str:
+    import errno as errnos
+
+    return "0" if n == 0 else f"-{errnos.errorcode.get(n, str(n))}"
+
+
+# -- checking --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    """A property's verdict on a sequence: holds, or its first violation; what was checked; seconds."""
+
+    property: str
+    violation: Violation | None
+    checked: str
+    seconds: float
+
+    @property
+    def holds(self) -> bool:
+        return self.violation is None
+
+
+def check(ex: Execution, properties: Sequence[str] = ALL_PROPERTIES) -> list[Verdict]:
+    unknown = [p for p in properties if p not in ALL_PROPERTIES]
+    if unknown:
+        raise ValueError(f"unknown property {unknown[0]!r}; properties: {', '.join(ALL_PROPERTIES)}")
+    t0 = time.perf_counter()
+    reqs = requests(ex)
+    windows = Windows(ex.run, reqs)
+    setup = time.perf_counter() - t0
+    hardware_scope = (f"{len(ex.run.boundaries)} points x {len(reqs)} requests "
+                      f"({len(ex.pages)} pages), every cache choice and command timing")
+    verdicts = []
+    for name in properties:
+        t = time.perf_counter()
+        if name in sequence.CHECKS:
+            found = sequence.CHECKS[name](windows, ex.promise)
+            scope = hardware_scope
+        elif name == ERRNO:
+            found, scope = errno_conformance(ex), f"{len(ex.records)} steps"
+        else:
+            found, scope = object_lifetime(ex), f"{len(ex.records)} steps"
+        verdicts.append(Verdict(name, found[0] if found else None, scope, time.perf_counter() - t + setup / len(properties)))
+    if ex.run.hangs:
+        at, what = ex.run.hangs[0]
+        verdicts.append(Verdict("command-completion", Violation("command-completion", at, None, what), "every wait", 0.0))
+    return verdicts
+
+
+def violated(scenario: Scenario, steps: Sequence[Any], prop: str, probes: Iterable[int] = ()) -> Violation | None:
+    """``prop``'s first violation on ``steps`` (None when it holds or a step cannot be carried out)."""
+    try:
+        ex = execute(scenario, steps, probes=probes)
+    except StepError:
+        return None
+    [v] = [x for x in check(ex, [prop]) if x.property == prop]
+    return v.violation
+
+
+def minimise(scenario: Scenario, steps: Sequence[Any], prop: str, probes: Iterable[int] = ()) -> tuple[Any, ...]:
+    """``steps`` with steps removed, one at a time, while ``prop`` stays violated, until none can go."""
+    current = tuple(steps)
+    changed = True
+    while changed:
+        changed = False
+        for i in reversed(range(len(current))):
+            candidate = current[:i] + current[i + 1:]
+            if violated(scenario, candidate, prop, probes) is not None:
+                current, changed = candidate, True
+    return current
+
