@@ -24,8 +24,9 @@ def read_text(source: str) -> str:
         raise InputError(f"cannot read {source}: {e.strerror or e}") from None
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path | str, text: str) -> None:
     """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

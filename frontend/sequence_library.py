@@ -24,7 +24,7 @@ from amdvi.models.amd_driver.choices import Driver
 from amdvi.models.iommufd import uapi as U
 from amdvi.models.iommufd.choices import Iommufd
 from amdvi.models.iommufd.driver_api import PciDevice
-from amdvi.models.system import Call, DeviceDma, FlushQueueDrain, GuestWrite, Scenario
+from amdvi.models.system import Call, DeviceDma, FlushQueueDrain, Scenario
 
 FOLDER = "sequences"
 RAM = 0x1000_0000  # the VMM's memory (identity-mapped frames)
@@ -180,10 +180,10 @@ ENTRIES: tuple[Entry, ...] = (
 
 
 def entries() -> list[tuple[str, sequence_format.LoadedSequence]]:
-    """(source, loaded sequence) for every installed library file, in file-name order."""
+    """(source, loaded sequence) for every installed library file: correct sequences, then bug examples."""
     folder = resources.files("amdvi.examples") / FOLDER
     out = []
-    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+    for item in sorted(folder.iterdir(), key=lambda p: (p.name.startswith("bug-"), p.name)):  # correct ones first
         if item.name.endswith(".json"):
             source = f"{FOLDER}/{item.name}"
             out.append((source, sequence_format.load(json.loads(item.read_text()), source)))

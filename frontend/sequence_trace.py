@@ -9,6 +9,7 @@ model allows at that point (a walk of memory as it is, and each way cached parts
 from __future__ import annotations
 
 import errno as errnos
+import re
 from typing import Any, Sequence
 
 from amdvi.frontend.trace import command_text
@@ -124,6 +125,12 @@ def where(ex: sequence_check.Execution, at: int) -> str:
     return "before the first step"
 
 
+def violation_line(ex: sequence_check.Execution, prop: str, v: Any) -> str:
+    """The violation in words, its points named by step (``boundary N`` becomes where it is)."""
+    what = re.sub(r"(?:at )?boundary (\d+)", lambda m: where(ex, int(m.group(1))), v.what)
+    return f"VIOLATED {prop} {where(ex, v.at)}: {what}"
+
+
 def counterexample(seq: Any, steps: Sequence[Any], prop: str) -> dict[str, Any]:
     """The (minimised) ``steps`` as lines and as a sequence file claiming ``prop``."""
     from amdvi.frontend import sequence_format
@@ -133,7 +140,7 @@ def counterexample(seq: Any, steps: Sequence[Any], prop: str) -> dict[str, Any]:
     v = verdict.violation
     lines = render(ex, upto=None if v is None else v.at + 1)
     if v is not None:
-        lines.append(f"VIOLATED {prop} {where(ex, v.at)}: {v.what}")
+        lines.append(violation_line(ex, prop, v))
     loaded = sequence_format.LoadedSequence(f"counterexample: {prop} in {seq.title}", seq.scenario, tuple(steps),
                                             seq.probes, (f"minimised from {len(seq.steps)} to {len(steps)} steps",))
     file = sequence_format.to_json(loaded, violation=(prop, "" if v is None else v.what), describe=describe_step)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -72,37 +73,48 @@ def run(args: argparse.Namespace) -> Report:
         failed = [v for v in verdicts if not v.holds]
         counterexample = None
         if failed:
-            first = failed[0]
-            steps = seq.steps if args.no_minimise else sequence_check.minimise(seq.scenario, seq.steps, first.property,
+            shown = next((v for v in failed if v.property == seq.claimed), failed[0])
+            steps = seq.steps if args.no_minimise else sequence_check.minimise(seq.scenario, seq.steps, shown.property,
                                                                                seq.probes)
-            counterexample = sequence_trace.counterexample(seq, steps, first.property)
+            counterexample = sequence_trace.counterexample(seq, steps, shown.property)
         expected_ok = seq.claimed is None
         as_expected = (not failed) if expected_ok else any(v.property == seq.claimed for v in failed)
         seconds = time.perf_counter() - t0
         for v in verdicts:
             rows.append({"sequence": seq.title, "source": source, "property": v.property,
                          "verdict": "holds" if v.holds else "REFUTED", "checked": v.checked,
-                         "seconds": round(v.seconds, 3),
-                         "why": None if v.holds else v.violation.what})
+                         "seconds": round(v.seconds, 3), "why": None if v.holds else v.violation.what})
         results.append({"sequence": seq.title, "source": source, "expected": seq.claimed or "holds",
-                        "as_expected": as_expected, "seconds": round(seconds, 3), "counterexample": counterexample})
+                        "as_expected": as_expected, "seconds": round(seconds, 3), "counterexample": counterexample,
+                        "refuted": [v.property for v in failed], "properties": len(verdicts)})
     if args.trace_out:
         _write_traces(args.trace_out, results)
     ok = all(r["as_expected"] for r in results)
 
     def show(console: Console) -> None:
         table = Table(title="amdvi check")
-        for column in ("sequence", "property", "verdict", "time (s)"):
+        for column in ("sequence", "expected", "verdict", "time (s)"):
             table.add_column(column)
-        for row in rows:
-            table.add_row(row["sequence"], row["property"], row["verdict"], f"{row['seconds']:.2f}")
+        for r in results:
+            if not r["refuted"]:
+                verdict = f"all {r['properties']} hold"
+            else:
+                first = r["expected"] if r["expected"] in r["refuted"] else r["refuted"][0]
+                more = len(r["refuted"]) - 1
+                verdict = f"{first} refuted" + (f" (+{more})" if more else "") + (
+                    f", {r['counterexample']['steps']}-step trace" if r["counterexample"] else "")
+            if not r["as_expected"]:
+                verdict = "NOT AS EXPECTED: " + verdict
+            table.add_row(Path(r["source"]).stem, r["expected"], verdict, f"{r['seconds']:.1f}")
         console.print(table)
         for r in results:
-            mark = "as expected" if r["as_expected"] else "NOT AS EXPECTED"
-            console.print(f"{r['sequence']}: expected {r['expected']}: {mark} ({r['seconds']:.1f} s)", markup=False)
             if r["counterexample"] and (not r["as_expected"] or args.sequences):
+                console.print(f"\n{r['sequence']} ({r['source']}):", markup=False)
                 for line in r["counterexample"]["lines"]:
                     console.print("  " + line, soft_wrap=True, markup=False)
+        total = sum(r["seconds"] for r in results)
+        good = sum(r["as_expected"] for r in results)
+        console.print(f"{good} of {len(results)} sequences as expected, {total:.1f} s", markup=False)
 
     data = {"rows": rows, "sequences": [{k: v for k, v in r.items() if k != "counterexample"}
                                         | {"counterexample": None if not r["counterexample"] else

@@ -80,7 +80,7 @@ def _replay_sequence(args: argparse.Namespace, seq: Any) -> Report:
     """A driver and ioctl sequence: each step with what changed, then the claimed property's verdict."""
     import dataclasses
 
-    from amdvi.frontend.sequence_trace import render, where
+    from amdvi.frontend.sequence_trace import render, violation_line
     from amdvi.properties import sequence_check
     from amdvi.properties.cache_windows import Windows
 
@@ -98,7 +98,7 @@ def _replay_sequence(args: argparse.Namespace, seq: Any) -> Report:
     reproduces = bool(refuted) if claimed is None else any(v.property == claimed for v in refuted)
     lines = render(ex, windows=Windows(ex.run, sequence_check.requests(ex)))
     for v in refuted:
-        lines.append(f"VIOLATED {v.property} {where(ex, v.violation.at)}: {v.violation.what}")
+        lines.append(violation_line(ex, v.property, v.violation))
     verdict = (f"REPRODUCES: {claimed}" if claimed and reproduces else
                f"DOES NOT REPRODUCE the claimed {claimed}" if claimed else
                "every property holds" if not refuted else "violations found")
