@@ -91,9 +91,9 @@ def _access(request: Request) -> str:
         f" PASID {request.pasid:#x}" if request.has_pasid else "") + (" (ATS)" if request.ats else "")
 
 
-def isolation(windows: Windows, promise: Promise, *, first: bool = True) -> list[Violation]:
+def isolation(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0) -> list[Violation]:
     out = []
-    for i in range(len(windows.run.boundaries)):
+    for i in range(since, len(windows.run.boundaries)):
         allowed = promise.frames[i] if i < len(promise.frames) else {}
         for r in windows.requests:
             frames = allowed.get(r.device_id, Frames())
@@ -106,9 +106,9 @@ def isolation(windows: Windows, promise: Promise, *, first: bool = True) -> list
     return out
 
 
-def flush_completeness(windows: Windows, promise: Promise, *, first: bool = True) -> list[Violation]:
+def flush_completeness(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0) -> list[Violation]:
     out = []
-    for i in promise.settled:
+    for i in (i for i in promise.settled if i >= since):
         for r in windows.requests:
             fresh = None
             for s in windows.outcomes(i, r):
@@ -133,10 +133,10 @@ def _with_dte(windows: Windows, at: int, request: Request, dte: int) -> tuple[An
     return (bool(o.ok), o.spa if o.ok else 0, bool(o.readable), bool(o.writable))
 
 
-def torn_dte(windows: Windows, promise: Promise, *, first: bool = True) -> list[Violation]:
+def torn_dte(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0) -> list[Violation]:
     out = []
     memory_of = lambda i: windows.run.boundaries[i].memory  # noqa: E731
-    for u in promise.dte_updates:
+    for u in (u for u in promise.dte_updates if u.end >= since):
         old = read_dte(INT, memory_of(max(u.start - 1, 0)), windows.bar, u.device_id)[0]
         new = read_dte(INT, memory_of(u.end), windows.bar, u.device_id)[0]
         for i in range(u.start, u.end):
@@ -182,10 +182,12 @@ def _contexts(windows: Windows, promise: Promise, at: int) -> dict[int, set[tupl
 _TAGGED = {"iotlb": "owner", "pde": "domain_id", "guest_pde": "domain_id", "gcr3": "domain_id"}
 
 
-def domain_ids(windows: Windows, promise: Promise, *, first: bool = True) -> list[Violation]:
+def domain_ids(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0) -> list[Violation]:
     out = []
     contexts = [_contexts(windows, promise, i) for i in range(len(windows.run.boundaries))]
     for i, now in enumerate(contexts):
+        if i < since:
+            continue
         for domain, ctxs in sorted(now.items()):
             if len(ctxs) > 1:
                 out.append(Violation(DOMAIN_IDS, i, None, f"DomainID {domain:#x} tags {len(ctxs)} different "
@@ -214,6 +216,6 @@ CHECKS: Mapping[str, Callable[..., list[Violation]]] = {
 
 
 def check(windows: Windows, promise: Promise, properties: Iterable[str] = SEQUENCE_PROPERTIES, *,
-          first: bool = True) -> dict[str, list[Violation]]:
-    """Each property's violations (the first of each when ``first``)."""
-    return {name: CHECKS[name](windows, promise, first=first) for name in properties}
+          first: bool = True, since: int = 0) -> dict[str, list[Violation]]:
+    """Each property's violations (the first of each when ``first``) at boundaries from ``since``."""
+    return {name: CHECKS[name](windows, promise, first=first, since=since) for name in properties}

@@ -16,6 +16,7 @@ which no single step can be removed without losing the violation).
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -62,6 +63,7 @@ class Execution:
     records: list[StepRecord] = field(default_factory=list)
     promise: Promise = field(default_factory=Promise)
     pages: set[int] = field(default_factory=set)
+    state: system.SystemState | None = None  # the software state after the last step
 
 
 def frames_of(scenario: Scenario, state: system.SystemState) -> dict[int, Frames]:
@@ -113,37 +115,59 @@ def _dte_updates(scenario: Scenario, hardware: Sequence[Any], start: int) -> lis
     return [sequence.DteUpdate(rid, at[0], at[-1], f"DTE of {rid:#x}") for rid, at in spans.items()]
 
 
-def execute(scenario: Scenario, steps: Sequence[Any], *, probes: Iterable[int] = ()) -> Execution:
-    """Run ``steps`` (StepError on a step that cannot be carried out as written)."""
+def start(scenario: Scenario, *, probes: Iterable[int] = ()) -> Execution:
+    """An execution at boot: nothing done yet."""
     state, memory = system.boot(scenario)
     run = tr.start(scenario.layout, memory, choices=scenario.hardware)
-    ex = Execution(scenario, tuple(steps), run, promise=Promise(requester_ids=scenario.requester_ids))
+    ex = Execution(scenario, (), run, promise=Promise(requester_ids=scenario.requester_ids), state=state)
     ex.promise.frames.append(frames_of(scenario, state))
     ex.promise.owners.append(domain_owners(state.driver))
     ex.pages.update(p & ~(PAGE - 1) for p in probes)
-    for index, step in enumerate(steps):
-        new, result = system.apply(scenario, state, step)
-        start = run.now
-        if result.steps:
-            tr.perform(run, result.steps, label=f"step {index + 1}")
-        else:
-            tr.mark(run, f"step {index + 1}")
-        before, after = ex.promise.frames[-1], frames_of(scenario, new)
-        during = {rid: before.get(rid, Frames()) | after.get(rid, Frames()) for rid in set(before) | set(after)}
-        ex.promise.frames.extend([during] * (run.now - start - 1) + [after])
-        old, new_owners = ex.promise.owners[-1], domain_owners(new.driver)
-        both = {d: old.get(d, frozenset()) | new_owners.get(d, frozenset()) for d in set(old) | set(new_owners)}
-        ex.promise.owners.extend([both] * (run.now - start - 1) + [new_owners])
-        if scenario.mode == "strict" or not new.iommufd.parked:
-            ex.promise.settled.append(run.now)
-        ex.promise.dte_updates.extend(_dte_updates(scenario, result.steps, start))
-        ex.pages |= _pages_of(new)
-        if isinstance(step, DeviceDma):
-            ex.pages.add(step.address & ~(PAGE - 1))
-        ex.records.append(StepRecord(index, step, result.errno, dict(result.out), start, run.now,
-                                     tuple(result.steps), state, new))
-        state = new
-    tr.finish(run)
+    return ex
+
+
+def advance(ex: Execution, step: Any) -> Execution:
+    """``ex`` after one more step (mutated and returned; StepError when the step cannot be carried out)."""
+    scenario, run, state, index = ex.scenario, ex.run, ex.state, len(ex.steps)
+    new, result = system.apply(scenario, state, step)
+    begin = run.now
+    if result.steps:
+        tr.perform(run, result.steps, label=f"step {index + 1}")
+    else:
+        tr.mark(run, f"step {index + 1}")
+    before, after = ex.promise.frames[-1], frames_of(scenario, new)
+    during = {rid: before.get(rid, Frames()) | after.get(rid, Frames()) for rid in set(before) | set(after)}
+    ex.promise.frames.extend([during] * (run.now - begin - 1) + [after])
+    old, new_owners = ex.promise.owners[-1], domain_owners(new.driver)
+    both = {d: old.get(d, frozenset()) | new_owners.get(d, frozenset()) for d in set(old) | set(new_owners)}
+    ex.promise.owners.extend([both] * (run.now - begin - 1) + [new_owners])
+    if scenario.mode == "strict" or not new.iommufd.parked:
+        ex.promise.settled.append(run.now)
+    ex.promise.dte_updates.extend(_dte_updates(scenario, result.steps, begin))
+    ex.pages |= _pages_of(new)
+    if isinstance(step, DeviceDma):
+        ex.pages.add(step.address & ~(PAGE - 1))
+    ex.records.append(StepRecord(index, step, result.errno, dict(result.out), begin, run.now,
+                                 tuple(result.steps), state, new))
+    ex.steps, ex.state = ex.steps + (step,), new
+    return ex
+
+
+def fork(ex: Execution) -> Execution:
+    """An independent copy of ``ex`` to advance along another branch (states are immutable and shared)."""
+    run = copy.copy(ex.run)
+    run.boundaries, run.invalidations, run.hangs = list(run.boundaries), list(run.invalidations), list(run.hangs)
+    run._queued, run._accepted = dict(run._queued), list(run._accepted)
+    p = ex.promise
+    promise = Promise(list(p.frames), list(p.owners), list(p.settled), list(p.dte_updates), p.requester_ids)
+    return Execution(ex.scenario, ex.steps, run, list(ex.records), promise, set(ex.pages), ex.state)
+
+
+def execute(scenario: Scenario, steps: Sequence[Any], *, probes: Iterable[int] = ()) -> Execution:
+    """Run ``steps`` (StepError on a step that cannot be carried out as written)."""
+    ex = start(scenario, probes=probes)
+    for step in steps:
+        advance(ex, step)
     return ex
 
 
@@ -163,9 +187,9 @@ def requests(ex: Execution) -> list[Any]:
 _PARTIAL_ON_ERROR = {("IOAS_UNMAP", 2)}  # ENOENT
 
 
-def errno_conformance(ex: Execution, *, first: bool = True) -> list[Violation]:
+def errno_conformance(ex: Execution, *, first: bool = True, since: int = 0) -> list[Violation]:
     out = []
-    for rec in ex.records:
+    for rec in (r for r in ex.records if r.end >= since):
         if not isinstance(rec.step, Call):
             continue
         if rec.step.expect is not None and rec.errno != rec.step.expect:
@@ -181,12 +205,12 @@ def errno_conformance(ex: Execution, *, first: bool = True) -> list[Violation]:
     return out
 
 
-def object_lifetime(ex: Execution, *, first: bool = True) -> list[Violation]:
+def object_lifetime(ex: Execution, *, first: bool = True, since: int = 0) -> list[Violation]:
     """No object refers to one that is gone, and a DESTROY refused with EBUSY had a user."""
     import errno as errnos
 
     out = []
-    for rec in ex.records:
+    for rec in (r for r in ex.records if r.end >= since):
         fd = rec.after.iommufd
         for object_id, obj in fd.objects.items():
             for held in references(obj):
@@ -226,13 +250,21 @@ class Verdict:
         return self.violation is None
 
 
-def check(ex: Execution, properties: Sequence[str] = ALL_PROPERTIES) -> list[Verdict]:
+def windows_of(ex: Execution, reqs: Sequence[Any] | None = None) -> Windows:
+    """Every way the caches may serve ``reqs`` (default: :func:`requests`) along ``ex`` so far."""
+    return Windows(ex.run, requests(ex) if reqs is None else reqs, in_flight=tr.in_flight(ex.run))
+
+
+def check(ex: Execution, properties: Sequence[str] = ALL_PROPERTIES, *, since: int = 0,
+          reqs: Sequence[Any] | None = None) -> list[Verdict]:
+    """Each property's verdict on ``ex`` (hardware properties at boundaries from ``since``, software
+    properties on the steps that end there)."""
     unknown = [p for p in properties if p not in ALL_PROPERTIES]
     if unknown:
         raise ValueError(f"unknown property {unknown[0]!r}; properties: {', '.join(ALL_PROPERTIES)}")
     t0 = time.perf_counter()
-    reqs = requests(ex)
-    windows = Windows(ex.run, reqs)
+    reqs = requests(ex) if reqs is None else reqs
+    windows = windows_of(ex, reqs)
     setup = time.perf_counter() - t0
     hardware_scope = (f"{len(ex.run.boundaries)} points x {len(reqs)} requests "
                       f"({len(ex.pages)} pages), every cache choice and command timing")
@@ -240,15 +272,16 @@ def check(ex: Execution, properties: Sequence[str] = ALL_PROPERTIES) -> list[Ver
     for name in properties:
         t = time.perf_counter()
         if name in sequence.CHECKS:
-            found = sequence.CHECKS[name](windows, ex.promise)
+            found = sequence.CHECKS[name](windows, ex.promise, since=since)
             scope = hardware_scope
         elif name == ERRNO:
-            found, scope = errno_conformance(ex), f"{len(ex.records)} steps"
+            found, scope = errno_conformance(ex, since=since), f"{len(ex.records)} steps"
         else:
-            found, scope = object_lifetime(ex), f"{len(ex.records)} steps"
+            found, scope = object_lifetime(ex, since=since), f"{len(ex.records)} steps"
         verdicts.append(Verdict(name, found[0] if found else None, scope, time.perf_counter() - t + setup / len(properties)))
-    if ex.run.hangs:
-        at, what = ex.run.hangs[0]
+    hangs = [(at, what) for at, what in ex.run.hangs if at >= since]
+    if hangs:
+        at, what = hangs[0]
         verdicts.append(Verdict("command-completion", Violation("command-completion", at, None, what), "every wait", 0.0))
     return verdicts
 

@@ -179,6 +179,11 @@ def _wait(run: Run, w: Wait) -> None:
         run.hangs.append((len(run.boundaries), f"COMPLETION_WAIT {w.sequence:#x} never stored: {w.what}"))
 
 
+def in_flight(run: Run) -> list[Invalidation]:
+    """The invalidations accepted and not yet carried out, with no completion boundary."""
+    return [Invalidation(command, queued_at, None) for command, queued_at in run._accepted]
+
+
 def finish(run: Run) -> Run:
     """The end of the run: invalidations still in flight get no completion boundary."""
     for command, queued_at in run._accepted:

@@ -82,7 +82,6 @@ def _replay_sequence(args: argparse.Namespace, seq: Any) -> Report:
 
     from amdvi.frontend.sequence_trace import render, violation_line
     from amdvi.properties import sequence_check
-    from amdvi.properties.cache_windows import Windows
 
     if args.defaults or args.preset or args.choice:
         scenario = seq.scenario
@@ -96,7 +95,7 @@ def _replay_sequence(args: argparse.Namespace, seq: Any) -> Report:
     verdicts = sequence_check.check(ex, [claimed] if claimed else sequence_check.ALL_PROPERTIES)
     refuted = [v for v in verdicts if not v.holds]
     reproduces = bool(refuted) if claimed is None else any(v.property == claimed for v in refuted)
-    lines = render(ex, windows=Windows(ex.run, sequence_check.requests(ex)))
+    lines = render(ex, windows=sequence_check.windows_of(ex))
     for v in refuted:
         lines.append(violation_line(ex, v.property, v.violation))
     verdict = (f"REPRODUCES: {claimed}" if claimed and reproduces else
