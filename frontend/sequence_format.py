@@ -145,6 +145,11 @@ SCENARIO = Record({
                              for layer in LAYERS}, "the choices of each layer (what differs from the defaults)"),
                      False, {layer: [] for layer in LAYERS}),
     "probes": Field(ListOf(Hex(64, "address"), "addresses checked beyond the mapped pages"), False, []),
+    "bounds": Field(Record({
+        "iovas": Field(ListOf(Hex(64, "IOVA"), "IOVAs MAP and UNMAP may use")),
+        "lengths": Field(ListOf(Hex(64, "bytes"), "lengths MAP and UNMAP may use")),
+        "user_pages": Field(ListOf(Hex(64, "address"), "user pages MAP may use")),
+    }, "the arguments bounded model checking (amdvi check --depth) draws from"), False, None),
 }, "what the sequence runs on")
 SEQUENCE = Record({
     "version": Field(Const(VERSION, "format version")),
@@ -166,6 +171,7 @@ class LoadedSequence:
     probes: tuple[int, ...]
     notes: tuple[str, ...] = ()
     claimed: str | None = None  # the property a counterexample says it violates
+    bounds: Any = None  # properties.sequence_bmc.Bounds for amdvi check --depth (None: the default)
 
 
 def load(obj: Any, source: str) -> LoadedSequence:
@@ -211,8 +217,13 @@ def _load(obj: Any) -> LoadedSequence:
     steps = tuple(v["steps"])
     _check_steps(scenario, steps)
     violation = v["violation"]
+    bounds = None
+    if s["bounds"] is not None:
+        from amdvi.properties.sequence_bmc import Bounds
+
+        bounds = Bounds(tuple(s["bounds"]["iovas"]), tuple(s["bounds"]["lengths"]), tuple(s["bounds"]["user_pages"]))
     return LoadedSequence(v["title"], scenario, steps, tuple(s["probes"]), tuple(v["notes"]),
-                          None if violation is None else violation["property"])
+                          None if violation is None else violation["property"], bounds)
 
 
 def _check_steps(scenario: system.Scenario, steps: Sequence[Any]) -> None:
@@ -247,6 +258,9 @@ def to_json(loaded: LoadedSequence, *, violation: tuple[str, str] | None = None,
             "choices": {"hardware": sc.hardware.as_assignments(), "driver": sc.driver.as_assignments(),
                         "iommufd": sc.iommufd.as_assignments()},
             "probes": [hex(p) for p in loaded.probes],
+            **({} if loaded.bounds is None else {"bounds": {
+                "iovas": [hex(x) for x in loaded.bounds.iovas], "lengths": [hex(x) for x in loaded.bounds.lengths],
+                "user_pages": [hex(x) for x in loaded.bounds.user_pages]}}),
         },
         "steps": [{**STEP.write(s), **({"text": describe(s)} if describe else {})} for s in loaded.steps],
     }

@@ -25,6 +25,7 @@ walk); a DMA's own write is not applied to memory.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from dataclasses import dataclass
@@ -94,33 +95,47 @@ class Windows:
     def __init__(self, run: Run, requests: Sequence[Request], *, in_flight: Sequence[Invalidation] = ()) -> None:
         self.run, self.requests, self.choices = run, tuple(requests), run.choices
         self.bar = run.state.regs.dev_tab_bar
-        self.invalidations = tuple(run.invalidations) + tuple(in_flight)
-        self._decoded = [decode_invalidation(INT, q.command, choices=self.choices) for q in self.invalidations]
-        self._fresh: dict[tuple[int, Request], Outcome] = {}
         self.cached: dict[str, dict[Any, list[int]]] = {k.name: {} for k in CACHE_KINDS}
         self._request_of: dict[tuple[str, Any], Request] = {}
-        self._clearers: dict[tuple[str, Any], tuple[int, ...]] = {}
-        self._fill_all()
+        self._previous: dict[Request, tuple[Outcome, frozenset[int]]] = {}  # each request's latest walk
+        self._filled = 0  # boundaries whose fills are recorded
+        self._decoded: dict[int, Any] = {}  # command -> as the caches read it
+        self._clears: dict[tuple[str, Any, int], bool] = {}  # (cache, slot, command) -> the command clears it
+        self.extend(in_flight)
+
+    def extend(self, in_flight: Sequence[Invalidation] = ()) -> "Windows":
+        """Take in the boundaries and invalidations the run gained since (the run only grows)."""
+        self.invalidations = tuple(self.run.invalidations) + tuple(in_flight)
+        self._clearers: dict[tuple[str, Any], tuple[Invalidation, ...]] = {}
+        self._held: dict[tuple[str, int], list[tuple[Cached, int]]] = {}
+        self._outcomes: dict[tuple[int, Request], list[Served]] = {}
+        self._fill_from(self._filled)
+        self._filled = len(self.run.boundaries)
+        return self
+
+    def fork(self, run: Run) -> "Windows":
+        """A copy over ``run`` (a fork of this one's run) that can be extended on its own."""
+        other = copy.copy(self)
+        other.run = run
+        other.cached = {k: {slot: list(at) for slot, at in v.items()} for k, v in self.cached.items()}
+        other._request_of, other._previous = dict(self._request_of), dict(self._previous)
+        return other
 
     # -- fills ---------------------------------------------------------------------------------------
 
     def fresh(self, at: int, request: Request) -> Outcome:
-        """The walk of memory at boundary ``at`` (memoised across boundaries that changed nothing it read)."""
-        key = (at, request)
-        if key not in self._fresh:
-            self._fresh[key] = translate(INT, self.run.boundaries[at].memory, self.bar, request, choices=self.choices)
-        return self._fresh[key]
+        """The walk of memory at boundary ``at``."""
+        return translate(INT, self.run.boundaries[at].memory, self.bar, request, choices=self.choices)
 
-    def _fill_all(self) -> None:
-        previous: dict[Request, tuple[Outcome, frozenset[int]]] = {}
-        for boundary in self.run.boundaries:
+    def _fill_from(self, start: int) -> None:
+        previous = self._previous
+        for boundary in self.run.boundaries[start:]:
             j = boundary.index
             written = (frozenset(a for a, _ in boundary.step.writes) if isinstance(boundary.step, Store)
                        else None if boundary.step is None else frozenset())
             for r in self.requests:
                 last = previous.get(r)
                 if last is not None and written is not None and not (written & last[1]):
-                    self._fresh[(j, r)] = last[0]
                     continue  # nothing the walk reads changed: the same fills as before
                 fresh = self.fresh(j, r)
                 previous[r] = (fresh, _walk_reads(fresh))
@@ -140,13 +155,20 @@ class Windows:
 
     # -- survival ------------------------------------------------------------------------------------
 
-    def _clearing(self, kind: str, slot: Any) -> tuple[int, ...]:
-        """Indices of the invalidations that clear ``slot``."""
+    def _clears_slot(self, kind: str, slot: Any, command: int) -> bool:
+        key = (kind, slot, command)
+        if key not in self._clears:
+            if command not in self._decoded:
+                self._decoded[command] = decode_invalidation(INT, command, choices=self.choices)
+            k = CACHES_BY_NAME[kind]
+            self._clears[key] = not k.invalidate_slot(INT, slot, self._decoded[command], self.choices).valid
+        return self._clears[key]
+
+    def _clearing(self, kind: str, slot: Any) -> tuple[Invalidation, ...]:
+        """The invalidations that clear ``slot``."""
         key = (kind, slot)
         if key not in self._clearers:
-            k = CACHES_BY_NAME[kind]
-            self._clearers[key] = tuple(n for n, c in enumerate(self._decoded)
-                                        if not k.invalidate_slot(INT, slot, c, self.choices).valid)
+            self._clearers[key] = tuple(q for q in self.invalidations if self._clears_slot(kind, slot, q.command))
         return self._clearers[key]
 
     def survives(self, kind: str, slot: Any, filled_at: Sequence[int], at: int) -> int | None:
@@ -155,26 +177,34 @@ class Windows:
         if not before:
             return None
         j = before[-1]
-        for n in self._clearing(kind, slot):
-            q = self.invalidations[n]
+        for q in self._clearing(kind, slot):
             if q.queued_at > j and q.completed_at is not None and q.completed_at <= at:
                 return None
         return j
 
     def held(self, kind: str, at: int) -> list[tuple[Cached, int]]:
         """Every value cache ``kind`` may hold at boundary ``at``, with the fill it comes from."""
-        out = []
-        for slot, filled in self.cached[kind].items():
-            j = self.survives(kind, slot, filled, at)
-            if j is not None:
-                out.append((Cached(kind, slot, tuple(filled), self._request_of[(kind, slot)]), j))
-        return out
+        key = (kind, at)
+        if key not in self._held:
+            out = []
+            for slot, filled in self.cached[kind].items():
+                j = self.survives(kind, slot, filled, at)
+                if j is not None:
+                    out.append((Cached(kind, slot, tuple(filled), self._request_of[(kind, slot)]), j))
+            self._held[key] = out
+        return self._held[key]
 
     # -- serving -------------------------------------------------------------------------------------
 
-    def outcomes(self, at: int, request: Request) -> Iterator[Served]:
+    def outcomes(self, at: int, request: Request) -> list[Served]:
         """Every way the IOMMU may serve ``request`` at boundary ``at`` (an ATS device's translated
-        requests from its own IOTLB included when ``request.ats``)."""
+        requests from its own IOTLB included when ``request.ats``); remembered until :meth:`extend`."""
+        key = (at, request)
+        if key not in self._outcomes:
+            self._outcomes[key] = list(self._enumerate(at, request))
+        return self._outcomes[key]
+
+    def _enumerate(self, at: int, request: Request) -> Iterator[Served]:
         memory = self.run.boundaries[at].memory
         memory_dte, _, _ = read_dte(INT, memory, self.bar, request.device_id)
         dtes = [(None, memory_dte)] + [((c, j), c.slot.dte) for c, j in self.held("dte", at)

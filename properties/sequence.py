@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from amdvi.spec.bitvec import INT
 from amdvi.spec.device_table import DTE
+from amdvi.models.timeline import Store
 from amdvi.spec.translation import CachedStart, Request, read_dte, translate
 
 from .cache_windows import Served, Windows
@@ -91,9 +92,23 @@ def _access(request: Request) -> str:
         f" PASID {request.pasid:#x}" if request.has_pasid else "") + (" (ATS)" if request.ats else "")
 
 
+def _needs_check(windows: Windows, promise: Promise, i: int) -> bool:
+    """Whether boundary ``i`` can show an access the one before it cannot: it follows a store (memory
+    changed), or it is where a step ends or the frames changed. After a Queue or a Wait only the ring,
+    the COMPLETION_WAIT store and the event log change, which no walk reads, and caches can only lose
+    values (an invalidation completes), so what can happen there could already happen before."""
+    b = windows.run.boundaries
+    if i == 0 or i == len(b) - 1 or isinstance(b[i].step, Store) or b[i].step is None:
+        return True
+    frames = promise.frames
+    return i >= len(frames) or frames[i] != frames[i - 1] or (i + 1 < len(b) and b[i + 1].label != b[i].label)
+
+
 def isolation(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0) -> list[Violation]:
     out = []
     for i in range(since, len(windows.run.boundaries)):
+        if not _needs_check(windows, promise, i):
+            continue
         allowed = promise.frames[i] if i < len(promise.frames) else {}
         for r in windows.requests:
             frames = allowed.get(r.device_id, Frames())

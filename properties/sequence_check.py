@@ -184,7 +184,7 @@ def requests(ex: Execution) -> list[Any]:
 # -- the software properties ---------------------------------------------------------------------------
 
 # where Linux documents that a failed ioctl keeps part of its work (iommufd-errnos.md §3.3: unmap is not atomic)
-_PARTIAL_ON_ERROR = {("IOAS_UNMAP", 2)}  # ENOENT
+_PARTIAL_ON_ERROR = {(uapi.IoasUnmap.name, 2)}  # ENOENT
 
 
 def errno_conformance(ex: Execution, *, first: bool = True, since: int = 0) -> list[Violation]:

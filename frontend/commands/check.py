@@ -39,6 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="check only this property (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the built-in library and the properties")
     parser.add_argument("--no-minimise", action="store_true", help="report counterexamples as found")
+    parser.add_argument("--choice", action="append", default=[], metavar="LAYER.NAME=VALUE",
+                        help="run under a choice of a layer (hardware, driver, iommufd), e.g. "
+                             "driver.unmap-skips-flush=on; repeatable; overrides the files' choices")
+    g = parser.add_argument_group("bounded model checking")
+    g.add_argument("--depth", type=int, metavar="K",
+                   help="check every ioctl sequence of up to K steps within the scenario's bounds")
+    g.add_argument("--scenario", metavar="FILE",
+                   help="with --depth: the scenario (a sequence file; its steps are ignored); default: two "
+                        "devices, one with ATS, one behind a bridge alias")
     options.add_trace_output(parser)
 
 
@@ -58,10 +67,13 @@ def run(args: argparse.Namespace) -> Report:
             raise InputError(f"unknown property {p!r}; properties: {', '.join(sequence_check.ALL_PROPERTIES)}")
     if args.list:
         return _listing()
+    if args.depth is not None:
+        return _bounded(args, props)
     if args.sequences:
         loaded = [(path, sequence_format.load(options.read_json(path), path)) for path in args.sequences]
     else:
         loaded = _library()
+    loaded = [(source, _with_choices(seq, args.choice)) for source, seq in loaded]
     rows, results = [], []
     for source, seq in loaded:
         t0 = time.perf_counter()
@@ -151,3 +163,86 @@ def _listing() -> Report:
         console.print("properties: " + ", ".join(data["properties"]), markup=False)
 
     return Report(data, show, exit_codes.OK)
+
+
+def _with_choices(seq: Any, assignments: list[str]) -> Any:
+    """``seq`` with ``LAYER.NAME=VALUE`` choices applied to its scenario (InputError on a bad one)."""
+    import dataclasses
+
+    from amdvi.frontend.sequence_format import LAYERS
+
+    if not assignments:
+        return seq
+    scenario = seq.scenario
+    for text in assignments:
+        layer, dot, rest = text.partition(".")
+        if not dot or layer not in LAYERS:
+            raise InputError(f"choice {text!r}: write LAYER.NAME=VALUE with LAYER one of {', '.join(LAYERS)}")
+        try:
+            scenario = dataclasses.replace(scenario, **{layer: getattr(scenario, layer).assign([rest])})
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    return dataclasses.replace(seq, scenario=scenario)
+
+
+def _bounded(args: argparse.Namespace, props: tuple[str, ...]) -> Report:
+    """Bounded model checking: every sequence of up to ``--depth`` steps within the bounds."""
+    import sys
+
+    from amdvi.frontend import sequence_format, sequence_trace
+    from amdvi.models import system
+    from amdvi.models.iommufd.driver_api import PciDevice
+    from amdvi.properties import sequence_bmc
+
+    if args.depth < 0 or args.depth > 16:
+        raise InputError(f"--depth {args.depth}: give a depth from 0 to 16")
+    if args.scenario:
+        seq = sequence_format.load(options.read_json(args.scenario), args.scenario)
+        source = args.scenario
+    else:
+        scenario = system.Scenario(devices=(PciDevice("nic", 0x10, ats=True), PciDevice("disk", 0x18, aliases=(0x19,))))
+        seq = sequence_format.LoadedSequence("default scenario", scenario, (), ())
+        source = "default scenario"
+    seq = _with_choices(seq, args.choice)
+    bounds = getattr(seq, "bounds", None) or sequence_bmc.Bounds()
+
+    def progress(d: Any) -> None:
+        if not args.json:
+            print(f"depth {d.depth}: {d.checked} sequences checked, {d.states} new states, {d.seconds:.1f} s",
+                  file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    result = sequence_bmc.search(seq.scenario, args.depth, bounds=bounds, properties=props, progress=progress)
+    seconds = time.perf_counter() - t0
+    depths = [{"depth": d.depth, "checked": d.checked, "states": d.states, "seconds": round(d.seconds, 3)}
+              for d in result.depths]
+    counterexample = None
+    if result.violation:
+        prop, _, steps = result.violation
+        counterexample = sequence_trace.counterexample(seq, steps, prop)
+        if args.trace_out:
+            from amdvi.frontend.files import write_atomically
+
+            write_atomically(args.trace_out, sequence_format.dumps(counterexample["file"]))
+    data = {"scenario": source, "depth": args.depth, "properties": list(props), "depths": depths,
+            "holds": result.holds, "seconds": round(seconds, 3),
+            "violation": None if not result.violation else {"property": result.violation[0],
+                                                           "what": result.violation[1].what,
+                                                           "steps": counterexample["steps"],
+                                                           "lines": counterexample["lines"]}}
+
+    def show(console: Console) -> None:
+        table = Table(title=f"amdvi check --depth {args.depth}: {source}")
+        for column in ("depth", "sequences checked", "new states", "time (s)"):
+            table.add_column(column)
+        for d in depths:
+            table.add_row(str(d["depth"]), str(d["checked"]), str(d["states"]), f"{d['seconds']:.1f}")
+        console.print(table)
+        if result.holds:
+            console.print(f"every property holds on every sequence of up to {args.depth} steps "
+                          f"({seconds:.1f} s)", markup=False)
+        else:
+            for line in counterexample["lines"]:
+                console.print("  " + line, soft_wrap=True, markup=False)
+
+    return Report(data, show, exit_codes.OK if result.holds else exit_codes.PROPERTY_FAILS)

@@ -1,0 +1,161 @@
+"""Bounded model checking of ioctl sequences: every sequence of up to K steps drawn from a scenario's
+bounds, each checked at every point under every cache choice and command timing.
+
+The steps are the calls a VMM may make within the bounds (:func:`alphabet`: MAP of each IOVA, length
+and user page, UNMAP of each IOVA and length, attach and detach of each device) after a set-up prefix
+(bind every device, allocate the IOAS). The search is breadth first, so the first violation found is
+on a shortest sequence. Each new step is checked incrementally (``properties.sequence_check.check``
+from the boundary where it starts: earlier points were checked with the sequence's prefix), and a
+sequence whose software state and possible cache contents equal those of one already explored is not
+extended again: what can follow depends on nothing else. Ring positions, COMPLETION_WAIT sequence
+numbers and the driver's handle counter are left out of that comparison (they name, not change,
+what happens).
+
+This is explicit-state search over concrete arguments from the bounds, not a symbolic encoding: the
+bounds are small sets, and every argument in them is tried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from amdvi.models.iommufd import uapi
+from amdvi.models.system import Call, Scenario, StepError
+
+from . import sequence, sequence_check
+from amdvi.models.caches import CACHE_KINDS
+
+from .cache_windows import Windows, requests_for
+from .timeline_run import in_flight
+from .sequence import Violation
+
+RW = uapi.MAP_FIXED_IOVA | uapi.MAP_READABLE | uapi.MAP_WRITEABLE
+PAGE = 0x1000
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The arguments a sequence may use: IOVAs, lengths and user pages for MAP and UNMAP."""
+
+    iovas: tuple[int, ...] = (0x10_0000, 0x10_1000)
+    lengths: tuple[int, ...] = (0x1000, 0x2000)
+    user_pages: tuple[int, ...] = (0x1000_0000, 0x1000_1000)
+
+
+def prefix(scenario: Scenario) -> tuple[Any, ...]:
+    """Bind every device and allocate the IOAS ``ioas``."""
+    binds = tuple(Call(uapi.DeviceBind.name, {"device": d.name}, {"out_devid": f"{d.name}_dev"})
+                  for d in scenario.devices)
+    return binds + (Call(uapi.IoasAlloc.name, {}, {"out_ioas_id": "ioas"}),)
+
+
+def alphabet(scenario: Scenario, bounds: Bounds) -> tuple[Any, ...]:
+    """Every step the search tries after the prefix."""
+    maps = tuple(Call(uapi.IoasMap.name, {"ioas_id": "ioas", "flags": RW, "user_va": va, "length": n, "iova": iova})
+                 for iova, n, va in itertools.product(bounds.iovas, bounds.lengths, bounds.user_pages))
+    unmaps = tuple(Call(uapi.IoasUnmap.name, {"ioas_id": "ioas", "iova": iova, "length": n})
+                   for iova, n in itertools.product(bounds.iovas, bounds.lengths))
+    devices = tuple(c for d in scenario.devices for c in (
+        Call(uapi.DeviceAttach.name, {"device": d.name, "pt_id": "ioas"}),
+        Call(uapi.DeviceDetach.name, {"device": d.name})))
+    return maps + unmaps + devices
+
+
+@dataclass
+class Depth:
+    """One depth of the search: sequences checked, new distinct states, seconds."""
+
+    depth: int
+    checked: int = 0
+    states: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Result:
+    depths: list[Depth] = field(default_factory=list)
+    violation: tuple[str, Violation, tuple[Any, ...]] | None = None  # property, violation, steps
+
+    @property
+    def holds(self) -> bool:
+        return self.violation is None
+
+
+def _key(ex: sequence_check.Execution, windows: Any) -> tuple[Any, ...]:
+    driver = dataclasses.replace(ex.state.driver, sequence=0, need_sync=False, next_handle=0)
+    last = ex.run.now
+    held = tuple(frozenset(c.slot for c, _ in windows.held(k.name, last)) for k in CACHE_KINDS)
+    return (repr(ex.state.iommufd), repr(driver), held)
+
+
+def _check(ex: sequence_check.Execution, windows: Any, props: Sequence[str], since: int
+           ) -> tuple[str, Violation] | None:
+    for name in props:
+        if name in sequence.CHECKS:
+            found = sequence.CHECKS[name](windows, ex.promise, since=since)
+        elif name == sequence_check.ERRNO:
+            found = sequence_check.errno_conformance(ex, since=since)
+        else:
+            found = sequence_check.object_lifetime(ex, since=since)
+        if found:
+            return name, found[0]
+    hangs = [h for h in ex.run.hangs if h[0] >= since]
+    if hangs:
+        return "command-completion", Violation("command-completion", hangs[0][0], None, hangs[0][1])
+    return None
+
+
+def search(scenario: Scenario, depth: int, *, bounds: Bounds = Bounds(), steps: Iterable[Any] | None = None,
+           properties: Sequence[str] = sequence_check.ALL_PROPERTIES,
+           progress: Callable[[Depth], None] | None = None) -> Result:
+    """Every sequence of up to ``depth`` steps of ``steps`` (default: :func:`alphabet`) after the prefix."""
+    actions = tuple(alphabet(scenario, bounds) if steps is None else steps)
+    pages = sorted({p for iova in bounds.iovas for n in bounds.lengths
+                    for p in range(iova, iova + n + PAGE, PAGE)})
+    reqs = [r for d in scenario.devices
+            for r in requests_for(d.requester_ids, pages, ats_ids=d.requester_ids if d.ats else ())]
+    result = Result()
+    root = sequence_check.execute(scenario, prefix(scenario))
+    windows = Windows(root.run, reqs, in_flight=in_flight(root.run))
+    found = _check(root, windows, properties, 0)
+    if found:
+        result.violation = (found[0], found[1], root.steps)
+        return result
+    frontier, seen = [(root, windows)], {_key(root, windows)}
+    for d in range(1, depth + 1):
+        level = Depth(d)
+        t = time.perf_counter()
+        next_frontier = []
+        for node, node_windows in frontier:
+            for action in actions:
+                child = sequence_check.fork(node)
+                since = child.run.now
+                try:
+                    sequence_check.advance(child, action)
+                except StepError:
+                    continue
+                level.checked += 1
+                windows = node_windows.fork(child.run).extend(in_flight(child.run))
+                found = _check(child, windows, properties, since)
+                if found:
+                    result.violation = (found[0], found[1], child.steps)
+                    level.seconds = time.perf_counter() - t
+                    result.depths.append(level)
+                    return result
+                key = _key(child, windows)
+                if key not in seen:
+                    seen.add(key)
+                    next_frontier.append((child, windows))
+        level.states = len(next_frontier)
+        level.seconds = time.perf_counter() - t
+        result.depths.append(level)
+        if progress:
+            progress(level)
+        frontier = next_frontier
+        if not frontier:
+            break
+    return result
