@@ -23,9 +23,12 @@ from amdvi.models.amd_driver.choices import Driver
 from amdvi.models.iommufd import uapi
 from amdvi.models.iommufd.choices import Iommufd
 from amdvi.models.iommufd.driver_api import PciDevice
+from amdvi.properties import sequence_check
 from amdvi.spec.choices import SPEC, Hardware
 
 KIND = "sequence"
+# what a sequence may claim to violate: the properties `amdvi check` checks, and a command that never completes
+CLAIMABLE = sequence_check.ALL_PROPERTIES + ("command-completion",)
 LAYERS: Mapping[str, type] = {"hardware": Hardware, "driver": Driver, "iommufd": Iommufd}
 
 
@@ -158,7 +161,7 @@ SEQUENCE = Record({
     "notes": Field(ListOf(Text("a note"), "notes for people"), False, []),
     "scenario": Field(SCENARIO),
     "steps": Field(ListOf(STEP, "the steps, in order")),
-    "violation": Field(Record({"property": Field(Text("the property")), "text": Field(Text("in words"), False)},
+    "violation": Field(Record({"property": Field(OneOf(CLAIMABLE, "the property")), "text": Field(Text("in words"), False)},
                               "the violation this sequence shows (a counterexample's claim)"), False, None),
 }, "an amdvi driver and ioctl sequence")
 
@@ -235,7 +238,7 @@ def _check_steps(scenario: system.Scenario, steps: Sequence[Any]) -> None:
             try:
                 system.check_call(step, bound, names)
             except ValueError as e:
-                raise Invalid(["steps", i, "args"], str(e)) from None
+                raise Invalid(["steps", i, "bind" if isinstance(e, system.BadBind) else "args"], str(e)) from None
             bound |= set(step.bind.values())
         elif isinstance(step, system.DeviceDma) and step.device not in names:
             raise Invalid(["steps", i, "device"], f"no device {step.device!r}; devices: {', '.join(sorted(names))}")

@@ -131,7 +131,12 @@ STEP_TYPES = (Call, GuestWrite, DeviceDma, FlushQueueDrain)
 
 
 class StepError(ValueError):
-    """A step that cannot be carried out as written (an unknown name, a guest address not mapped)."""
+    """A step that cannot be carried out as written (an unknown name, a guest address not mapped); the
+    message starts with the step's field (``field gpa: ...``); the caller adds which step it is."""
+
+
+class BadBind(ValueError):
+    """A call binds an output field its call does not have (:func:`check_call`)."""
 
 
 @dataclass(frozen=True)
@@ -168,10 +173,12 @@ def check_call(call: Call, bound: set[str] | frozenset[str], devices: set[str] |
     if call.name not in uapi.CALLS:
         raise ValueError(f"unknown call {call.name!r}; known: {', '.join(uapi.CALLS)}")
     known = {f.name: f for f in uapi.fields(uapi.CALLS[call.name]) if f.direction != uapi.OUT}
+    defaults = {f.name: f.default for f in dataclasses.fields(uapi.CALLS[call.name])}
     ids = id_fields(call.name)
     for name, value in call.args.items():
         if name not in known:
             raise ValueError(f"{call.name} has no input field {name!r}; fields: {', '.join(known)}")
+        _check_kind(name, value, defaults[name])
         if name == "device":
             if value not in devices:
                 raise ValueError(f"no device {value!r}; devices: {', '.join(sorted(devices))}")
@@ -185,7 +192,22 @@ def check_call(call: Call, bound: set[str] | frozenset[str], devices: set[str] |
     outputs = {f.name for f in uapi.fields(uapi.CALLS[call.name]) if f.direction != uapi.IN}
     for out_field in call.bind:
         if out_field not in outputs:
-            raise ValueError(f"{call.name} has no output {out_field!r}; outputs: {', '.join(sorted(outputs)) or 'none'}")
+            raise BadBind(f"{call.name} has no output {out_field!r}; outputs: {', '.join(sorted(outputs)) or 'none'}")
+
+
+def _check_kind(name: str, value: Any, default: Any) -> None:
+    """ValueError unless ``value`` is what field ``name`` (whose default is ``default``) holds: a flag,
+    a list of words, or a number (or a name, checked by the caller)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} is true or false, not {value!r}")
+    elif isinstance(default, tuple):
+        if not isinstance(value, (tuple, list)):
+            raise ValueError(f"{name} is a list of hex words, not {value!r}")
+        if name == "allowed_iovas":  # (start, last) pairs: a sequence file has no way to write them
+            raise ValueError(f"{name} takes (start, last) pairs, which a sequence file cannot give")
+    elif isinstance(value, (bool, tuple, list)):
+        raise ValueError(f"{name} is a number (or a name), not {'true/false' if isinstance(value, bool) else 'a list'}")
 
 
 def _resolve(state: SystemState, call: Call) -> dict[str, Any]:
@@ -194,7 +216,7 @@ def _resolve(state: SystemState, call: Call) -> dict[str, Any]:
     for name, value in call.args.items():
         if isinstance(value, str) and name in ids:
             if value not in state.names:
-                raise StepError(f"{call.name}: {name} names {value!r}, which no earlier step bound")
+                raise StepError(f"field args.{name}: {value!r} names no object an earlier step bound")
             value = state.names[value]
         args[name] = value
     return args
@@ -220,27 +242,30 @@ def apply(scenario: Scenario, state: SystemState, step: Any) -> tuple[SystemStat
         try:
             request = uapi.from_record({"call": step.name, **_resolve(state, step)})
         except (TypeError, ValueError) as e:
-            raise StepError(f"{step.name}: {e}") from None
+            raise StepError(f"field args: {e}") from None
         o = iommufd_ioctls.ioctl(scenario.driver_model(), state.driver, state.iommufd, request,
                                  choices=scenario.iommufd)
         names = dict(state.names)
         if o.errno == 0:
             for out_field, name in step.bind.items():
                 if out_field not in o.out:
-                    raise StepError(f"{step.name} has no output {out_field!r}; outputs: {', '.join(o.out) or 'none'}")
+                    raise StepError(f"field bind: {step.name} has no output {out_field!r}; "
+                                    f"outputs: {', '.join(o.out) or 'none'}")
                 names[name] = o.out[out_field]
         new = SystemState(o.state, o.driver_state, MappingProxyType(names))
         return new, StepResult(o.errno, dict(o.out), tuple(o.steps))
     if isinstance(step, GuestWrite):
         if step.ioas not in state.names:
-            raise StepError(f"guest write: no IOAS named {step.ioas!r}")
+            raise StepError(f"field ioas: no earlier step bound the name {step.ioas!r}")
         pa = guest_to_system(state.iommufd, state.names[step.ioas], step.gpa)
         if pa is None:
-            raise StepError(f"guest write: guest physical {step.gpa:#x} is not mapped in IOAS {step.ioas!r}")
+            raise StepError(f"field gpa: guest physical {step.gpa:#x} is not mapped in IOAS {step.ioas!r}")
         return state, StepResult(steps=(Store(((pa, step.value),), f"guest stores {step.value:#x} at GPA "
                                                                     f"{step.gpa:#x}"),))
     if isinstance(step, DeviceDma):
-        scenario.device(step.device)
+        if step.device not in {d.name for d in scenario.devices}:
+            raise StepError(f"field device: no device {step.device!r}; devices: "
+                            f"{', '.join(d.name for d in scenario.devices)}")
         return state, StepResult()
     if isinstance(step, FlushQueueDrain):
         o = iommufd_ioctls.ioctl(scenario.driver_model(), state.driver, state.iommufd, uapi.FlushQueueDrain(),
