@@ -20,11 +20,13 @@ from typing import Any
 
 from amdvi.frontend import sequence_format
 from amdvi.frontend.files import write_atomically
+from amdvi.models import software
 from amdvi.models.amd_driver.choices import Driver
 from amdvi.models.iommufd import uapi as U
 from amdvi.models.iommufd.choices import Iommufd
 from amdvi.models.iommufd.driver_api import PciDevice
-from amdvi.models.system import Call, DeviceDma, FlushQueueDrain, Scenario
+from amdvi.models.system import Call, DeviceDma, FlushQueueDrain, GuestWrite, Scenario
+from amdvi.spec.device_table import DTE
 
 FOLDER = "sequences"
 RAM = 0x1000_0000  # the VMM's memory (identity-mapped frames)
@@ -91,9 +93,11 @@ class Entry:
     steps: tuple[Any, ...]
     claims: str | None = None
     notes: tuple[str, ...] = ()
+    probes: tuple[int, ...] = ()  # addresses checked beyond the mapped pages (a guest's GVAs)
 
     def loaded(self) -> sequence_format.LoadedSequence:
-        return sequence_format.LoadedSequence(self.title, self.scenario, self.steps, (), self.notes, self.claims)
+        return sequence_format.LoadedSequence(self.title, self.scenario, self.steps, self.probes, self.notes,
+                                              self.claims)
 
 
 def _plain(device: PciDevice = NIC, pages: int = 2) -> tuple[Any, ...]:
@@ -143,6 +147,104 @@ def _replace() -> tuple[Any, ...]:
             attach("nic", "b"), dma("nic", IOVA), unmap(IOVA, 0x1000, ioas_name="a"), dma("nic", IOVA))
 
 
+# -- nested translation: a guest's v2 table over the VMM's v1 stage 2 --------------------------------------
+# The guest's memory is an IOAS mapped at IOVA = GPA (amd-nested-upstream.md §c.4): its tables in
+# [0, TABLES_END), then a data page and a spare page, each an area of its own so that one IOAS_UNMAP
+# takes it without splitting an area. Guest physical addresses:
+PAGE = 0x1000
+TABLES_END = 0xC000
+GCR3_TABLE = 0x1000  # the guest's one-level GCR3 table (GLX = 0); PASID 0 is the entry GIoV uses
+GUEST_ROOT = 0x2000  # its 4-level table: 0x2000..0x5000
+GUEST_ROOT_5 = 0x6000  # a 5-level table: 0x6000..0xa000
+GCR3_TABLE_5 = 0xB000  # the GCR3 table of the 5-level table (the level switch)
+EVIL_ROOT = 0x6000  # a v1 table the guest builds for itself (the unvalidated guest DTE): 0x6000..0x8000
+DATA = 0xC000  # the page the guest maps at its GVA
+SPARE = 0xD000  # a page of guest memory no guest table uses
+GVA = 0x4000_0000  # the guest virtual address the device uses (no GPA is there)
+GDOM_ID = 1  # the guest's DomainID in its DTE
+NESTING = Iommufd(nested_alloc="amd-tree")  # HWPT_ALLOC through a vIOMMU (EOPNOTSUPP in mainline)
+WORD = (1 << 64) - 1
+
+
+def _guest_writes(words: dict[int, int], *, base: int = 0) -> tuple[GuestWrite, ...]:
+    """The guest stores each 64-bit word (``words``: address -> value, its GPA being address - ``base``)."""
+    return tuple(GuestWrite("ioas", address - base, value) for address, value in sorted(words.items()))
+
+
+def _guest_table(root: int, gcr3_table: int, *, levels: int, gva: int) -> tuple[GuestWrite, ...]:
+    """The guest builds an x86-64 table of ``levels`` levels at ``root`` mapping ``gva`` to DATA, and a
+    GCR3 table whose PASID 0 entry points at it (models.software's encoders)."""
+    table = software.v2_map({}, root, gva, DATA, root + PAGE, levels=levels).memory
+    gcr3 = {software.gcr3_entry_address(gcr3_table, 0): software.gcr3_entry(root)}
+    return _guest_writes({**table, **gcr3})
+
+
+def _guest_stage2() -> tuple[GuestWrite, ...]:
+    """A guest that knows where its memory lies (RAM + GPA) builds a 3-level v1 table of its own: its
+    GCR3 and guest tables where the VMM put them, but DATA on the host's device table page."""
+    memory: dict[int, int] = {}
+    free = RAM + EVIL_ROOT + PAGE
+    for gpa in (GCR3_TABLE, *range(GUEST_ROOT, GUEST_ROOT + 4 * PAGE, PAGE)):
+        m = software.v1_map(memory, RAM + EVIL_ROOT, 3, gpa, RAM + gpa, free)
+        memory, free = m.memory, m.next_free
+    memory = software.v1_map(memory, RAM + EVIL_ROOT, 3, DATA, software.Layout().dev_tab, free).memory
+    return _guest_writes(memory, base=RAM)
+
+
+def guest_dte(gcr3_table: int = GCR3_TABLE, *, levels: int = 4, **fields: int) -> tuple[int, ...]:
+    """The guest's DTE for its device (struct iommu_hwpt_amd_guest, four words): V, TV, GV, GIoV (requests
+    without a PASID use PASID 0), GLX 0, the GCR3 table (a GPA), the guest paging mode, its DomainID."""
+    dte = DTE.encode({"V": 1, "TV": 1, "GV": 1, "GIoV": 1, "GLX": 0, "GCR3 Table Root Pointer": gcr3_table,
+                      "GPM": 0 if levels == 4 else 1, "DomainID": GDOM_ID, **fields})
+    return tuple((dte >> (64 * i)) & WORD for i in range(4))
+
+
+def viommu(device: str, parent: str) -> Call:
+    return _call(U.ViommuAlloc.name, {"out_viommu_id": "viommu"}, type=U.VIOMMU_TYPE_AMD, dev_id=device + "_dev",
+                 hwpt_id=parent)
+
+
+def nested_hwpt(device: str, name: str, data: tuple[int, ...], expect: int | None = None) -> Call:
+    return hwpt(device, "viommu", name, data_type=U.HWPT_DATA_AMD_GUEST, data=data, expect=expect)
+
+
+def _nested(*, levels: int = 4, gva: int = GVA, evil: bool = False, second: bool = False) -> tuple[Any, ...]:
+    """The VMM's sequence for a nested device (amd-nested-upstream.md §c): guest memory in an IOAS at
+    IOVA = GPA, a NEST_PARENT HWPT on it (the stage 2) the device boots on, a vIOMMU on it; the guest
+    builds its GCR3 table and page table; on its DTE write the VMM allocates the nested HWPT from the
+    guest's DTE and attaches the device to it; the device DMAs at the GVA (read, then write). ``second``:
+    a second device stays on the stage 2 (its guest DTE has GV = 0: §b.3) and DMAs at DATA's GPA."""
+    root, gcr3 = (GUEST_ROOT, GCR3_TABLE) if levels == 4 else (GUEST_ROOT_5, GCR3_TABLE_5)
+    stage2 = {"Mode": 3, "Host Page Table Root Pointer": (RAM + EVIL_ROOT) >> 12} if evil else {}
+    disk = (bind("disk"), attach("disk", "s2")) if second else ()
+    return (bind("nic"), ioas(), map_fixed(0, RAM, TABLES_END), map_fixed(DATA, RAM + DATA, PAGE),
+            map_fixed(SPARE, RAM + SPARE, PAGE), hwpt("nic", "ioas", "s2", flags=U.HWPT_ALLOC_NEST_PARENT),
+            attach("nic", "s2"), *disk, viommu("nic", "s2"),
+            *_guest_table(root, gcr3, levels=levels, gva=gva), *(_guest_stage2() if evil else ()),
+            nested_hwpt("nic", "nested", guest_dte(gcr3, levels=levels, **stage2)), attach("nic", "nested"),
+            dma("nic", gva), dma("nic", gva, write=True), *((dma("disk", DATA),) if second else ()))
+
+
+def _nested_unmap(page: int) -> tuple[Any, ...]:
+    """A nested device, then the VMM unmaps one page of the stage 2 and the device DMAs at the GVA again."""
+    return _nested() + (unmap(page, PAGE), dma("nic", GVA))
+
+
+def _guest_level_switch() -> tuple[Any, ...]:
+    """A nested device whose guest moves from its 4-level table to a 5-level one mapping the same GVA: it
+    builds the new table and GCR3 table and rewrites its DTE (GPM 5-level); the VMM allocates a nested HWPT
+    from the new DTE, replaces the device's HWPT with it and destroys the old one (§c.10)."""
+    new_dte = guest_dte(GCR3_TABLE_5, levels=5, DomainID=GDOM_ID + 1)
+    return _nested() + (*_guest_table(GUEST_ROOT_5, GCR3_TABLE_5, levels=5, gva=GVA),
+                        nested_hwpt("nic", "nested5", new_dte), attach("nic", "nested5"), destroy("nested", expect=0),
+                        dma("nic", GVA))
+
+
+NESTED_SOURCES = ("nested.c: torvalds/linux@103f4e7c drivers/iommu/amd/nested.c (validate_gdte_nested, "
+                  "set_dte_nested, the gDomID -> hDomID map); amd-nested-upstream.md (b), (c), (d); "
+                  "linux-driver-sequences.md §1.2, §4")
+
+
 def _scenario(*devices: PciDevice, **kw: Any) -> Scenario:
     return Scenario(devices=devices, **kw)
 
@@ -159,6 +261,43 @@ ENTRIES: tuple[Entry, ...] = (
           _reuse_domain_id()),
     Entry("lazy-reuse.json", "lazy mode: an IOVA is reused only after the flush queue drains",
           _scenario(NIC, mode="lazy"), _lazy_reuse(wait_for_drain=True)),
+    Entry("nested-device.json", "a nested device: the guest's table over the VMM's stage 2",
+          _scenario(NIC, iommufd=NESTING), _nested_unmap(SPARE), probes=(GVA,), notes=(
+              "The VMM's sequence of amd-nested-upstream.md (c) 4, 5, 6, 10: guest memory in an IOAS at IOVA = GPA, "
+              "a NEST_PARENT HWPT on it (the stage 2), a vIOMMU on that, then a nested HWPT from the guest's DTE "
+              "(struct iommu_hwpt_amd_guest) and a replace.",
+              "Runs under the iommufd reading nested-alloc=amd-tree: mainline's AMD vIOMMU has no "
+              "alloc_domain_nested, so HWPT_ALLOC through it is EOPNOTSUPP (amd-nested-upstream.md (b.6)).",
+              "The guest builds its GCR3 table (GPA 0x1000) and a 4-level table (GPA 0x2000..0x5000) mapping GVA "
+              "0x40000000 to DATA (GPA 0xc000), one GuestWrite per word. Its DTE has GIoV = 1, so a request without "
+              "a PASID uses PASID 0's table: after the nested attach the device reaches DATA's frame only through "
+              "the guest table, and a DMA at DATA's GPA faults (tests/cli/test_check_nested.py).",
+              "set_dte_nested: the host part from the parent, DomainID = the gDomID's hDomID, GV forced to 1, the "
+              "guest's GCR3 root (a GPA, GCR3TRPMode) and paging mode copied. Sources: " + NESTED_SOURCES + ".",
+              "The VMM then unmaps a page the guest table does not use; the parent's flush also covers its "
+              "vIOMMU's hDomIDs (iommu_flush_pages_v1_hdom_ids, amd-nested-upstream.md (d.1)).")),
+    Entry("nested-guest-level-switch.json",
+          "finding: a guest's switch to a 5-level table clears V for a moment (DMA untranslated)",
+          _scenario(NIC, iommufd=NESTING), _guest_level_switch(), "isolation", probes=(GVA,), notes=(
+              "A correct-driver sequence that the model refutes: a nested device whose guest moves from a 4-level "
+              "to a 5-level table (a new GCR3 table, a new DomainID, GPM 5-level); the VMM allocates a nested HWPT "
+              "from the new DTE and replaces the old one (amd-nested-upstream.md (c.10)).",
+              "Finding: for a DTE whose guest paging level changes (GV = 1 before and after), update_dte256 first "
+              "writes an all-zero lower half ('struct dev_table_entry clear = {}; /* First disable DTE */ "
+              "write_dte_lower128(ptr, &clear)', AMDESE/linux-iommu@00406666 and torvalds/linux "
+              "drivers/iommu/amd/iommu.c; write_dte_lower128 stores data128[0] as given), flushes the DTE and "
+              "waits, then writes the upper and lower halves. Between the first flush and the last write the "
+              "DTE has V = 0.",
+              "With V = 0 the IOMMU does not translate (device-table-entry.md: the rest of the DTE is ignored; "
+              "QEMU passes such DMA untranslated; Linux sets V = 1 and TV = 1 in every DTE at boot, "
+              "init_device_table_dma, so that no device is left in that state): a DMA in the window reaches "
+              "the system address it names (isolation), and no-torn-dte is refuted too.",
+              "Doubt: the V = 0 reading is not from 48882's own text; the spec model follows it "
+              "(spec/translation.py step 2). If V = 0 blocked instead, the window would only fault. Linux's "
+              "comment says the clear 'disables' the DTE; TV = 0 with V = 1 would block without passing DMA.",
+              "The new DTE uses a new guest DomainID: with the same gDomID the hDomID is shared and the GCR3 "
+              "entry cached from the old GCR3 table may serve the new DTE (flush-completeness), which the guest "
+              "would have to invalidate itself (no uAPI path without the HW-vIOMMU, amd-nested-upstream.md (d.2)).")),
     # -- bug examples ------------------------------------------------------------------------------------
     Entry("bug-unmap-without-flush.json", "bug: unmap returns without flushing the IOTLB",
           _scenario(NIC, driver=Driver(unmap_skips_flush=True)), _plain(), "isolation"),
@@ -176,6 +315,49 @@ ENTRIES: tuple[Entry, ...] = (
           "isolation"),
     Entry("bug-destroy-ignores-users.json", "bug: iommufd destroys a HWPT a device still uses",
           _scenario(NIC, iommufd=Iommufd(destroy_ignores_users=True)), _destroy_while_busy(), "errno-conformance"),
+    Entry("bug-gdte-not-validated.json", "bug: the host takes the guest DTE's stage 2 (Mode, host root)",
+          _scenario(NIC, iommufd=NESTING, driver=Driver(gdte_not_validated=True)), _nested(evil=True), "isolation",
+          probes=(GVA,), notes=(
+              "validate_gdte_nested refuses a guest DTE with Mode or a host page-table root (EINVAL, nested.c "
+              "29-32: the guest may not supply a stage 2); the fault skips it and set_dte_nested takes them.",
+              "The guest, knowing where its memory lies, builds a 3-level v1 table of its own mapping its tables "
+              "where the VMM put them and DATA onto the host's device table page (0x100000), and names it in its "
+              "DTE: the device then reads and writes the device table, a frame outside the IOAS.",
+              "Class: a host trusting a guest-supplied field that selects translation (a guest escape).",
+              NESTED_SOURCES)),
+    Entry("bug-parent-flush-misses-hdomids.json",
+          "bug: a stage-2 unmap flushes the parent's DomainID, not the hDomIDs",
+          _scenario(NIC, iommufd=NESTING, driver=Driver(parent_flush_misses_hdomids=True)), _nested_unmap(DATA),
+          "isolation", probes=(GVA,), notes=(
+              "Nested DTEs carry the gDomID's hDomID, so a nested IOTLB entry (GVA -> DATA's frame) is tagged with "
+              "it; a parent flush must also invalidate every hDomID of the parent's vIOMMUs "
+              "(iommu_flush_pages_v1_hdom_ids, v5 11/14, commit 757d2b1fdf5b7; amd-nested-upstream.md (d.1)).",
+              "The VMM unmaps DATA, which the guest table maps; with the fault the flush misses the hDomID and the "
+              "device still reaches DATA's frame through the stale entry after IOAS_UNMAP returned.",
+              "Class: an invalidation that misses a tag the hardware uses (the pre-v5 nested series).")),
+    Entry("bug-nested-shares-parent-domain-id.json", "bug: the nested DTE is tagged with the parent's DomainID",
+          _scenario(NIC, DISK, iommufd=NESTING, driver=Driver(nested_shares_parent_domain_id=True)),
+          _nested(second=True), "domain-id-uniqueness", probes=(GVA,), notes=(
+              "set_dte_nested tags a nested DTE with the gDomID's hDomID, never the parent's DomainID (nested.c "
+              "186-229; amd-nested-upstream.md (b.2), (b.5)). The fault uses the parent's.",
+              "A second device stays on the stage 2 (its guest DTE has GV = 0, so the VMM attaches it to the "
+              "parent, (b.3)): the parent's DomainID then tags two contexts at once, the nic's guest table and "
+              "the disk's stage 2 alone: domain-id-uniqueness.",
+              "Isolation holds in the model: both contexts lie inside the same IOAS, so a translation one device "
+              "gets from the other's context still reaches the guest's own memory. What breaks is the guest's "
+              "isolation between its devices (a GVA translation of the nic's table served to the disk) and any "
+              "flush by tag; with one device the model shows nothing, as the old context is gone from the DTE.",
+              "Class: DomainID aliasing (different tables under one tag).")),
+    Entry("bug-dte-halves-wrong-order.json", "bug: a nested DTE's lower half (GV = 1) is written before the upper",
+          _scenario(NIC, iommufd=NESTING, driver=Driver(dte_halves_wrong_order=True)), _nested(levels=5, gva=0),
+          "no-torn-dte", probes=(0,), notes=(
+              "update_dte256 writes the half holding V / GV last when setting them (linux-driver-sequences.md "
+              "§1.2; 'DTE[V|GV] bit is being written last when setting'). The fault writes the lower half first.",
+              "The guest uses a 5-level table (GPA 0x6000..0xa000, the host accepts 5-level guests: "
+              "guest_5_level) mapping GVA 0 to DATA. Between the two halves the IOMMU reads GV = 1 and the new "
+              "GCR3 root with the old upper half (GuestPagingMode 4-level) and walks the 5-level table as a "
+              "4-level one: GVA 0 reaches the table's last page (GPA 0xa000) instead of DATA.",
+              "Class: a torn 256-bit DTE written as two 128-bit halves in the wrong order.")),
 )
 
 

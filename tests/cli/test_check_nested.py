@@ -1,0 +1,147 @@
+"""The nested entries of ``amdvi check``'s library (guest v2 tables over a host v1 stage 2): each run
+through ``amdvi.properties.sequence_check`` (execute + check), the correct one holding every property,
+each bug example (and the level-switch finding) refuted on the property it claims; their files current;
+and the isolation the correct sequence shows being meaningful (the data frame reached only through the
+guest's table)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from amdvi.frontend import sequence_library as L
+from amdvi.models.software import Layout, registers
+from amdvi.models.system import Call
+from amdvi.properties import sequence_check
+from amdvi.spec.bitvec import INT
+from amdvi.spec.translation import Request, translate
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / L.FOLDER
+FILES = ("nested-device.json", "nested-guest-level-switch.json", "bug-gdte-not-validated.json",
+         "bug-parent-flush-misses-hdomids.json", "bug-nested-shares-parent-domain-id.json",
+         "bug-dte-halves-wrong-order.json")
+NESTED = {e.file: e for e in L.ENTRIES if e.file in FILES}
+BAR = registers(Layout()).dev_tab_bar
+
+
+@functools.lru_cache(maxsize=None)
+def execution(file: str) -> sequence_check.Execution:
+    e = NESTED[file]
+    return sequence_check.execute(e.scenario, e.steps, probes=e.probes)
+
+
+def verdict(file: str, prop: str) -> sequence_check.Verdict:
+    [v] = sequence_check.check(execution(file), [prop])
+    return v
+
+
+def walk(ex: sequence_check.Execution, at: int, address: int, device_id: int = 0x10):
+    return translate(INT, ex.run.boundaries[at].memory, BAR, Request(device_id, address))
+
+
+def after(ex: sequence_check.Execution, name: str, pt: str) -> int:
+    """The boundary after the step attaching to ``pt`` (the last such step)."""
+    return [r.end for r in ex.records if isinstance(r.step, Call) and r.step.name == name
+            and r.step.args.get("pt_id") == pt][-1]
+
+
+def test_the_six_nested_entries_are_there():
+    assert sorted(NESTED) == sorted(FILES)
+    assert NESTED["nested-device.json"].claims is None
+
+
+@pytest.mark.parametrize("file", sorted(NESTED))
+def test_generated_file_is_current(file):
+    assert (EXAMPLES / file).read_text() == L.render(NESTED[file])
+
+
+@pytest.mark.parametrize("file", sorted(NESTED))
+def test_every_call_succeeds(file):
+    ex = execution(file)
+    assert [(r.index + 1, r.errno) for r in ex.records if r.errno] == []
+
+
+@pytest.mark.parametrize("prop", sequence_check.ALL_PROPERTIES)
+def test_nested_device_holds(prop):
+    v = verdict("nested-device.json", prop)
+    assert v.holds, v.violation.what
+
+
+def test_claims():
+    """Each refuted entry's claim is the property its own test below refutes."""
+    assert {f: e.claims for f, e in NESTED.items() if e.claims} == {
+        "nested-guest-level-switch.json": "isolation", "bug-gdte-not-validated.json": "isolation",
+        "bug-parent-flush-misses-hdomids.json": "isolation",
+        "bug-nested-shares-parent-domain-id.json": "domain-id-uniqueness",
+        "bug-dte-halves-wrong-order.json": "no-torn-dte"}
+
+
+def test_parent_domain_id_on_a_nested_dte_tags_two_contexts():
+    """The disk on the stage 2 and the nic on the guest table carry the parent's DomainID at once."""
+    v = verdict("bug-nested-shares-parent-domain-id.json", "domain-id-uniqueness")
+    assert "tags 2 different translation contexts" in v.violation.what
+
+
+def test_isolation_is_meaningful():
+    """After the nested attach the GVA reaches DATA's frame through the guest walk, DATA's own GPA faults
+    (the guest table does not map it), and before it neither the GVA reached anything."""
+    ex = execution("nested-device.json")
+    attached = after(ex, "VFIO_DEVICE_ATTACH_IOMMUFD_PT", "nested")
+    on_s2 = after(ex, "VFIO_DEVICE_ATTACH_IOMMUFD_PT", "s2")
+    through = walk(ex, attached, L.GVA)
+    assert through.ok and through.guest and through.spa == L.RAM + L.DATA
+    assert not walk(ex, attached, L.DATA).ok
+    assert not walk(ex, on_s2, L.GVA).ok and walk(ex, on_s2, L.DATA).spa == L.RAM + L.DATA
+    final = walk(ex, len(ex.run.boundaries) - 1, L.GVA)
+    assert final.ok and final.spa == L.RAM + L.DATA  # the spare page's unmap left the guest's mapping
+
+
+def test_unvalidated_guest_stage2_reaches_the_device_table():
+    v = verdict("bug-gdte-not-validated.json", "isolation")
+    assert v.violation.request.address == L.GVA and v.violation.served.result.spa == Layout().dev_tab
+
+
+def test_parent_flush_missing_hdomid_leaves_a_stale_iotlb_entry():
+    v = verdict("bug-parent-flush-misses-hdomids.json", "isolation")
+    assert v.violation.served.result.spa == L.RAM + L.DATA
+    assert [kind for kind, _, _ in v.violation.served.used] == ["iotlb"]
+
+
+def test_wrong_order_walks_the_5_level_table_as_4_level():
+    v = verdict("bug-dte-halves-wrong-order.json", "no-torn-dte")
+    assert v.violation.request.address == 0 and "0x1000a000" in v.violation.what  # the table's last page
+
+
+def test_level_switch_passes_dma_untranslated_while_v_is_0():
+    """The finding: the clear lower half (V = 0) of update_dte256's level-change branch lets a DMA through
+    untranslated (the address it names is the system address it reaches)."""
+    ex = execution("nested-guest-level-switch.json")
+    v = verdict("nested-guest-level-switch.json", "isolation")
+    r = v.violation.request
+    assert v.violation.served.result.spa == r.address and not v.violation.served.used
+    memory = ex.run.boundaries[v.violation.at].memory
+    dte_low = memory.get(Layout().dte_address(0x10), 0)
+    assert dte_low & 1 == 0  # V = 0
+    switch = [rec for rec in ex.records if isinstance(rec.step, Call) and rec.step.args.get("pt_id") == "nested5"][-1]
+    assert switch.start < v.violation.at < switch.end
+    assert any("cleared" in s.what for s in switch.hardware if hasattr(s, "writes"))
+
+
+REFUTED = {  # every property's verdict, as the model gives it (the claim is one of them)
+    "nested-device.json": set(),
+    "nested-guest-level-switch.json": {"isolation", "no-torn-dte"},
+    "bug-gdte-not-validated.json": {"isolation"},
+    "bug-parent-flush-misses-hdomids.json": {"isolation", "flush-completeness"},
+    "bug-nested-shares-parent-domain-id.json": {"domain-id-uniqueness"},
+    "bug-dte-halves-wrong-order.json": {"no-torn-dte", "flush-completeness"},
+}
+
+
+@pytest.mark.deep
+@pytest.mark.parametrize("file", sorted(REFUTED))
+def test_every_verdict(file):
+    """All properties of each entry (10 to 25 s each): which are refuted besides the claim."""
+    refuted = {v.property for v in sequence_check.check(execution(file)) if not v.holds}
+    assert refuted == REFUTED[file]
