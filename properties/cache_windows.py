@@ -212,12 +212,15 @@ class Windows:
         for dte_choice, dte in dtes:
             plain = translate(INT, memory, self.bar, request, choices=self.choices,
                               cached=dataclasses.replace(_NO_CACHE, dte=dte))
-            options = []
+            options = {}
             for kind in _LOOKED_UP[1:]:
                 hits = [(c, j) for c, j in self.held(kind, at)
                         if CACHES_BY_NAME[kind].hit(INT, c.slot, request, dte, plain, self.choices)]
-                options.append([(kind, None)] + [(kind, h) for h in hits])
-            for combo in itertools.product(*options):
+                options[kind] = [(kind, None)] + [(kind, h) for h in hits]
+            # an IOTLB hit answers alone (models.dma.serve): one serve per hit, whatever the walk caches hold
+            for hit in options.pop("iotlb")[1:]:
+                yield self._serve(at, memory, request, dte_choice, [hit])
+            for combo in itertools.product(*options.values()):
                 yield self._serve(at, memory, request, dte_choice, combo)
             if request.ats:
                 for c, j in self.held("device_iotlb", at):

@@ -104,9 +104,11 @@ def _needs_check(windows: Windows, promise: Promise, i: int) -> bool:
     return i >= len(frames) or frames[i] != frames[i - 1] or (i + 1 < len(b) and b[i + 1].label != b[i].label)
 
 
-def isolation(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0) -> list[Violation]:
+def isolation(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0,
+              latest_first: bool = False) -> list[Violation]:
     out = []
-    for i in range(since, len(windows.run.boundaries)):
+    points = range(since, len(windows.run.boundaries))
+    for i in (reversed(points) if latest_first else points):
         if not _needs_check(windows, promise, i):
             continue
         allowed = promise.frames[i] if i < len(promise.frames) else {}
@@ -121,9 +123,11 @@ def isolation(windows: Windows, promise: Promise, *, first: bool = True, since: 
     return out
 
 
-def flush_completeness(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0) -> list[Violation]:
+def flush_completeness(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0,
+                       latest_first: bool = False) -> list[Violation]:
     out = []
-    for i in (i for i in promise.settled if i >= since):
+    points = [i for i in promise.settled if i >= since]
+    for i in (reversed(points) if latest_first else points):
         for r in windows.requests:
             fresh = None
             for s in windows.outcomes(i, r):
@@ -148,7 +152,8 @@ def _with_dte(windows: Windows, at: int, request: Request, dte: int) -> tuple[An
     return (bool(o.ok), o.spa if o.ok else 0, bool(o.readable), bool(o.writable))
 
 
-def torn_dte(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0) -> list[Violation]:
+def torn_dte(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0,
+             latest_first: bool = False) -> list[Violation]:
     out = []
     memory_of = lambda i: windows.run.boundaries[i].memory  # noqa: E731
     for u in (u for u in promise.dte_updates if u.end >= since):
@@ -197,7 +202,8 @@ def _contexts(windows: Windows, promise: Promise, at: int) -> dict[int, set[tupl
 _TAGGED = {"iotlb": "owner", "pde": "domain_id", "guest_pde": "domain_id", "gcr3": "domain_id"}
 
 
-def domain_ids(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0) -> list[Violation]:
+def domain_ids(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0,
+               latest_first: bool = False) -> list[Violation]:
     out = []
     contexts = [_contexts(windows, promise, i) for i in range(len(windows.run.boundaries))]
     for i, now in enumerate(contexts):
@@ -232,5 +238,6 @@ CHECKS: Mapping[str, Callable[..., list[Violation]]] = {
 
 def check(windows: Windows, promise: Promise, properties: Iterable[str] = SEQUENCE_PROPERTIES, *,
           first: bool = True, since: int = 0) -> dict[str, list[Violation]]:
-    """Each property's violations (the first of each when ``first``) at boundaries from ``since``."""
+    """Each property's violations (the first of each when ``first``) at boundaries from ``since``
+    (``latest_first``, for a search that only asks whether there is one: the latest points first)."""
     return {name: CHECKS[name](windows, promise, first=first, since=since) for name in properties}

@@ -260,7 +260,7 @@ def windows_of(ex: Execution, reqs: Sequence[Any] | None = None) -> Windows:
 
 
 def check(ex: Execution, properties: Sequence[str] = ALL_PROPERTIES, *, since: int = 0,
-          reqs: Sequence[Any] | None = None) -> list[Verdict]:
+          reqs: Sequence[Any] | None = None, latest_first: bool = False) -> list[Verdict]:
     """Each property's verdict on ``ex`` (hardware properties at boundaries from ``since``, software
     properties on the steps that end there)."""
     unknown = [p for p in properties if p not in ALL_PROPERTIES]
@@ -276,7 +276,7 @@ def check(ex: Execution, properties: Sequence[str] = ALL_PROPERTIES, *, since: i
     for name in properties:
         t = time.perf_counter()
         if name in sequence.CHECKS:
-            found = sequence.CHECKS[name](windows, ex.promise, since=since)
+            found = sequence.CHECKS[name](windows, ex.promise, since=since, latest_first=latest_first)
             scope = hardware_scope
         elif name == ERRNO:
             found, scope = errno_conformance(ex, since=since), f"{len(ex.records)} steps"
@@ -291,12 +291,13 @@ def check(ex: Execution, properties: Sequence[str] = ALL_PROPERTIES, *, since: i
 
 
 def violated(scenario: Scenario, steps: Sequence[Any], prop: str, probes: Iterable[int] = ()) -> Violation | None:
-    """``prop``'s first violation on ``steps`` (None when it holds or a step cannot be carried out)."""
+    """A violation of ``prop`` on ``steps``, the latest points tried first (None when it holds or a step
+    cannot be carried out)."""
     try:
         ex = execute(scenario, steps, probes=probes)
     except StepError:
         return None
-    [v] = [x for x in check(ex, [prop]) if x.property == prop]
+    [v] = [x for x in check(ex, [prop], latest_first=True) if x.property == prop]
     return v.violation
 
 
@@ -312,23 +313,112 @@ def without_faults(scenario: Scenario) -> Scenario:
                                iommufd=off(scenario.iommufd))
 
 
+class _Prefixes:
+    """Whether ``prop`` is violated on sequences made of ``steps`` picked by index, each prefix run and
+    checked once: a candidate shares its prefix with the sequences tried before it, so only its new
+    steps are run (on a fork of the prefix's execution and cache windows) and checked from where
+    they start. Every candidate is checked on the same requests (those of all of ``steps``)."""
+
+    def __init__(self, scenario: Scenario, steps: Sequence[Any], prop: str, probes: Iterable[int],
+                 reqs: Sequence[Any]) -> None:
+        self.scenario, self.steps, self.prop, self.reqs = scenario, tuple(steps), prop, tuple(reqs)
+        root = start(scenario, probes=probes)
+        windows = Windows(root.run, self.reqs, in_flight=tr.in_flight(root.run))
+        self.cache: dict[tuple[int, ...], tuple[Execution, Windows, bool] | None] = {
+            (): (root, windows, check_with(root, windows, [prop], 0) is not None)}
+
+    def violated(self, picked: tuple[int, ...]) -> bool:
+        k = len(picked)
+        while picked[:k] not in self.cache:
+            k -= 1
+        for n in range(k, len(picked)):
+            known = self.cache[picked[:n]]
+            if known is None:  # a step of this prefix cannot be carried out
+                self.cache[picked[:n + 1]] = None
+                continue
+            ex, windows, bad = known
+            child = fork(ex)
+            since = child.run.now
+            try:
+                advance(child, self.steps[picked[n]])
+            except StepError:
+                self.cache[picked[:n + 1]] = None
+                continue
+            child_windows = windows.fork(child.run).extend(tr.in_flight(child.run))
+            bad = bad or check_with(child, child_windows, [self.prop], since) is not None
+            self.cache[picked[:n + 1]] = (child, child_windows, bad)
+        final = self.cache[picked]
+        return final is not None and final[2]
+
+
+def check_with(ex: Execution, windows: Windows, props: Sequence[str], since: int) -> tuple[str, Violation] | None:
+    """The first property of ``props`` violated at a boundary from ``since`` (windows already built)."""
+    for name in props:
+        if name in sequence.CHECKS:
+            found = sequence.CHECKS[name](windows, ex.promise, since=since)
+        elif name == ERRNO:
+            found = errno_conformance(ex, since=since)
+        elif name == LIFETIME:
+            found = object_lifetime(ex, since=since)
+        else:
+            found = []
+        if found:
+            return name, found[0]
+    hangs = [h for h in ex.run.hangs if h[0] >= since]
+    if hangs and "command-completion" in props:
+        return "command-completion", Violation("command-completion", hangs[0][0], None, hangs[0][1])
+    return None
+
+
 def minimise(scenario: Scenario, steps: Sequence[Any], prop: str, probes: Iterable[int] = ()) -> tuple[Any, ...]:
-    """``steps`` with steps removed, one at a time, while ``prop`` stays violated, until none can go.
+    """``steps`` with steps removed while ``prop`` stays violated, by the same access when the violation
+    is an access's, until no single step can go: first everything after the violating step, then
+    chunks of halving size, then single steps.
 
     When the scenario turns fault switches on and the correct model keeps ``prop`` on ``steps``, every
     smaller sequence must keep that: it stays a counterexample to the fault, not to the sequence (a step's
     ``expect`` is a claim about its context; without the steps that make a DESTROY busy, EBUSY is no
     longer the uAPI's answer, and the correct model "violates" it too)."""
-    current = tuple(steps)
+    steps = tuple(steps)
+    try:
+        ex = execute(scenario, steps, probes=probes)
+    except StepError:
+        return steps
+    reqs = requests(ex)
+    [verdict] = [v for v in check(ex, [prop]) if v.property == prop]
+    if verdict.violation is not None and verdict.violation.request is not None:
+        reqs = [verdict.violation.request]  # the same access must still show it
+    faulty = _Prefixes(scenario, steps, prop, probes, reqs)
     correct = without_faults(scenario)
-    reference = correct if correct != scenario and violated(correct, current, prop, probes) is None else None
-    changed = True
-    while changed:
-        changed = False
-        for i in reversed(range(len(current))):
-            candidate = current[:i] + current[i + 1:]
-            if violated(scenario, candidate, prop, probes) is not None and (
-                    reference is None or violated(reference, candidate, prop, probes) is None):
-                current, changed = candidate, True
-    return current
+    everything = tuple(range(len(steps)))
+    reference = None
+    if correct != scenario:
+        reference = _Prefixes(correct, steps, prop, probes, reqs)
+        if reference.violated(everything):
+            reference = None
 
+    def keeps(candidate: tuple[int, ...]) -> bool:
+        return faulty.violated(candidate) and (reference is None or not reference.violated(candidate))
+
+    if not keeps(everything):
+        return steps
+    current = everything
+    for end in range(1, len(current)):  # cut after the step where it is first violated
+        if keeps(current[:end]):
+            current = current[:end]
+            break
+    size = max(len(current) // 2, 1)
+    while True:  # remove chunks, halving their size; then single steps until none can go
+        changed = False
+        end = len(current)
+        while end > 0:
+            begin = max(end - size, 0)
+            candidate = current[:begin] + current[end:]
+            if candidate != current and keeps(candidate):
+                current, changed = candidate, True
+            end = begin
+        if size > 1:
+            size //= 2
+        elif not changed:
+            break
+    return tuple(steps[i] for i in current)
