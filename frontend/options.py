@@ -90,3 +90,24 @@ def apply_choices(args: argparse.Namespace, defaults: C, presets: Mapping[str, C
         return base.assign(args.choice)  # type: ignore[attr-defined]
     except ValueError as e:
         raise InputError(str(e)) from None
+
+
+def with_layer_choices(seq: Any, assignments: list[str]) -> Any:
+    """A loaded sequence with ``LAYER.NAME=VALUE`` choices (``amdvi check --choice``) applied to its
+    scenario's layers (hardware, driver, iommufd); InputError on a bad one."""
+    import dataclasses
+
+    from amdvi.frontend.sequence_format import LAYERS
+
+    if not assignments:
+        return seq
+    scenario = seq.scenario
+    for text in assignments:
+        layer, dot, rest = text.partition(".")
+        if not dot or layer not in LAYERS:
+            raise InputError(f"choice {text!r}: write LAYER.NAME=VALUE with LAYER one of {', '.join(LAYERS)}")
+        try:
+            scenario = dataclasses.replace(scenario, **{layer: getattr(scenario, layer).assign([rest])})
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    return dataclasses.replace(seq, scenario=scenario)

@@ -489,9 +489,12 @@ def dumps(obj: Any) -> str:
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a version 1 trace, generated from :data:`TRACE`."""
+    """The JSON Schema (draft 2020-12) of a version 1 file: a move trace (:data:`TRACE`) or a driver and
+    ioctl sequence (``frontend.sequence_format.SEQUENCE``, ``kind: "sequence"``)."""
+    from amdvi.frontend.sequence_format import SEQUENCE
+
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": f"amdvi trace, version {VERSION}", **TRACE.schema()}
+            "title": f"amdvi trace or sequence, version {VERSION}", "oneOf": [TRACE.schema(), SEQUENCE.schema()]}
 
 
 if __name__ == "__main__":  # pragma: no cover

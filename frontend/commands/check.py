@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> Report:
         loaded = [(path, sequence_format.load(options.read_json(path), path)) for path in args.sequences]
     else:
         loaded = _library()
-    loaded = [(source, _with_choices(seq, args.choice)) for source, seq in loaded]
+    loaded = [(source, options.with_layer_choices(seq, args.choice)) for source, seq in loaded]
     rows, results = [], []
     for source, seq in loaded:
         t0 = time.perf_counter()
@@ -165,26 +165,6 @@ def _listing() -> Report:
     return Report(data, show, exit_codes.OK)
 
 
-def _with_choices(seq: Any, assignments: list[str]) -> Any:
-    """``seq`` with ``LAYER.NAME=VALUE`` choices applied to its scenario (InputError on a bad one)."""
-    import dataclasses
-
-    from amdvi.frontend.sequence_format import LAYERS
-
-    if not assignments:
-        return seq
-    scenario = seq.scenario
-    for text in assignments:
-        layer, dot, rest = text.partition(".")
-        if not dot or layer not in LAYERS:
-            raise InputError(f"choice {text!r}: write LAYER.NAME=VALUE with LAYER one of {', '.join(LAYERS)}")
-        try:
-            scenario = dataclasses.replace(scenario, **{layer: getattr(scenario, layer).assign([rest])})
-        except ValueError as e:
-            raise InputError(str(e)) from None
-    return dataclasses.replace(seq, scenario=scenario)
-
-
 def _bounded(args: argparse.Namespace, props: tuple[str, ...]) -> Report:
     """Bounded model checking: every sequence of up to ``--depth`` steps within the bounds."""
     import sys
@@ -203,7 +183,7 @@ def _bounded(args: argparse.Namespace, props: tuple[str, ...]) -> Report:
         scenario = system.Scenario(devices=(PciDevice("nic", 0x10, ats=True), PciDevice("disk", 0x18, aliases=(0x19,))))
         seq = sequence_format.LoadedSequence("default scenario", scenario, (), ())
         source = "default scenario"
-    seq = _with_choices(seq, args.choice)
+    seq = options.with_layer_choices(seq, args.choice)
     bounds = getattr(seq, "bounds", None) or sequence_bmc.Bounds()
 
     def progress(d: Any) -> None:

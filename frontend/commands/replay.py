@@ -83,10 +83,15 @@ def _replay_sequence(args: argparse.Namespace, seq: Any) -> Report:
     from amdvi.frontend.sequence_trace import render, violation_line
     from amdvi.properties import sequence_check
 
-    if args.defaults or args.preset or args.choice:
+    if args.preset:
+        raise InputError("--preset names hardware presets of move traces; for a sequence use "
+                         "--choice LAYER.NAME=VALUE (layers: hardware, driver, iommufd)")
+    if args.defaults:  # every layer back to its defaults (readings and faults)
         scenario = seq.scenario
-        hardware = options.apply_choices(args, type(scenario.hardware)() if args.defaults else scenario.hardware)
-        seq = dataclasses.replace(seq, scenario=dataclasses.replace(scenario, hardware=hardware))
+        seq = dataclasses.replace(seq, scenario=dataclasses.replace(
+            scenario, hardware=type(scenario.hardware)(), driver=type(scenario.driver)(),
+            iommufd=type(scenario.iommufd)()))
+    seq = options.with_layer_choices(seq, [c if "." in c.partition("=")[0] else f"hardware.{c}" for c in args.choice])
     try:
         ex = sequence_check.execute(seq.scenario, seq.steps, probes=seq.probes)
     except sequence_check.StepError as e:
