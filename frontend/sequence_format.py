@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from amdvi.frontend.errors import InputError
 from amdvi.frontend.trace_format import (
-    VERSION, Built, Const, Field, Flag, Hex, Invalid, ListOf, Nullable, OneOf, Record, Tagged, Text, _kind, dumps,
+    VERSION, Built, Const, Field, Flag, Hex, Invalid, ListOf, Nullable, OneOf, Record, Tagged, Text, _kind, dumps, where,
 )
 from amdvi.models import system
 from amdvi.models.amd_driver.choices import Driver
@@ -181,18 +181,7 @@ def load(obj: Any, source: str) -> LoadedSequence:
     try:
         return _load(obj)
     except Invalid as e:
-        raise InputError(f"{source}: {_where(e.path, obj)}{e.why}") from None
-
-
-def _where(path: Sequence[Any], obj: Any) -> str:
-    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
-        step = obj["steps"][path[1]]
-        what = step.get("name") or step.get("step") if isinstance(step, dict) else None
-        head = f"step {path[1] + 1}" + (f" ({what})" if isinstance(what, str) else "")
-        rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[2:]).lstrip(".")
-        return f"{head}, field {rest}: " if rest else f"{head}: "
-    rest = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-    return f"field {rest}: " if rest else ""
+        raise InputError(f"{source}: {where(e.path, obj, 'steps', ('name', 'step'))}{e.why}") from None
 
 
 def _choices(layer: str, assignments: list[str]) -> Any:

@@ -379,12 +379,13 @@ def load(obj: Any, source: str) -> Loaded:
         raise InputError(f"{source}: {where(e.path, obj)}{e.why}") from None
 
 
-def where(path: Sequence[Any], obj: Any) -> str:
-    """``step N (Kind), field a.b: `` for a path into a move (N counts from 1, as ``amdvi replay``
-    numbers steps), ``field a.b[0]: `` for any other."""
-    if len(path) >= 2 and path[0] == "moves" and isinstance(path[1], int):
-        move = obj["moves"][path[1]]
-        kind = move.get("kind", move.get("move")) if isinstance(move, dict) else None
+def where(path: Sequence[Any], obj: Any, steps: str = "moves", names: Sequence[str] = ("kind", "move")) -> str:
+    """``step N (Kind), field a.b: `` for a path into an element of the list ``steps`` (N counts from 1,
+    as ``amdvi replay`` numbers steps; Kind: its first field of ``names``), ``field a.b[0]: `` for any
+    other."""
+    if len(path) >= 2 and path[0] == steps and isinstance(path[1], int):
+        move = obj[steps][path[1]]
+        kind = next((move[n] for n in names if n in move), None) if isinstance(move, dict) else None
         step = f"step {path[1] + 1}" + (f" ({kind})" if isinstance(kind, str) else "")
         return f"{step}, field {_dotted(path[2:])}: " if path[2:] else f"{step}: "
     return f"field {_dotted(path)}: " if path else ""
