@@ -45,12 +45,30 @@ GUEST_DTE_FIELDS = ("GIoV", "GLX", "GPM", "GCR3 Table Root Pointer[14:12]", "GCR
 
 @dataclass(frozen=True)
 class HostLayout:
-    """The hypervisor's part of memory, as a concrete image, and the frames its v1 table maps."""
+    """The hypervisor's part of memory, as a concrete image, and the frames its v1 table maps.
+
+    ``regions``: the [start, end) ranges the hypervisor owns (fixed to ``words``; the guest owns the
+    rest); ``device``: the nested device; ``dte_fixed``: its DTE's host-owned fields, as field values,
+    or (``dte_bits``) as the whole concrete DTE whose guest fields the guest then chooses."""
 
     words: dict[int, int]
     dev_tab_bar: int
     mapped: tuple[tuple[int, int], ...]  # (system address, size)
     dte_fixed: dict[str, int]
+    regions: tuple[tuple[int, int], ...] = (HYPERVISOR_REGION,)
+    device: int = DEVICE
+    dte_bits: int | None = None
+
+    def dte_address(self) -> int:
+        return (DEV_TAB_BAR.view(self.dev_tab_bar)["DevTabBase"] << 12) + 32 * self.device
+
+    def guest_dte(self, guest_fields: dict[str, Any], backend: Any = Z3) -> Any:
+        """The device's DTE with ``guest_fields`` (values or terms) in the guest's fields."""
+        if self.dte_bits is None:
+            return DTE.encode({**self.dte_fixed, **guest_fields}, backend=backend)
+        host_only = self.dte_bits & ~DTE.encode({name: (1 << DTE.field(name).width) - 1 for name in GUEST_DTE_FIELDS})
+        guest = DTE.encode(guest_fields, backend=backend)
+        return guest | host_only if backend is INT else z3.BitVecVal(host_only, 256) | guest
 
 
 def host_layout() -> HostLayout:
@@ -86,17 +104,23 @@ class IsolationQuery:
     request: Request | None
 
 
-def nested_isolation(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> IsolationQuery:
-    """Prove (or refute, for a broken model) isolation of the nested device against any guest."""
-    layout = host_layout()
+def nested_isolation(choices: Hardware = SPEC, timeout_ms: int = 300_000, *, layout: HostLayout | None = None,
+                     witness: tuple[dict[int, int], dict[str, int], Request] | None = None,
+                     name: str = "nested-isolation") -> IsolationQuery:
+    """Prove (or refute, for a broken model) isolation of the nested device against any guest.
+
+    ``layout`` (default :func:`host_layout`) fixes the hypervisor's memory; ``witness`` is a guest
+    (memory image, DTE guest fields, request) whose nested translation succeeds, showing the claim's
+    premises can hold (default: :func:`good_guest_image`)."""
+    layout = layout or host_layout()
     guest_memory = Z3.memory_function("guest_memory")
     guest_dte = {name: z3.BitVec(f"dte_{name}", DTE.field(name).width) for name in GUEST_DTE_FIELDS}
-    dte = DTE.encode({**layout.dte_fixed, **guest_dte}, backend=Z3)
+    dte = layout.guest_dte(guest_dte)
     words: dict[int, Any] = dict(layout.words)
     for i in range(4):
-        words[DEVICE_TABLE + DEVICE * 32 + 8 * i] = z3.Extract(64 * i + 63, 64 * i, dte)
-    memory = OverlayMemory(guest_memory, (HYPERVISOR_REGION,), words)
-    request = Request(device_id=DEVICE, address=z3.BitVec("address", 64), write=z3.Bool("write"),
+        words[layout.dte_address() + 8 * i] = z3.Extract(64 * i + 63, 64 * i, dte)
+    memory = OverlayMemory(guest_memory, layout.regions, words)
+    request = Request(device_id=layout.device, address=z3.BitVec("address", 64), write=z3.Bool("write"),
                       pasid=z3.BitVec("pasid", 20), has_pasid=z3.Bool("has_pasid"))
     out = translate(Z3, memory, layout.dev_tab_bar, request, choices=choices)
     reads_inside = [z3.Implies(s.active, _inside(s.entry_address, layout.mapped))
@@ -104,11 +128,11 @@ def nested_isolation(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iso
     claim = z3.And(z3.Implies(out.ok, _inside(out.spa, layout.mapped)), *reads_inside)
     uses_guest = z3.Or(request.has_pasid, guest_dte["GIoV"] == 1)
     result = prove(
-        f"nested-isolation{'[' + choices.label() + ']' if choices.changed() else ''}",
+        f"{name}{'[' + choices.label() + ']' if choices.changed() else ''}",
         assumptions=[],
         claim=claim,
         witnesses=[Witness("a nested translation that succeeds", z3.And(out.ok, uses_guest),
-                           _good_guest(guest_memory, guest_dte, request))],
+                           _good_guest(guest_memory, guest_dte, request, witness))],
         timeout_ms=timeout_ms,
         strategy="bit-blast",
     )
@@ -132,8 +156,9 @@ def good_guest_image() -> tuple[dict[int, int], dict[str, int], Request]:
     return image, dte, Request(device_id=DEVICE, address=0x0, write=False, pasid=1, has_pasid=True)
 
 
-def _good_guest(guest_memory: Any, guest_dte: dict[str, Any], request: Request) -> tuple[tuple[Any, Any], ...]:
-    image, dte, concrete = good_guest_image()
+def _good_guest(guest_memory: Any, guest_dte: dict[str, Any], request: Request,
+                witness: tuple[dict[int, int], dict[str, int], Request] | None = None) -> tuple[tuple[Any, Any], ...]:
+    image, dte, concrete = witness or good_guest_image()
     return (
         (guest_memory, _as_function_body(image)),
         *[(var, z3.BitVecVal(dte[name], var.size())) for name, var in guest_dte.items()],
@@ -164,13 +189,13 @@ def _counterexample(model: z3.ModelRef, layout: HostLayout, out: Outcome, reques
         return model.eval(t, model_completion=True)
 
     image = dict(layout.words)
-    dte = DTE.encode({**layout.dte_fixed, **{k: ev(v).as_long() for k, v in guest_dte.items()}})
+    dte = layout.guest_dte({k: ev(v).as_long() for k, v in guest_dte.items()}, INT)
     for i in range(4):
-        image[DEVICE_TABLE + DEVICE * 32 + 8 * i] = (dte >> (64 * i)) & ((1 << 64) - 1)
+        image[layout.dte_address() + 8 * i] = (dte >> (64 * i)) & ((1 << 64) - 1)
     for s in out.steps:
         if z3.is_true(ev(s.active)):
             image.setdefault(ev(s.entry_address).as_long(), ev(s.entry).as_long())
-    concrete = Request(device_id=DEVICE, address=ev(request.address).as_long(), write=z3.is_true(ev(request.write)),
+    concrete = Request(device_id=layout.device, address=ev(request.address).as_long(), write=z3.is_true(ev(request.write)),
                        pasid=ev(request.pasid).as_long(), has_pasid=z3.is_true(ev(request.has_pasid)))
     return image, concrete
 

@@ -87,7 +87,7 @@ def _result_key(served: Served) -> tuple[Any, ...]:
     return (bool(r.ok), r.spa if r.ok else 0)
 
 
-def _access(request: Request) -> str:
+def access_text(request: Request) -> str:
     return f"{'write' if request.write else 'read'} of DeviceID {request.device_id:#x} at {request.address:#x}" + (
         f" PASID {request.pasid:#x}" if request.has_pasid else "") + (" (ATS)" if request.ats else "")
 
@@ -116,7 +116,7 @@ def isolation(windows: Windows, promise: Promise, *, first: bool = True, since: 
             frames = allowed.get(r.device_id, Frames())
             for s in windows.outcomes(i, r):
                 if s.ok and not frames.allows(s.result.spa, r.write):
-                    out.append(Violation(ISOLATION, i, r, f"{_access(r)} reached {s.result.spa:#x}, which none of "
+                    out.append(Violation(ISOLATION, i, r, f"{access_text(r)} reached {s.result.spa:#x}, which none of "
                                          f"its mappings gives it (served by {s.describe()})", s))
                     if first:
                         return out
@@ -139,7 +139,7 @@ def flush_completeness(windows: Windows, promise: Promise, *, first: bool = True
                 if _result_key(s) != fresh:
                     now = f"{s.result.spa:#x}" if s.ok else "a fault"
                     want = f"{fresh[1]:#x}" if fresh[0] else "a fault"
-                    out.append(Violation(FLUSH, i, r, f"after software relied on its flushes, {_access(r)} gives "
+                    out.append(Violation(FLUSH, i, r, f"after software relied on its flushes, {access_text(r)} gives "
                                          f"{now} from {s.describe()}; the tables give {want}", s))
                     if first:
                         return out
@@ -168,7 +168,7 @@ def torn_dte(windows: Windows, promise: Promise, *, first: bool = True, since: i
                     continue
                 got = _with_dte(windows, i, r, mid)
                 if got[0] and got not in (_with_dte(windows, i, r, old), _with_dte(windows, i, r, new)):
-                    out.append(Violation(TORN_DTE, i, r, f"{_access(r)} is translated to {got[1]:#x} by the DTE "
+                    out.append(Violation(TORN_DTE, i, r, f"{access_text(r)} is translated to {got[1]:#x} by the DTE "
                                          f"{mid:#066x}, half old and half new ({u.what}); neither the old nor the new "
                                          "DTE gives that"))
                     if first:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from amdvi.frontend import exit_codes, options
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="check only this property (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the built-in library and the properties")
     parser.add_argument("--no-minimise", action="store_true", help="report counterexamples as found")
+    parser.add_argument("--prove", action="store_true",
+                        help="also prove with Z3, for each nested device at the end of each sequence, that no guest "
+                             "(any memory content, any guest DTE field) leads it outside its stage 2 (~20 s each)")
     parser.add_argument("--choice", action="append", default=[], metavar="LAYER.NAME=VALUE",
                         help="run under a choice of a layer (hardware, driver, iommufd), e.g. "
                              "driver.unmap-skips-flush=on; repeatable; overrides the files' choices")
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> Report:
         except sequence_check.StepError as e:
             raise InputError(f"{source}: {e}") from None
         verdicts = sequence_check.check(ex, props)
+        proofs = _guest_proofs(ex) if args.prove else []
         failed = [v for v in verdicts if not v.holds]
         counterexample = None
         if failed:
@@ -91,6 +96,8 @@ def run(args: argparse.Namespace) -> Report:
             counterexample = sequence_trace.counterexample(seq, steps, shown.property)
         expected_ok = seq.claimed is None
         as_expected = (not failed) if expected_ok else any(v.property == seq.claimed for v in failed)
+        if expected_ok and any(p["status"] != "proved" for p in proofs):
+            as_expected = False  # a correct sequence's guest-isolation proof must come out proved
         seconds = time.perf_counter() - t0
         for v in verdicts:
             rows.append({"sequence": seq.title, "source": source, "property": v.property,
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace) -> Report:
                          "seconds": round(v.seconds, 3), "why": None if v.holds else v.violation.what})
         results.append({"sequence": seq.title, "source": source, "expected": seq.claimed or "holds",
                         "as_expected": as_expected, "seconds": round(seconds, 3), "counterexample": counterexample,
-                        "refuted": [v.property for v in failed], "properties": len(verdicts)})
+                        "refuted": [v.property for v in failed], "properties": len(verdicts), "proofs": proofs})
     if args.trace_out:
         _write_traces(args.trace_out, results)
     ok = all(r["as_expected"] for r in results)
@@ -115,11 +122,17 @@ def run(args: argparse.Namespace) -> Report:
                 more = len(r["refuted"]) - 1
                 verdict = f"{first} refuted" + (f" (+{more})" if more else "") + (
                     f", {r['counterexample']['steps']}-step trace" if r["counterexample"] else "")
+            for p in r["proofs"]:
+                verdict += f"; Z3 guest-isolation[{p['device']}]: {p['status']} ({p['seconds']:.0f} s)"
             if not r["as_expected"]:
                 verdict = "NOT AS EXPECTED: " + verdict
-            table.add_row(Path(r["source"]).stem, r["expected"], verdict, f"{r['seconds']:.1f}")
+            table.add_row(*(escape(cell) for cell in (Path(r["source"]).stem, r["expected"], verdict,
+                                                      f"{r['seconds']:.1f}")))
         console.print(table)
         for r in results:
+            for p in r["proofs"]:
+                console.print(f"{Path(r['source']).stem}: guest-isolation[{p['device']}] {p['status']}: "
+                              f"{p['detail']}", soft_wrap=True, markup=False)
             if r["counterexample"] and (not r["as_expected"] or args.sequences):
                 console.print(f"\n{r['sequence']} ({r['source']}):", markup=False)
                 for line in r["counterexample"]["lines"]:
@@ -163,6 +176,27 @@ def _listing() -> Report:
         console.print("properties: " + ", ".join(data["properties"]), markup=False)
 
     return Report(data, show, exit_codes.OK)
+
+
+def _guest_proofs(ex: Any) -> list[dict[str, Any]]:
+    """Z3's verdict on each nested device at the end of ``ex``: proved (the invariant holds), refuted
+    (with the escaping access), or unknown / vacuous, reported as such."""
+    from amdvi.properties import sequence_proof
+    from amdvi.properties.sequence import access_text
+
+    out = []
+    for device in sequence_proof.nested_devices(ex):
+        g = sequence_proof.guest_isolation(ex, device)
+        if g.query is None:
+            out.append({"device": g.device, "status": "not run", "seconds": 0.0, "detail": g.why})
+            continue
+        result = g.query.result
+        detail = sequence_proof.INVARIANT if result.status == "proved" else (
+            f"a guest's memory and DTE make the {access_text(g.query.request)} escape"
+            if g.query.request is not None else result.detail)
+        out.append({"device": g.device, "status": result.status, "seconds": round(result.seconds, 1),
+                    "detail": detail})
+    return out
 
 
 def _bounded(args: argparse.Namespace, props: tuple[str, ...]) -> Report:
