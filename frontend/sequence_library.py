@@ -283,18 +283,18 @@ ENTRIES: tuple[Entry, ...] = (
               "to a 5-level table (a new GCR3 table, a new DomainID, GPM 5-level); the VMM allocates a nested HWPT "
               "from the new DTE and replaces the old one (amd-nested-upstream.md (c.10)).",
               "Finding: for a DTE whose guest paging level changes (GV = 1 before and after), update_dte256 first "
-              "writes an all-zero lower half ('struct dev_table_entry clear = {}; /* First disable DTE */ "
-              "write_dte_lower128(ptr, &clear)', AMDESE/linux-iommu@00406666 and torvalds/linux "
-              "drivers/iommu/amd/iommu.c; write_dte_lower128 stores data128[0] as given), flushes the DTE and "
-              "waits, then writes the upper and lower halves. Between the first flush and the last write the "
-              "DTE has V = 0.",
+              "writes the lower half of a zero-initialised entry, V included (AMDESE/linux-iommu@00406666 and "
+              "torvalds/linux drivers/iommu/amd/iommu.c; the lower-half store writes its first 128 bits as "
+              "given), flushes the DTE and waits, then writes the upper and lower halves. Between the first "
+              "store and the last the DTE has V = 0.",
               "With V = 0 the IOMMU does not translate (device-table-entry.md: the rest of the DTE is ignored; "
               "QEMU passes such DMA untranslated; Linux sets V = 1 and TV = 1 in every DTE at boot, "
               "init_device_table_dma, so that no device is left in that state): a DMA in the window reaches "
               "the system address it names (isolation), and no-torn-dte is refuted too.",
               "Doubt: the V = 0 reading is not from 48882's own text; the spec model follows it "
-              "(spec/translation.py step 2). If V = 0 blocked instead, the window would only fault. Linux's "
-              "comment says the clear 'disables' the DTE; TV = 0 with V = 1 would block without passing DMA.",
+              "(spec/translation.py step 2; the hardware reading invalid-dte). Under "
+              "--choice hardware.invalid-dte=blocked the window only faults and the sequence holds. Linux "
+              "means the step to disable the DTE; V = 1 with TV = 0 would block without passing DMA.",
               "The new DTE uses a new guest DomainID: with the same gDomID the hDomID is shared and the GCR3 "
               "entry cached from the old GCR3 table may serve the new DTE (flush-completeness), which the guest "
               "would have to invalidate itself (no uAPI path without the HW-vIOMMU, amd-nested-upstream.md (d.2)).")),

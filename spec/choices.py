@@ -149,6 +149,14 @@ class Hardware(Choices):
         "with-interrupt": "a full event log sets EventOverflow only when Control.EventIntEn = 1 (recent QEMU)",
     }, section="§2.5, §3.4.13", doc="when a full event log sets EventOverflow")
 
+    invalid_dte: str = reading("untranslated", {
+        "untranslated": "a DTE with V = 0 is not used: the device's requests pass untranslated (QEMU's "
+                        "AMDVI_DEV_VALID handling; shared/reference/device-table-entry.md; Linux sets V = 1, TV = 1 "
+                        "in every DTE at boot, which only matters under this reading)",
+        "blocked": "a request through a DTE with V = 0 is aborted, nothing logged (a reading no source quoted in "
+                   "shared/reference states; kept to check whether a finding depends on the pass-through reading)",
+    }, section="§2.2.2.1 (DTE.V)", doc="what the IOMMU does with a request whose DTE has V = 0")
+
     # -- fault switches (deliberately broken behaviour) --------------------------------------------
     guest_table_pointer_untranslated: bool = fault(
         "nested walk: the table address in a guest page-table entry is used as a system address instead "

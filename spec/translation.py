@@ -8,7 +8,7 @@ request, ``translate(Z3, ...)`` gives the same outcome as formulas.
 Order of the device-table checks (each a modelling choice where the reference marks it unconfirmed):
 
 1. a DeviceID whose entry lies beyond the device table (DEV_TAB_BAR.Size) -> ILLEGAL_DEV_TABLE_ENTRY;
-2. V = 0 -> the request passes untranslated;
+2. V = 0 -> the request passes untranslated (reading ``invalid-dte``; "blocked": it is aborted);
 3. a broken DTE rule that concerns memory requests and logs ILLEGAL_DEV_TABLE_ENTRY (reserved bits,
    GLX = 3, a reserved GPM) -> ILLEGAL_DEV_TABLE_ENTRY with RZ = 1;
 4. TV = 0 -> IO_PAGE_FAULT (a QEMU review cites 48882 Table 44 for this);
@@ -182,7 +182,7 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
     dte_step = WalkStep("DTE", DEVICE_TABLE, 0, dte_address, dte, ir, iw, inside)
 
     # -- the device table entry itself ---------------------------------------------------------
-    untranslated = b.all_of(inside, b.lnot(valid))
+    untranslated = b.all_of(inside, b.lnot(valid)) if choices.invalid_dte == "untranslated" else b.false()
     illegal = b.all_of(valid, _violated(b, dte, ILLEGAL_DTE, context))
     illegal_entry = b.any_of(b.lnot(inside), illegal)
     f = FaultState.none(b)

@@ -77,9 +77,9 @@ def update_dte256(work: Work, device_id: int, new: int, what: str, *, flush: boo
         _write_upper(work, device_id, new, what)
         iommu_flush_dte_sync(work, device_id, what)
     elif old["GPM"] != new_view["GPM"]:  # guest paging level changes: disable, flush, then rewrite
-        # "struct dev_table_entry clear = {}; /* First disable DTE */ write_dte_lower128(ptr, &clear)": the
-        # whole lower half is zero, V included (AMDESE/linux-iommu@00406666 drivers/iommu/amd/iommu.c), so
-        # the DTE has V = 0 until the last write (the library's nested-guest-level-switch)
+        # Linux writes a zero-initialised entry's lower half here, V included (update_dte256 in
+        # AMDESE/linux-iommu@00406666 drivers/iommu/amd/iommu.c), so the DTE has V = 0 until the last
+        # write (the library's nested-guest-level-switch)
         _write_lower(work, device_id, 0, f"{what}: cleared")
         iommu_flush_dte_sync(work, device_id, what)
         _write_upper(work, device_id, new, what)

@@ -129,6 +129,17 @@ def test_level_switch_passes_dma_untranslated_while_v_is_0():
     assert any("cleared" in s.what for s in switch.hardware if hasattr(s, "writes"))
 
 
+def test_the_level_switch_finding_rests_on_the_v0_reading():
+    """Under the reading that a V = 0 DTE blocks instead of passing untranslated, the window is harmless."""
+    import dataclasses
+
+    from amdvi.spec.choices import Hardware
+
+    entry = next(e for e in L.ENTRIES if e.file == "nested-guest-level-switch.json")
+    scenario = dataclasses.replace(entry.scenario, hardware=Hardware(invalid_dte="blocked"))
+    assert sequence_check.violated(scenario, entry.steps, "isolation", entry.probes) is None
+
+
 REFUTED = {  # every property's verdict, as the model gives it (the claim is one of them)
     "nested-device.json": set(),
     "nested-guest-level-switch.json": {"isolation", "no-torn-dte"},

@@ -120,3 +120,15 @@ def test_not_present_cache_keeps_a_fault_until_software_invalidates():
     after, _ = step(INT, after, Retire(0), choices=np_cache)
     _, out = step(INT, after, Dma(request, ServeChoice(iotlb=0)), choices=np_cache)
     assert out.dma.ok
+
+
+def test_a_v0_dte_passes_untranslated_or_is_blocked():
+    from amdvi.models import software as sw
+    from amdvi.spec.translation import Request, translate
+
+    bar = sw.registers(sw.Layout()).dev_tab_bar
+    request = Request(device_id=1, address=0x1234_5000)
+    passed = translate(INT, {}, bar, request)
+    assert passed.ok and passed.spa == 0x1234_5000
+    blocked = translate(INT, {}, bar, request, choices=Hardware(invalid_dte="blocked"))
+    assert not blocked.ok and not blocked.logged
