@@ -41,6 +41,7 @@ from .software import Layout
 from .timeline import Store
 
 MODES = ("strict", "lazy")
+MAX_USER_MEMORY = 256 << 20  # the VMM memory a scenario may give: every page may be mapped, one by one
 # a recent IOMMU with guest translation: GTSup, GIoSup and EFR2 GCR3TRPModeSup make nest parents possible
 # (is_nest_parent_supported), PASmax 15 (16-bit PASIDs), one GCR3 level more (GLXSup)
 DEFAULT_EFR = EFR.encode({"GTSup": 1, "GIoSup": 1, "PPRSup": 1, "GLXSup": 1, "PASmax": 15})
@@ -70,6 +71,8 @@ class Scenario:
         names = [d.name for d in self.devices]
         if len(set(names)) != len(names):
             raise ValueError("two devices have the same name")
+        if sum(n for _, n in self.user_memory) > MAX_USER_MEMORY:
+            raise ValueError(f"user_memory: at most {MAX_USER_MEMORY >> 20} MiB in all (the model maps page by page)")
 
     def device(self, name: str) -> PciDevice:
         for d in self.devices:

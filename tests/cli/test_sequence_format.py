@@ -167,3 +167,13 @@ def test_every_library_entry_round_trips(entry):
     # and again: the file of what was read is the same file
     assert sequence_format.to_json(back, describe=describe_step,
                                    violation=(back.claimed, "why") if back.claimed else None) == written
+
+
+def test_more_user_memory_than_the_model_maps_is_one_line(tmp_path, capsys):
+    """The driver model maps page by page: a scenario bounds the work it can ask for."""
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"version": 1, "kind": "sequence", "title": "big", "steps": [], "scenario": {
+        "devices": [{"name": "nic", "device_id": "0x10"}],
+        "user_memory": [{"base": "0x0", "bytes": "0x100000000000"}]}}))
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and "user_memory" in err and len(err.strip().splitlines()) == 1
