@@ -94,14 +94,19 @@ def access_text(request: Request) -> str:
 
 def _needs_check(windows: Windows, promise: Promise, i: int) -> bool:
     """Whether boundary ``i`` can show an access the one before it cannot: it follows a store (memory
-    changed), or it is where a step ends or the frames changed. After a Queue or a Wait only the ring,
+    changed), or it is where a step ends or the frames changed; a step that did nothing to the hardware
+    (a failed call, a DMA step) changes nothing there either. After a Queue or a Wait only the ring,
     the COMPLETION_WAIT store and the event log change, which no walk reads, and caches can only lose
     values (an invalidation completes), so what can happen there could already happen before."""
     b = windows.run.boundaries
-    if i == 0 or i == len(b) - 1 or isinstance(b[i].step, Store) or b[i].step is None:
-        return True
     frames = promise.frames
-    return i >= len(frames) or frames[i] != frames[i - 1] or (i + 1 < len(b) and b[i + 1].label != b[i].label)
+    if i == 0 or i >= len(frames) or frames[i] != frames[i - 1]:
+        return True
+    if b[i].step is None:  # a step that did nothing to the hardware: the same memory, the same caches
+        return b[i].memory is not b[i - 1].memory
+    if i == len(b) - 1 or isinstance(b[i].step, Store):
+        return True
+    return i + 1 < len(b) and b[i + 1].label != b[i].label
 
 
 def isolation(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0,
