@@ -245,6 +245,15 @@ NESTED_SOURCES = ("nested.c: torvalds/linux@103f4e7c drivers/iommu/amd/nested.c 
                   "linux-driver-sequences.md §1.2, §4")
 
 
+def _back_to_parent() -> tuple[Any, ...]:
+    """The guest clears GV in its DTE: the VMM replaces the nested HWPT by the stage 2 and destroys the
+    nested HWPT (amd-nested-upstream.md (b.3), (c.10-11)); then a second device gets a paging HWPT of its
+    own and DMAs."""
+    return _nested() + (attach("nic", "s2"), destroy("nested"), bind("disk"), ioas("b"),
+                        map_fixed(IOVA, RAM + 0x80_0000, PAGE, ioas_name="b"), hwpt("disk", "b", "hwpt_b"),
+                        attach("disk", "hwpt_b"), dma("disk", IOVA), dma("nic", GVA))
+
+
 def _scenario(*devices: PciDevice, **kw: Any) -> Scenario:
     return Scenario(devices=devices, **kw)
 
@@ -298,6 +307,23 @@ ENTRIES: tuple[Entry, ...] = (
               "The new DTE uses a new guest DomainID: with the same gDomID the hDomID is shared and the GCR3 "
               "entry cached from the old GCR3 table may serve the new DTE (flush-completeness), which the guest "
               "would have to invalidate itself (no uAPI path without the HW-vIOMMU, amd-nested-upstream.md (d.2)).")),
+    Entry("nested-back-to-parent.json",
+          "finding: back on the stage 2, a device keeps its nested DTE, whose freed host DomainID then tags "
+          "another domain",
+          _scenario(NIC, DISK, iommufd=NESTING), _back_to_parent(), "domain-id-uniqueness", probes=(GVA,), notes=(
+              "A correct-driver sequence the model refutes, under the driver reading nested-attach-previous=kept "
+              "(the default: what nested_attach_device in torvalds/linux nested.c @103f4e7c shows: it rewrites the "
+              "DTE without detaching the paging domain the device was on, so dev_data->domain still names the "
+              "stage 2).",
+              "The VMM replaces the nested HWPT by the stage 2 (the guest cleared GV, amd-nested-upstream.md (b.3)): "
+              "attach_device sees the device already on that domain and returns at once (linux-driver-sequences.md "
+              "§1 step 1), so the DTE stays nested, tagged with the hDomID. iommufd then lets the VMM destroy the "
+              "nested HWPT (the device is no longer attached to it there); nested_domain_free returns the hDomID "
+              "to the allocator; the next paging domain gets it, and one DomainID now tags two translation "
+              "contexts (the nested DTE and the new domain's).",
+              "Under --choice driver.nested-attach-previous=detached (nested attach first detaches, as "
+              "attach_device does) the sequence holds. Whether upstream detaches elsewhere was not seen in the "
+              "sources read (linux-driver-sequences.md §4.3, 'to check').")),
     # -- bug examples ------------------------------------------------------------------------------------
     Entry("bug-unmap-without-flush.json", "bug: unmap returns without flushing the IOTLB",
           _scenario(NIC, driver=Driver(unmap_skips_flush=True)), _plain(), "isolation"),

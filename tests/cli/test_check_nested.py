@@ -21,7 +21,7 @@ from amdvi.spec.translation import Request, translate
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / L.FOLDER
 FILES = ("nested-device.json", "nested-guest-level-switch.json", "bug-gdte-not-validated.json",
          "bug-parent-flush-misses-hdomids.json", "bug-nested-shares-parent-domain-id.json",
-         "bug-dte-halves-wrong-order.json")
+         "bug-dte-halves-wrong-order.json", "nested-back-to-parent.json")
 NESTED = {e.file: e for e in L.ENTRIES if e.file in FILES}
 BAR = registers(Layout()).dev_tab_bar
 
@@ -47,7 +47,7 @@ def after(ex: sequence_check.Execution, name: str, pt: str) -> int:
             and r.step.args.get("pt_id") == pt][-1]
 
 
-def test_the_six_nested_entries_are_there():
+def test_the_nested_entries_are_there():
     assert sorted(NESTED) == sorted(FILES)
     assert NESTED["nested-device.json"].claims is None
 
@@ -75,7 +75,7 @@ def test_claims():
         "nested-guest-level-switch.json": "isolation", "bug-gdte-not-validated.json": "isolation",
         "bug-parent-flush-misses-hdomids.json": "isolation",
         "bug-nested-shares-parent-domain-id.json": "domain-id-uniqueness",
-        "bug-dte-halves-wrong-order.json": "no-torn-dte"}
+        "bug-dte-halves-wrong-order.json": "no-torn-dte", "nested-back-to-parent.json": "domain-id-uniqueness"}
 
 
 def test_parent_domain_id_on_a_nested_dte_tags_two_contexts():
@@ -140,6 +140,25 @@ def test_the_level_switch_finding_rests_on_the_v0_reading():
     assert sequence_check.violated(scenario, entry.steps, "isolation", entry.probes) is None
 
 
+def test_back_to_the_parent_keeps_the_nested_dte_and_its_freed_domain_id_is_reused():
+    """The finding rests on the reading that nested attach leaves the previous paging domain in place."""
+    import dataclasses
+
+    from amdvi.models.amd_driver.choices import Driver
+    from amdvi.spec.device_table import DTE
+
+    v = verdict("nested-back-to-parent.json", "domain-id-uniqueness")
+    assert "tags 2 different translation contexts" in v.violation.what
+    ex = execution("nested-back-to-parent.json")
+    back = [r for r in ex.records if isinstance(r.step, Call) and r.step.args.get("pt_id") == "s2"][-1]
+    assert back.errno == 0 and back.hardware == ()  # the replace does nothing to the hardware
+    nic_dte = sum(ex.run.boundaries[-1].memory.get(Layout().dte_address(0x10) + 8 * i, 0) << (64 * i) for i in range(4))
+    assert DTE.view(nic_dte)["GV"] == 1
+    entry = NESTED["nested-back-to-parent.json"]
+    detached = dataclasses.replace(entry.scenario, driver=Driver(nested_attach_previous="detached"))
+    assert sequence_check.violated(detached, entry.steps, "domain-id-uniqueness", entry.probes) is None
+
+
 REFUTED = {  # every property's verdict, as the model gives it (the claim is one of them)
     "nested-device.json": set(),
     "nested-guest-level-switch.json": {"isolation", "no-torn-dte"},
@@ -147,6 +166,7 @@ REFUTED = {  # every property's verdict, as the model gives it (the claim is one
     "bug-parent-flush-misses-hdomids.json": {"isolation", "flush-completeness"},
     "bug-nested-shares-parent-domain-id.json": {"domain-id-uniqueness"},
     "bug-dte-halves-wrong-order.json": {"no-torn-dte", "flush-completeness"},
+    "nested-back-to-parent.json": {"domain-id-uniqueness"},
 }
 
 
