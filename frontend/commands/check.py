@@ -166,14 +166,25 @@ def _write_traces(target: str, results: list[dict[str, Any]]) -> None:
 def _listing() -> Report:
     from amdvi.properties import sequence_check
 
+    from amdvi.frontend.sequence_format import LAYERS
+    from amdvi.spec.choices import cli_name
+
     entries = _library()
+    choices = [{"choice": f"{layer}.{cli_name(name)}", "kind": option.kind,
+                "values": [str(v) if not isinstance(v, bool) else ("on" if v else "off") for v in option.values],
+                "default": str(getattr(cls(), name)), "doc": option.doc}
+               for layer, cls in LAYERS.items() for name, option in cls.options().items()]
     data = {"library": [{"title": s.title, "source": src, "expected": s.claimed or "holds"} for src, s in entries],
-            "properties": list(sequence_check.ALL_PROPERTIES)}
+            "properties": list(sequence_check.ALL_PROPERTIES), "choices": choices}
 
     def show(console: Console) -> None:
         for e in data["library"]:
             console.print(f"{e['source']}: {e['title']} (expected: {e['expected']})", markup=False)
         console.print("properties: " + ", ".join(data["properties"]), markup=False)
+        console.print("choices (--choice LAYER.NAME=VALUE):", markup=False)
+        for c in choices:
+            values = "on|off" if c["kind"] == "fault" else "|".join(c["values"])
+            console.print(f"  {c['choice']}={values}  ({c['kind']}) {c['doc']}", soft_wrap=True, markup=False)
 
     return Report(data, show, exit_codes.OK)
 

@@ -178,6 +178,8 @@ def test_list(capsys):
     code, out, _ = run(capsys, "check", "--list", "--json")
     data = json.loads(out)
     assert code == 0 and data["properties"] == list(sequence_check.ALL_PROPERTIES)
+    listed = {c["choice"] for c in data["choices"]}  # every layer's choices, as --choice takes them
+    assert {"driver.unmap-skips-flush", "iommufd.nested-alloc", "hardware.invalid-dte"} <= listed
     assert [e["expected"] for e in data["library"]].count("holds") == sum(e.claims is None
                                                                           for e in sequence_library.ENTRIES)
 
