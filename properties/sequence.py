@@ -210,10 +210,15 @@ _TAGGED = {"iotlb": "owner", "pde": "domain_id", "guest_pde": "domain_id", "gcr3
 def domain_ids(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0,
                latest_first: bool = False) -> list[Violation]:
     out = []
-    contexts = [_contexts(windows, promise, i) for i in range(len(windows.run.boundaries))]
-    for i, now in enumerate(contexts):
-        if i < since:
-            continue
+    memo: dict[int, dict[int, set[tuple[int, ...]]]] = {}
+
+    def contexts(i: int) -> dict[int, set[tuple[int, ...]]]:
+        if i not in memo:
+            memo[i] = _contexts(windows, promise, i)
+        return memo[i]
+
+    for i in range(since, len(windows.run.boundaries)):
+        now = contexts(i)
         for domain, ctxs in sorted(now.items()):
             if len(ctxs) > 1:
                 out.append(Violation(DOMAIN_IDS, i, None, f"DomainID {domain:#x} tags {len(ctxs)} different "
@@ -226,7 +231,7 @@ def domain_ids(windows: Windows, promise: Promise, *, first: bool = True, since:
                 if promise.owners:
                     then, later = set(promise.owners[j].get(domain, ())), set(promise.owners[i].get(domain, ()))
                 else:
-                    then, later = contexts[j].get(domain, set()), now.get(domain, set())
+                    then, later = contexts(j).get(domain, set()), now.get(domain, set())
                 if later and then and not (then & later):
                     out.append(Violation(DOMAIN_IDS, i, cached.request, f"a {kind} entry tagged DomainID "
                                          f"{domain:#x}, filled at boundary {j} under an earlier context of that "
