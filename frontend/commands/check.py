@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,9 @@ def run(args: argparse.Namespace) -> Report:
         loaded = _library()
     loaded = [(source, options.with_layer_choices(seq, args.choice)) for source, seq in loaded]
     rows, results = [], []
-    for source, seq in loaded:
+    for n, (source, seq) in enumerate(loaded, 1):
+        if not args.json and len(loaded) > 1:  # long work shows progress (standard error: the table stays clean)
+            print(f"[{n}/{len(loaded)}] {Path(source).stem}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
             ex = sequence_check.execute(seq.scenario, seq.steps, probes=seq.probes)
@@ -212,8 +215,6 @@ def _guest_proofs(ex: Any) -> list[dict[str, Any]]:
 
 def _bounded(args: argparse.Namespace, props: tuple[str, ...]) -> Report:
     """Bounded model checking: every sequence of up to ``--depth`` steps within the bounds."""
-    import sys
-
     from amdvi.frontend import sequence_format, sequence_trace
     from amdvi.models import system
     from amdvi.models.iommufd.driver_api import PciDevice
