@@ -213,7 +213,11 @@ def _load(obj: Any) -> LoadedSequence:
     if s["bounds"] is not None:
         from amdvi.properties.sequence_bmc import Bounds
 
-        bounds = Bounds(tuple(s["bounds"]["iovas"]), tuple(s["bounds"]["lengths"]), tuple(s["bounds"]["user_pages"]))
+        try:
+            bounds = Bounds(tuple(s["bounds"]["iovas"]), tuple(s["bounds"]["lengths"]),
+                            tuple(s["bounds"]["user_pages"]))
+        except ValueError as e:
+            raise Invalid(["scenario", "bounds"], str(e)) from None
     return LoadedSequence(v["title"], scenario, steps, tuple(s["probes"]), tuple(v["notes"]),
                           None if violation is None else violation["property"], bounds)
 

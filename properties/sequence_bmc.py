@@ -35,6 +35,7 @@ from .sequence import Violation
 
 RW = uapi.MAP_FIXED_IOVA | uapi.MAP_READABLE | uapi.MAP_WRITEABLE
 PAGE = 0x1000
+MAX_LENGTH = 0x10_0000  # a MAP or UNMAP the search tries covers at most 256 pages
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ class Bounds:
     iovas: tuple[int, ...] = (0x10_0000, 0x10_1000)
     lengths: tuple[int, ...] = (0x1000, 0x2000)
     user_pages: tuple[int, ...] = (0x1000_0000, 0x1000_1000)
+
+    def __post_init__(self) -> None:
+        """ValueError (one line) on bounds the search cannot take: it checks every page they cover."""
+        if any(n > MAX_LENGTH for n in self.lengths):
+            raise ValueError(f"bounds.lengths: at most {MAX_LENGTH:#x} bytes each (every page is checked)")
+        if any(iova + n + PAGE > 1 << 64 for iova in self.iovas for n in self.lengths):
+            raise ValueError("bounds: an IOVA plus a length passes the end of the 64-bit space")
 
 
 def prefix(scenario: Scenario) -> tuple[Any, ...]:

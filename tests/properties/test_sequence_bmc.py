@@ -63,3 +63,20 @@ def test_check_depth_with_a_scenario_file_writes_a_counterexample_replay_reprodu
     assert main(["replay", str(cex)]) == 1
     assert main(["check", "--depth", "3", "--scenario", str(scenario), "--choice",
                  "driver.unmap-skips-flush=off", "--json"]) == 0
+
+
+def test_bounds_the_search_cannot_take_are_one_line(tmp_path, capsys):
+    """Every page the bounds cover is checked: a huge length is refused, not searched for hours."""
+    import json
+
+    from amdvi.frontend.main import main
+
+    path = tmp_path / "bounds.json"
+    path.write_text(json.dumps({"version": 1, "kind": "sequence", "title": "b", "steps": [], "scenario": {
+        "devices": [{"name": "nic", "device_id": "0x10"}],
+        "bounds": {"iovas": ["0x100000"], "lengths": ["0xffffffffffff0000"], "user_pages": ["0x10000000"]}}}))
+    assert main(["check", "--depth", "1", "--scenario", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bounds" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ValueError):
+        sequence_bmc.Bounds(iovas=(2 ** 64 - 0x1000,), lengths=(0x1000,))
