@@ -20,6 +20,7 @@ from typing import Any
 
 from amdvi.frontend import sequence_format
 from amdvi.frontend.files import write_atomically
+from amdvi.spec.choices import Hardware
 from amdvi.models import software
 from amdvi.models.amd_driver.choices import Driver
 from amdvi.models.iommufd import uapi as U
@@ -254,6 +255,12 @@ def _back_to_parent() -> tuple[Any, ...]:
                         attach("disk", "hwpt_b"), dma("disk", IOVA), dma("nic", GVA))
 
 
+def _ats_reattach() -> tuple[Any, ...]:
+    """An ATS device caches a translation, is detached, its page is unmapped, and it is attached again."""
+    return (bind("nic"), ioas(), map_fixed(IOVA, RAM, 0x1000), attach("nic", "ioas"), dma("nic", IOVA),
+            detach("nic"), unmap(IOVA, 0x1000), attach("nic", "ioas"), dma("nic", IOVA))
+
+
 def _scenario(*devices: PciDevice, **kw: Any) -> Scenario:
     return Scenario(devices=devices, **kw)
 
@@ -324,6 +331,18 @@ ENTRIES: tuple[Entry, ...] = (
               "Under --choice driver.nested-attach-previous=detached (nested attach first detaches, as "
               "attach_device does) the sequence holds. Whether upstream detaches elsewhere was not seen in the "
               "sources read (linux-driver-sequences.md §4.3, 'to check').")),
+    Entry("ats-reattach-kept-atc.json",
+          "finding: if a device's ATC outlives ATS disable, a re-attached device reaches an unmapped page",
+          _scenario(ATS_NIC, hardware=Hardware(atc_on_ats_disable="kept")), _ats_reattach(), "isolation", notes=(
+              "Found by bounded model checking (amdvi check --depth 5 on the default scenario) under the reading "
+              "hardware.atc-on-ats-disable=kept. detach_device disables ATS (pdev_disable_caps) before it clears "
+              "the DTE and flushes the domain; with ATS off the domain flush sends no INVALIDATE_IOTLB_PAGES to "
+              "the device (linux-driver-sequences.md). If the device's ATC keeps what it cached, the entry for "
+              "the page unmapped meanwhile is still there when attach_device enables ATS again and writes the "
+              "DTE (I = 1): the device may use it until the INVALIDATE_IOTLB_PAGES of device_flush_dte completes.",
+              "Under the default reading (discarded: a function caches translations only while ATS Enable is "
+              "set) the sequence holds; which one devices implement is for the PCIe specification, not quoted "
+              "in shared/reference.")),
     # -- bug examples ------------------------------------------------------------------------------------
     Entry("bug-unmap-without-flush.json", "bug: unmap returns without flushing the IOTLB",
           _scenario(NIC, driver=Driver(unmap_skips_flush=True)), _plain(), "isolation"),

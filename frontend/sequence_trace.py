@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from amdvi.frontend.trace import command_text
 from amdvi.models import system
-from amdvi.models.timeline import Queue, Store, Wait
+from amdvi.models.timeline import AtsControl, Queue, Store, Wait
 from amdvi.properties import sequence_check
 from amdvi.properties.cache_windows import Windows
 from amdvi.spec.device_table import ENTRY_BYTES
@@ -67,6 +67,9 @@ def hardware_line(scenario: system.Scenario, s: Any) -> str:
         return "queue " + "; ".join(command_text(c) for c in s.commands) + (f"   ({s.what})" if s.what else "")
     if isinstance(s, Wait):
         return f"wait for COMPLETION_WAIT {s.sequence:#x} at {s.address:#x}" + (f"   ({s.what})" if s.what else "")
+    if isinstance(s, AtsControl):
+        ids = ", ".join(f"{d:#06x}" for d in s.device_ids)
+        return f"ATS Enable of {ids} := {int(s.enable)}" + (f"   ({s.what})" if s.what else "")
     return repr(s)
 
 

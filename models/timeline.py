@@ -9,6 +9,9 @@ them (``amdvi.properties.sequence``). Each step is atomic for the hardware:
   DTE between the two halves);
 * :class:`Queue`: commands written to the command ring and the tail register write that hands them to
   the IOMMU (48882 §2.4, §3.4.3); the command processor may take them at any later boundary;
+* :class:`AtsControl`: software sets or clears the Enable bit of devices' PCIe ATS capability (a
+  configuration write, not an IOMMU access): a device caches translations and sends translated
+  requests only while it is set;
 * :class:`Wait`: software polls the COMPLETION_WAIT store of ``sequence`` (48882 §2.4.1) and goes on
   only once it has landed, so every command queued before it has completed.
 
@@ -45,4 +48,13 @@ class Wait:
     what: str = ""
 
 
-STEP_KINDS = (Store, Queue, Wait)
+@dataclass(frozen=True)
+class AtsControl:
+    """Software sets (``enable``) or clears ATS Enable in the function of each of ``device_ids``."""
+
+    device_ids: tuple[int, ...]
+    enable: bool
+    what: str = ""
+
+
+STEP_KINDS = (Store, Queue, Wait, AtsControl)

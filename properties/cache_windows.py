@@ -7,8 +7,13 @@ evict any slot at any moment, and carry out an accepted invalidation at any mome
 * a slot value that a fill at boundary ``j`` gives may still be held at boundary ``i >= j`` unless an
   invalidation that clears it (the cache's own invalidate-slot function, ``models.caches``) was handed
   over after ``j`` and has certainly taken effect by ``i``; an invalidation handed over at or before
-  ``j`` may have taken effect before the fill, so it does not remove it. For a value filled at several
-  boundaries the latest one before ``i`` is the one most likely to survive;
+  ``j`` may have taken effect before the fill, so it does not remove it. A value may be filled at every
+  boundary where a walk gives it (a span of boundaries while the words the walk reads stay the same),
+  and the latest such boundary before ``i`` is the one most likely to survive;
+* a device's own IOTLB (ATS) is filled, and used for translated requests, only while software has its
+  ATS Enable set (:class:`~amdvi.models.timeline.AtsControl` steps, off until the first one, when the
+  caller says software drives the bit: ``ats_control``; else it is always on); clearing it
+  empties the device's IOTLB under the reading ``Hardware.atc_on_ats_disable = "discarded"``;
 * a slot may always be empty (evicted), and slots are independent (each cache function is
   slot-local), so every combination of surviving values, one per cache the request looks up, is a way
   the hardware may serve the request (``models.dma.serve`` with that choice).
@@ -19,12 +24,13 @@ outcomes are computed by the model's own functions (``spec.translation.translate
 fills, hits and invalidations, ``models.dma.serve``); nothing here restates a rule.
 
 Scope (stated where it is reported): the requests are the ones the caller lists (devices x pages x
-PASIDs); a fill is evaluated at each boundary after a store (ring and semaphore writes do not change a
-walk); a DMA's own write is not applied to memory.
+PASIDs); a walk is evaluated again only at a boundary after a store to a word it read (its fills stay
+possible at the boundaries in between); a DMA's own write is not applied to memory.
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import itertools
@@ -33,10 +39,11 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from amdvi.models.caches import CACHE_KINDS, CACHES_BY_NAME, Caches, decode_invalidation
 from amdvi.models.dma import DmaResult, ServeChoice, serve, serve_translated
-from amdvi.models.timeline import Store
+from amdvi.models.timeline import AtsControl, Store
 from amdvi.spec.bitvec import INT
 from amdvi.spec.translation import CachedStart, Outcome, Request, read_dte, translate
 
+from .read_memo import ReadMemo
 from .timeline_run import Invalidation, Run
 
 _DIRECTORY_STEPS = 6  # page-directory entries a walk may pass (5 levels, nested guest levels)
@@ -46,11 +53,12 @@ _NO_CACHE = CachedStart()
 
 @dataclass(frozen=True)
 class Cached:
-    """A value cache ``kind`` may hold, the boundaries whose fills give it, and one request that does."""
+    """A value cache ``kind`` may hold, the spans of boundaries (first, last) where a fill gives it, and
+    one request that does."""
 
     kind: str
     slot: Any
-    filled_at: tuple[int, ...]
+    filled_at: tuple[tuple[int, int], ...]
     request: Request
 
 
@@ -74,6 +82,10 @@ class Served:
         return ", ".join(f"{kind} filled at boundary {j}" for kind, _, j in self.used)
 
 
+def _start(span: tuple[int, int]) -> int:
+    return span[0]
+
+
 def _fill_steps(kind: str) -> range:
     return range(_DIRECTORY_STEPS) if CACHES_BY_NAME[kind].directory_of else range(1)
 
@@ -92,9 +104,16 @@ class Windows:
     """The fills of every listed request at every boundary of ``run`` (up to its current end), with
     which invalidations clear each filled value."""
 
-    def __init__(self, run: Run, requests: Sequence[Request], *, in_flight: Sequence[Invalidation] = ()) -> None:
+    def __init__(self, run: Run, requests: Sequence[Request], *, in_flight: Sequence[Invalidation] = (),
+                 ats_control: bool = False) -> None:
         self.run, self.requests, self.choices = run, tuple(requests), run.choices
+        self.ats_control = ats_control
         self.bar = run.state.regs.dev_tab_bar
+        self.memo = ReadMemo()  # walks and serves by the words they read (shared with forks)
+        self._hits: dict[tuple[Any, ...], bool] = {}  # the registry's hit predicate, remembered (shared too)
+        self._starts: dict[int, CachedStart] = {}  # DTE -> a walk start with only that DTE
+        self._fill_memo: dict[tuple[Any, ...], list[tuple[str, Any]]] = {}  # a walk's fills (shared too)
+        self.ats: dict[int, list[tuple[int, bool]]] = {}  # DeviceID -> (boundary, ATS Enable), in order
         self.cached: dict[str, dict[Any, list[int]]] = {k.name: {} for k in CACHE_KINDS}
         self._request_of: dict[tuple[str, Any], Request] = {}
         self._previous: dict[Request, tuple[Outcome, frozenset[int]]] = {}  # each request's latest walk
@@ -117,15 +136,42 @@ class Windows:
         """A copy over ``run`` (a fork of this one's run) that can be extended on its own."""
         other = copy.copy(self)
         other.run = run
-        other.cached = {k: {slot: list(at) for slot, at in v.items()} for k, v in self.cached.items()}
+        other.cached = {k: {slot: list(spans) for slot, spans in v.items()} for k, v in self.cached.items()}
         other._request_of, other._previous = dict(self._request_of), dict(self._previous)
+        other.ats = {d: list(changes) for d, changes in self.ats.items()}
         return other
+
+    # -- ATS Enable ----------------------------------------------------------------------------------
+
+    def ats_enabled(self, device_id: int, at: int) -> bool:
+        """Whether the device has ATS Enable set at boundary ``at`` (always, unless ``ats_control``)."""
+        if not self.ats_control:
+            return True
+        enabled = False
+        for j, enable in self.ats.get(device_id, ()):
+            if j > at:
+                break
+            enabled = enable
+        return enabled
+
+    def _ats_discards(self, device_id: int, filled: int, at: int) -> bool:
+        """Whether software cleared the device's ATS Enable after ``filled`` and by ``at``, emptying its
+        IOTLB (under the reading that it does)."""
+        return self.choices.atc_on_ats_disable == "discarded" and any(
+            filled < j <= at and not enable for j, enable in self.ats.get(device_id, ()))
 
     # -- fills ---------------------------------------------------------------------------------------
 
     def fresh(self, at: int, request: Request) -> Outcome:
         """The walk of memory at boundary ``at``."""
-        return translate(INT, self.run.boundaries[at].memory, self.bar, request, choices=self.choices)
+        return self._walk(self.run.boundaries[at].memory, request, _NO_CACHE)
+
+    def _walk(self, memory: Any, request: Request, cached: CachedStart) -> Outcome:
+        return self.memo.call(("walk", request, cached, self.bar, self.choices), memory,
+                              lambda m: translate(INT, m, self.bar, request, choices=self.choices, cached=cached))
+
+    def _dte(self, memory: Any, device_id: int) -> int:
+        return self.memo.call(("dte", device_id, self.bar), memory, lambda m: read_dte(INT, m, self.bar, device_id)[0])
 
     def _fill_from(self, start: int) -> None:
         previous = self._previous
@@ -133,27 +179,48 @@ class Windows:
             j = boundary.index
             written = (frozenset(a for a, _ in boundary.step.writes) if isinstance(boundary.step, Store)
                        else None if boundary.step is None else frozenset())
+            switched = ()
+            if isinstance(boundary.step, AtsControl):
+                switched = boundary.step.device_ids
+                for d in switched:
+                    self.ats.setdefault(d, []).append((j, boundary.step.enable))
             for r in self.requests:
                 last = previous.get(r)
-                if last is not None and written is not None and not (written & last[1]):
-                    continue  # nothing the walk reads changed: the same fills as before
-                fresh = self.fresh(j, r)
-                previous[r] = (fresh, _walk_reads(fresh))
-                self._record_fills(j, r, fresh)
+                if last is None or written is None or written & last[1]:
+                    fresh = self.fresh(j, r)
+                    dte = self._dte(boundary.memory, r.device_id)
+                    last = previous[r] = (fresh, _walk_reads(fresh), dte)
+                # else nothing the walk reads changed: the same fills as before, possible here too
+                self._record_fills(j, r, last[0], last[2])
 
-    def _record_fills(self, at: int, r: Request, fresh: Outcome) -> None:
-        dte, _, _ = read_dte(INT, self.run.boundaries[at].memory, self.bar, r.device_id)
-        for kind in CACHE_KINDS:
-            for step in _fill_steps(kind.name):
-                slot = kind.fill(INT, r, fresh, step, self.choices, dte)
-                if not slot.valid:
-                    continue
-                at_list = self.cached[kind.name].setdefault(slot, [])
-                if not at_list or at_list[-1] != at:
-                    at_list.append(at)
-                self._request_of.setdefault((kind.name, slot), r)
+    def _fills(self, r: Request, fresh: Outcome, dte: int) -> list[tuple[str, Any]]:
+        """Every valid slot value the walk ``fresh`` gives (the registry's fill functions), remembered by
+        the walk (an object the memo keeps, so its identity names it)."""
+        key = (r, id(fresh), dte)
+        if key not in self._fill_memo:
+            self._fill_memo[key] = [(kind.name, slot) for kind in CACHE_KINDS for step in _fill_steps(kind.name)
+                                    for slot in (kind.fill(INT, r, fresh, step, self.choices, dte),) if slot.valid]
+        return self._fill_memo[key]
+
+    def _record_fills(self, at: int, r: Request, fresh: Outcome, dte: int) -> None:
+        ats = self.ats_enabled(r.device_id, at)
+        for kind, slot in self._fills(r, fresh, dte):
+            if kind == "device_iotlb" and not ats:
+                continue  # a function with ATS disabled sends no translation requests
+            spans = self.cached[kind].get(slot)
+            if spans is None:
+                self.cached[kind][slot] = [(at, at)]
+                self._request_of[(kind, slot)] = r
+            elif spans[-1][1] == at - 1:
+                spans[-1] = (spans[-1][0], at)
+            elif spans[-1][1] != at:
+                spans.append((at, at))
 
     # -- survival ------------------------------------------------------------------------------------
+
+    def clears(self, kind: str, slot: Any, command: int) -> bool:
+        """Whether the invalidation ``command`` clears ``slot`` of cache ``kind`` (the cache's own rule)."""
+        return self._clears_slot(kind, slot, command)
 
     def _clears_slot(self, kind: str, slot: Any, command: int) -> bool:
         key = (kind, slot, command)
@@ -171,12 +238,15 @@ class Windows:
             self._clearers[key] = tuple(q for q in self.invalidations if self._clears_slot(kind, slot, q.command))
         return self._clearers[key]
 
-    def survives(self, kind: str, slot: Any, filled_at: Sequence[int], at: int) -> int | None:
-        """The boundary of the fill of ``slot`` that may still be held at ``at`` (None: none may)."""
-        before = [j for j in filled_at if j <= at]
-        if not before:
+    def survives(self, kind: str, slot: Any, filled: Sequence[tuple[int, int]], at: int) -> int | None:
+        """The boundary of the fill of ``slot`` that may still be held at ``at`` (None: none may): the
+        latest one at or before ``at`` (``filled``: the spans of boundaries where a fill gives it)."""
+        n = bisect.bisect_right(filled, at, key=_start)
+        if not n:
             return None
-        j = before[-1]
+        j = min(filled[n - 1][1], at)
+        if kind == "device_iotlb" and self._ats_discards(slot.owner, j, at):
+            return None
         for q in self._clearing(kind, slot):
             if q.queued_at > j and q.completed_at is not None and q.completed_at <= at:
                 return None
@@ -201,56 +271,66 @@ class Windows:
         requests from its own IOTLB included when ``request.ats``); remembered until :meth:`extend`."""
         key = (at, request)
         if key not in self._outcomes:
-            self._outcomes[key] = list(self._enumerate(at, request))
+            ats = request.ats and self.ats_enabled(request.device_id, at)
+            self._outcomes[key] = list(self._enumerate(at, request, self.run.boundaries[at].memory, ats))
         return self._outcomes[key]
 
-    def _enumerate(self, at: int, request: Request) -> Iterator[Served]:
-        memory = self.run.boundaries[at].memory
-        memory_dte, _, _ = read_dte(INT, memory, self.bar, request.device_id)
+    def _enumerate(self, at: int, request: Request, memory: Any, ats: bool) -> Iterator[Served]:
+        memory_dte = self._dte(memory, request.device_id)
         dtes = [(None, memory_dte)] + [((c, j), c.slot.dte) for c, j in self.held("dte", at)
-                                        if CACHES_BY_NAME["dte"].hit(INT, c.slot, request, None, None, self.choices)]
+                                        if self._hit("dte", c.slot, request, None, None)]
         for dte_choice, dte in dtes:
-            plain = translate(INT, memory, self.bar, request, choices=self.choices,
-                              cached=dataclasses.replace(_NO_CACHE, dte=dte))
+            if dte not in self._starts:
+                self._starts[dte] = dataclasses.replace(_NO_CACHE, dte=dte)
+            plain = self._walk(memory, request, self._starts[dte])
             options = {}
             for kind in _LOOKED_UP[1:]:
-                hits = [(c, j) for c, j in self.held(kind, at)
-                        if CACHES_BY_NAME[kind].hit(INT, c.slot, request, dte, plain, self.choices)]
+                hits = [(c, j) for c, j in self.held(kind, at) if self._hit(kind, c.slot, request, dte, plain)]
                 options[kind] = [(kind, None)] + [(kind, h) for h in hits]
             # an IOTLB hit answers alone (models.dma.serve): one serve per hit, whatever the walk caches hold
             for hit in options.pop("iotlb")[1:]:
                 yield self._serve(at, memory, request, dte_choice, [hit])
             for combo in itertools.product(*options.values()):
                 yield self._serve(at, memory, request, dte_choice, combo)
-            if request.ats:
+            if ats:
                 for c, j in self.held("device_iotlb", at):
                     yield self._serve_translated(at, memory, request, dte_choice, c, j)
 
+    def _hit(self, kind: str, slot: Any, request: Request, dte: Any, plain: Outcome | None) -> bool:
+        """The registry's predicate: ``slot`` of ``kind`` may answer ``request`` (``plain``: the walk
+        with that DTE, an object the memo keeps, so its identity names it)."""
+        key = (kind, slot, request, dte, id(plain))
+        found = self._hits.get(key)
+        if found is None:
+            found = self._hits[key] = bool(CACHES_BY_NAME[kind].hit(INT, slot, request, dte, plain, self.choices))
+        return found
+
     def _serve(self, at: int, memory: Any, request: Request, dte_choice: Any, combo: Sequence[Any]) -> Served:
-        caches = Caches.empty(*([1] * len(CACHE_KINDS)))
-        choice, used = {}, []
-        if dte_choice is not None:
-            c, j = dte_choice
-            caches, choice["dte"] = caches.with_slot("dte", 0, c.slot), 0
-            used.append(("dte", c, j))
-        for kind, held in combo:
-            if held is not None:
-                c, j = held
-                caches, choice[kind] = caches.with_slot(kind, 0, c.slot), 0
-                used.append((kind, c, j))
-        result = serve(INT, memory, self.bar, caches, request, ServeChoice(**choice), choices=self.choices)
-        return Served(at, request, tuple(used), result)
+        used = [("dte",) + dte_choice] if dte_choice is not None else []
+        used += [(kind,) + held for kind, held in combo if held is not None]
+
+        def compute(m: Any) -> DmaResult:
+            caches = Caches.empty(*([1] * len(CACHE_KINDS)))
+            for kind, c, _ in used:
+                caches = caches.with_slot(kind, 0, c.slot)
+            choice = ServeChoice(**{kind: 0 for kind, _, _ in used})
+            return serve(INT, m, self.bar, caches, request, choice, choices=self.choices)
+
+        key = ("serve", request, tuple((kind, c.slot) for kind, c, _ in used), self.bar, self.choices)
+        return Served(at, request, tuple(used), self.memo.call(key, memory, compute))
 
     def _serve_translated(self, at: int, memory: Any, request: Request, dte_choice: Any, c: Cached, j: int) -> Served:
-        caches = Caches.empty(*([1] * len(CACHE_KINDS))).with_slot("device_iotlb", 0, c.slot)
-        used = [("device_iotlb", c, j)]
-        dte_slot = None
-        if dte_choice is not None:
-            d, dj = dte_choice
-            caches, dte_slot = caches.with_slot("dte", 0, d.slot), 0
-            used.insert(0, ("dte", d, dj))
-        result = serve_translated(INT, memory, self.bar, caches, request, 0, dte_slot, choices=self.choices)
-        return Served(at, request, tuple(used), result)
+        used = ([("dte",) + dte_choice] if dte_choice is not None else []) + [("device_iotlb", c, j)]
+
+        def compute(m: Any) -> DmaResult:
+            caches = Caches.empty(*([1] * len(CACHE_KINDS)))
+            for kind, cached, _ in used:
+                caches = caches.with_slot(kind, 0, cached.slot)
+            return serve_translated(INT, m, self.bar, caches, request, 0, 0 if dte_choice is not None else None,
+                                    choices=self.choices)
+
+        key = ("translated", request, tuple((kind, x.slot) for kind, x, _ in used), self.bar, self.choices)
+        return Served(at, request, tuple(used), self.memo.call(key, memory, compute))
 
 
 

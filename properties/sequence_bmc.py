@@ -94,10 +94,21 @@ class Result:
 
 
 def _key(ex: sequence_check.Execution, windows: Any) -> tuple[Any, ...]:
+    """What decides every continuation: the software state, the invalidations still in flight, and the
+    cached values that a fill at the last boundary could not give (a value it could give is held in
+    every state alike: a fill there outlives any earlier one), each with the in-flight invalidations
+    that will still clear it."""
     driver = dataclasses.replace(ex.state.driver, sequence=0, need_sync=False, next_handle=0)
     last = ex.run.now
-    held = tuple(frozenset(c.slot for c, _ in windows.held(k.name, last)) for k in CACHE_KINDS)
-    return (repr(ex.state.iommufd), repr(driver), held)
+    pending = in_flight(ex.run)
+    stale = []
+    for k in CACHE_KINDS:
+        for c, j in windows.held(k.name, last):
+            if j < last:
+                clearing = frozenset(q.command for q in pending
+                                     if q.queued_at > j and windows.clears(k.name, c.slot, q.command))
+                stale.append((k.name, c.slot, clearing))
+    return (repr(ex.state.iommufd), repr(driver), frozenset(q.command for q in pending), frozenset(stale))
 
 
 def _check(ex: sequence_check.Execution, windows: Any, props: Sequence[str], since: int
@@ -128,7 +139,7 @@ def search(scenario: Scenario, depth: int, *, bounds: Bounds = Bounds(), steps: 
             for r in requests_for(d.requester_ids, pages, ats_ids=d.requester_ids if d.ats else ())]
     result = Result()
     root = sequence_check.execute(scenario, prefix(scenario))
-    windows = Windows(root.run, reqs, in_flight=in_flight(root.run))
+    windows = Windows(root.run, reqs, in_flight=in_flight(root.run), ats_control=True)
     found = _check(root, windows, properties, 0)
     if found:
         result.violation = (found[0], found[1], root.steps)

@@ -256,7 +256,7 @@ class Verdict:
 
 def windows_of(ex: Execution, reqs: Sequence[Any] | None = None) -> Windows:
     """Every way the caches may serve ``reqs`` (default: :func:`requests`) along ``ex`` so far."""
-    return Windows(ex.run, requests(ex) if reqs is None else reqs, in_flight=tr.in_flight(ex.run))
+    return Windows(ex.run, requests(ex) if reqs is None else reqs, in_flight=tr.in_flight(ex.run), ats_control=True)
 
 
 def check(ex: Execution, properties: Sequence[str] = ALL_PROPERTIES, *, since: int = 0,
@@ -323,7 +323,7 @@ class _Prefixes:
                  reqs: Sequence[Any]) -> None:
         self.scenario, self.steps, self.prop, self.reqs = scenario, tuple(steps), prop, tuple(reqs)
         root = start(scenario, probes=probes)
-        windows = Windows(root.run, self.reqs, in_flight=tr.in_flight(root.run))
+        windows = Windows(root.run, self.reqs, in_flight=tr.in_flight(root.run), ats_control=True)
         self.cache: dict[tuple[int, ...], tuple[Execution, Windows, bool] | None] = {
             (): (root, windows, check_with(root, windows, [prop], 0) is not None)}
 

@@ -31,7 +31,7 @@ from amdvi.models.iommu import CpuWrite, IommuState, ProcessCommand, Retire, Set
 from amdvi.models.registers import ring_offset
 from amdvi.models.rings import COMMAND_BUFFER
 from amdvi.models.software import Layout, initial_state
-from amdvi.models.timeline import Queue, Store, Wait
+from amdvi.models.timeline import AtsControl, Queue, Store, Wait
 
 _MAX_PROCESS = 4096  # command-processor steps a single wait may take before it is called a hang
 
@@ -91,6 +91,8 @@ def perform(run: Run, steps: Iterable[Any], label: str = "") -> Run:
             _queue(run, s)
         elif isinstance(s, Wait):
             _wait(run, s)
+        elif isinstance(s, AtsControl):
+            pass  # a device's configuration: the IOMMU does not see it (cache_windows reads it from the step)
         else:
             raise TypeError(f"not a timeline step: {s!r}")
         run.boundaries.append(Boundary(len(run.boundaries), run.state.memory, s, label))

@@ -156,6 +156,16 @@ class Hardware(Choices):
         "blocked": "a request through a DTE with V = 0 is aborted, nothing logged (a reading no source quoted in "
                    "shared/reference states; kept to check whether a finding depends on the pass-through reading)",
     }, section="§2.2.2.1 (DTE.V)", doc="what the IOMMU does with a request whose DTE has V = 0")
+    atc_on_ats_disable: str = reading("discarded", {
+        "discarded": "a device whose ATS Enable is cleared holds no translation afterwards: the function 'is "
+                     "enabled to cache translations' only while Enable is set (PCIe ATS Control register, as "
+                     "vendors' register manuals quote it); Linux's detach disables ATS and then flushes the "
+                     "domain without a device-IOTLB invalidation, which is safe only under this reading",
+        "kept": "the device's ATC keeps what it cached while ATS was disabled and uses it again once ATS is "
+                "re-enabled (no source quoted in shared/reference says the ATC is emptied; PCIe leaves the "
+                "race to software): stale entries survive a detach / re-attach until the attach's flush",
+    }, section="§2.2.2.1 (DTE.I), PCIe ATS Control", doc="what a device's ATC keeps when software clears "
+       "its ATS Enable bit")
 
     # -- fault switches (deliberately broken behaviour) --------------------------------------------
     guest_table_pointer_untranslated: bool = fault(

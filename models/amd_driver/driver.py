@@ -195,6 +195,8 @@ class AmdDriver:
         domain = work.paging(handle)
         pci = work.device_state(device_id).pci
         ats = bool(pci and pci.ats and self.config.iotlb_support)  # pdev_enable_cap_ats
+        if ats and not work.device_state(device_id).ats_enabled:
+            work.ats_control(pci.requester_ids, True, f"{what}: pdev_enable_caps: pci_enable_ats")
         work.set_domain(handle, iommu_refs=domain.iommu_refs + 1, dev_list=(device_id, *domain.dev_list))
         work.set_device(device_id, domain=handle, ats_enabled=ats, nested=None)
         set_dte_entry(work, device_id, f"{what}: dev_update_dte")
@@ -204,6 +206,9 @@ class AmdDriver:
         device leaves dev_list and the IOMMU refcount drops, so the flush still reaches it)."""
         handle = work.device_state(device_id).domain
         what = f"{what}: detach_device"
+        state = work.device_state(device_id)
+        if state.ats_enabled:
+            work.ats_control(state.pci.requester_ids, False, f"{what}: pdev_disable_caps: pci_disable_ats")
         work.set_device(device_id, ats_enabled=False, pasid_enabled=False)  # pdev_disable_caps
         clear_dte_entry(work, device_id, f"{what}: dev_update_dte")
         if not work.choices.domain_id_freed_before_flush:

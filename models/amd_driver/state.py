@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from amdvi.models import protocol
 from amdvi.models.iommufd.driver_api import PciDevice
 from amdvi.models.software import Layout
-from amdvi.models.timeline import Queue, Store, Wait
+from amdvi.models.timeline import AtsControl, Queue, Store, Wait
 from amdvi.spec.bitvec import INT
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
 from amdvi.spec.mmio import EFR, EFR2
@@ -238,6 +238,11 @@ class Work:
                                 f"{what}: iommu_completion_wait"))
         self.need_sync = False
         self.steps.append(Wait(self.sequence, semaphore, f"{what}: wait_on_sem"))
+
+    # -- devices --------------------------------------------------------------------------------------
+    def ats_control(self, device_ids: tuple[int, ...], enable: bool, what: str) -> None:
+        """pci_enable_ats / pci_disable_ats: the ATS capability's Enable bit of the function."""
+        self.steps.append(AtsControl(tuple(device_ids), enable, what))
 
     # -- handles ------------------------------------------------------------------------------------
     def handle(self) -> int:

@@ -214,3 +214,20 @@ def test_an_errno_counterexample_stays_one_the_correct_model_passes(capsys, tmp_
         fewer = loaded.steps[:i] + loaded.steps[i + 1:]
         assert (sequence_check.violated(loaded.scenario, fewer, "errno-conformance") is None
                 or sequence_check.violated(correct, fewer, "errno-conformance") is not None), i
+
+
+def test_the_ats_reattach_finding_rests_on_the_kept_atc_reading(capsys, tmp_path):
+    """Refuted while a device's ATC outlives ATS disable; holds when clearing ATS Enable empties it (the
+    default), from the command line too."""
+    import dataclasses
+
+    from amdvi.spec.choices import Hardware
+
+    entry = next(e for e in sequence_library.ENTRIES if e.file == "ats-reattach-kept-atc.json")
+    v = sequence_check.violated(entry.scenario, entry.steps, "isolation")
+    assert v is not None and v.served.used[-1][0] == "device_iotlb"
+    default = dataclasses.replace(entry.scenario, hardware=Hardware())
+    assert sequence_check.violated(default, entry.steps, "isolation") is None
+    code, out, _ = run(capsys, "check", library_file(tmp_path, entry.file), "--choice",
+                    "hardware.atc-on-ats-disable=discarded")
+    assert code == 1 and "0 of 1 sequences as expected" in out

@@ -147,3 +147,28 @@ def test_many_commands_wrap_the_ring_and_each_window_is_recorded(wrapped):
     tr.finish(run)
     assert len(run.invalidations) == n and not run.hangs
     assert all(q.queued_at <= q.completed_at for q in run.invalidations)
+
+
+def test_a_value_refilled_after_its_invalidation_outlives_it():
+    """A fill may happen at any boundary where a walk gives the value, also after an invalidation that
+    cleared an earlier fill of it, while memory stays the same: an unmap that then skips its flush is
+    refuted although the only recomputed walk came before that invalidation."""
+    mapped = sw.v1_map({}, ROOT, 3, IOVA, FRAME, ROOT + 0x1000)
+    words = _dte_words(sw.v1_dte(DOMAIN, ROOT, 3))
+
+    def run_with(unmap_commands):
+        run = tr.start(L, {**mapped.memory, **dict(_dte_words(BLOCKED_DTE))})
+        tr.perform(run, [Store(tuple(words[2:])), Store(tuple(words[:2]))]
+                   + _flush(1, [sw.inv_devtab(DEVICE), sw.inv_pages(DOMAIN, IOVA, 0x1000)]))
+        mapped_until = run.now
+        tr.perform(run, [Store(((mapped.leaf_address, 0),))] + _flush(2, unmap_commands))
+        tr.finish(run)
+        frames = [{DEVICE: MAPPED}] * (mapped_until + 1) + [{DEVICE: MAPPED}] * (run.now - mapped_until - 1)
+        promise = sequence.Promise(frames=frames + [{DEVICE: sequence.Frames()}], settled=[mapped_until, run.now],
+                                   requester_ids=(DEVICE,))
+        return Windows(run, requests_for([DEVICE], [IOVA])), promise
+
+    windows, promise = run_with([])
+    [v] = sequence.flush_completeness(windows, promise)
+    assert v.served.used and v.served.result.spa == FRAME
+    assert sequence.flush_completeness(*run_with([sw.inv_pages(DOMAIN, IOVA, 0x1000)])) == []
