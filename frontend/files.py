@@ -24,6 +24,16 @@ def read_text(source: str) -> str:
         raise InputError(f"cannot read {source}: {e.strerror or e}") from None
 
 
+def _mode_for(path: Path) -> int:
+    """The mode the file keeps if it exists, else what a plain ``open`` would give under the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_atomically(path: Path | str, text: str) -> None:
     """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half."""
     path = Path(path)
@@ -32,6 +42,7 @@ def write_atomically(path: Path | str, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, _mode_for(path))  # mkstemp's file is private; the result gets a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

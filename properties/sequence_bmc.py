@@ -6,10 +6,13 @@ and user page, UNMAP of each IOVA and length, attach and detach of each device) 
 (bind every device, allocate the IOAS). The search is breadth first, so the first violation found is
 on a shortest sequence. Each new step is checked incrementally (``properties.sequence_check.check``
 from the boundary where it starts: earlier points were checked with the sequence's prefix), and a
-sequence whose software state and possible cache contents equal those of one already explored is not
-extended again: what can follow depends on nothing else. Ring positions, COMPLETION_WAIT sequence
-numbers and the driver's handle counter are left out of that comparison (they name, not change,
-what happens).
+sequence that reaches a state equal to one already explored is not extended again: what can follow
+depends on nothing else. States are compared by the software state (iommufd and driver), the
+invalidations in flight, and the cached values a fill at the last point could not give, each with the
+in-flight invalidations that will clear it; a value a fill there could give may be held in either
+state (a fill at the last point outlives an earlier one), so it does not tell them apart. Ring
+positions, COMPLETION_WAIT sequence numbers and the driver's handle counter are left out (they name,
+not change, what happens).
 
 This is explicit-state search over concrete arguments from the bounds, not a symbolic encoding: the
 bounds are small sets, and every argument in them is tried.

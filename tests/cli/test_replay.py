@@ -157,3 +157,19 @@ def test_every_move_kind_has_a_line_and_a_schema():
     from amdvi.models.moves import MOVE_KINDS
 
     assert set(DESCRIBE) == set(MOVE_KINDS) == set(trace_format.MOVES)
+
+
+def test_an_atomic_write_gives_a_new_file_the_umasks_mode_and_keeps_an_old_ones(tmp_path):
+    import os
+    import stat
+
+    new = tmp_path / "new.json"
+    old_umask = os.umask(0o022)
+    try:
+        write_atomically(new, "{}")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644
+    new.chmod(0o600)
+    write_atomically(new, "[]")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600 and new.read_text() == "[]"
