@@ -97,19 +97,19 @@ def _no_effect(b: Any) -> Effect:
                   interrupt=b.false())
 
 
-def _is_invalidation(b: Any, opcode: Any) -> Any:
+def is_invalidation(b: Any, opcode: Any) -> Any:
     return b.any_of(*[b.eq(opcode, c.field("Opcode").fixed) for c in INVALIDATIONS])
 
 
-def _queue_full(b: Any, state: IommuState) -> Any:
+def queue_full(b: Any, state: IommuState) -> Any:
     return b.all_of(*[q.valid for q in state.in_flight])
 
 
-def _any_in_flight(b: Any, state: IommuState) -> Any:
+def any_in_flight(b: Any, state: IommuState) -> Any:
     return b.any_of(*[q.valid for q in state.in_flight])
 
 
-def _enqueue(b: Any, in_flight: tuple[InFlight, ...], command: Any, when: Any) -> tuple[InFlight, ...]:
+def enqueue(b: Any, in_flight: tuple[InFlight, ...], command: Any, when: Any) -> tuple[InFlight, ...]:
     """``command`` in the first free entry (where ``when`` holds)."""
     out, placed = [], b.lnot(when)
     for q in in_flight:
@@ -126,14 +126,14 @@ def process_command(b: Any, state: IommuState, *, context: Any = None,
     bits, _ = fetch_command(b, state.memory, state.regs)
     opcode = b.extract(bits, OPCODE_HI, OPCODE_LO)
     is_wait = b.eq(opcode, COMPLETION_WAIT.field("Opcode").fixed)
-    is_inval = _is_invalidation(b, opcode)
-    wait_blocked = b.false() if choices.completion_wait_early else b.all_of(is_wait, _any_in_flight(b, state))
-    blocked = b.all_of(pending(b, state.regs), b.any_of(wait_blocked, b.all_of(is_inval, _queue_full(b, state))))
+    is_inval = is_invalidation(b, opcode)
+    wait_blocked = b.false() if choices.completion_wait_early else b.all_of(is_wait, any_in_flight(b, state))
+    blocked = b.all_of(pending(b, state.regs), b.any_of(wait_blocked, b.all_of(is_inval, queue_full(b, state))))
     memory, regs, effect = step_command(b, state.memory, state.regs, context, choices)
     # a blocked command leaves memory and registers alone, and nothing happened
     memory, regs, effect = merge(b, blocked, (state.memory, state.regs, _nothing_done(effect)), (memory, regs, effect))
     accepted = b.all_of(effect.processed, is_inval)
-    in_flight = _enqueue(b, state.in_flight, bits, accepted)
+    in_flight = enqueue(b, state.in_flight, bits, accepted)
     return state.replace(memory=memory, regs=regs, in_flight=in_flight), Outputs(effect=effect, accepted=accepted,
                                                                                   blocked=blocked)
 
@@ -263,7 +263,7 @@ def command_ring_empty(b: Any, state: IommuState) -> Any:
 
 def idle(b: Any, state: IommuState) -> Any:
     """Nothing left to do: no pending command and nothing in flight."""
-    return b.all_of(b.lnot(pending(b, state.regs)), b.lnot(_any_in_flight(b, state)))
+    return b.all_of(b.lnot(pending(b, state.regs)), b.lnot(any_in_flight(b, state)))
 
 
 def in_flight_count(state: IommuState) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import commands, device_table, events, guest_page_table, host_page_table, mmio
+from . import commands, device_table, events, guest_page_table, host_page_table, mmio, viommu
 from .fields import Composite, Field, Structure, python_name
 
 STRUCTURES: tuple[Structure, ...] = (
@@ -19,6 +19,7 @@ STRUCTURES: tuple[Structure, ...] = (
     + tuple(commands.COMMANDS)
     + tuple(events.EVENTS)
     + tuple(mmio.REGISTERS)
+    + viommu.STRUCTURES
 )
 
 # The structure families `amdvi decode KIND` accepts; cmd and event pick the variant by code.

@@ -167,6 +167,14 @@ class Hardware(Choices):
     }, section="§2.2.2.1 (DTE.I), PCIe ATS Control", doc="what a device's ATC keeps when software clears "
        "its ATS Enable bit")
 
+    viommu_refused_command: str = reading("stop", {
+        "stop": "a guest command the vIOMMU does not carry out (an unmapped ID, a command guests may not issue, a "
+                "reserved bit) stops the guest's command buffer there (CmdBufEn cleared, the head on it), as the "
+                "host's processor does with an illegal command",
+        "skip": "the vIOMMU skips the refused command and goes on with the next",
+    }, section="§vIOMMU", doc="what the HW-vIOMMU does with a guest command it does not carry out (no public "
+       "source says; the event the guest would see is not modelled)")
+
     # -- fault switches (deliberately broken behaviour) --------------------------------------------
     guest_table_pointer_untranslated: bool = fault(
         "nested walk: the table address in a guest page-table entry is used as a system address instead "
@@ -191,6 +199,13 @@ class Hardware(Choices):
     iotlb_hit_ignores_permissions: bool = fault(
         "an IOTLB hit does not check the access against the cached permissions: a write is served from "
         "a read-only translation", section="§2.2")
+    viommu_domain_map_shared: bool = fault(
+        "HW-vIOMMU: a guest command's DomainID is looked up in a DomainID map shared by every guest (the GuestID "
+        "is not part of the index), so one guest's invalidations reach the domains another guest's IDs map to",
+        section="§vIOMMU")
+    viommu_device_id_untranslated: bool = fault(
+        "HW-vIOMMU: a guest command's DeviceID is used as a host DeviceID instead of being looked up in the "
+        "guest's DeviceID map", section="§vIOMMU")
 
 
 SPEC = Hardware()  # the specification: every reading at its default, no fault
