@@ -12,6 +12,8 @@
 * ``completion-wait-ordering``: ``ordering.wait_after_invalidations``.
 
 * ``nested-isolation``: ``isolation.nested_isolation`` (no guest leads its device outside the v1 mapping).
+* ``viommu-command-isolation``, ``viommu-invalidation-scope``, ``viommu-guest-wait-ordering``: the
+  HW-vIOMMU's guest commands (``viommu_isolation``, ``viommu_invalidation``), for any GuestID.
 
 Run under a preset of broken choices (``presets.PRESETS``) the properties it names must come out
 refuted; the counterexample is replayed under the same choices. A property always checks the same
@@ -27,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 from amdvi.spec.choices import SPEC, Hardware
 
-from . import bmc, invalidation, isolation, ordering, serving
+from . import bmc, invalidation, isolation, ordering, serving, viommu_invalidation, viommu_isolation
 from .counterexample import Replay, Trace, isolation_trace, ordering_trace, replay, trace_of
 from .proof import PROVED, REFUTED, UNKNOWN, VACUOUS, ProofResult
 
@@ -182,6 +184,17 @@ def _ordering(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterator[P
                   trace, replay(trace))
 
 
+VIOMMU_GUESTS = 8  # the GuestIDs the vIOMMU proofs range over (they are parametric: bench/ times 2 to 64)
+
+
+def _viommu(prove_one: Callable[..., ProofResult], name: str) -> Callable[..., Iterator[ProofResult | Outcome]]:
+    def run(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
+        r = prove_one(VIOMMU_GUESTS, choices=choices, timeout_ms=timeout_ms)
+        yield r
+        yield Outcome(replace(r, name=name))
+    return run
+
+
 PROPERTIES: dict[str, Property] = {}
 for _change in invalidation.CHANGES:
     PROPERTIES[f"{_change}-invalidation"] = Property(
@@ -197,6 +210,17 @@ PROPERTIES["nested-isolation"] = Property(
 PROPERTIES["completion-wait-ordering"] = Property(
     "completion-wait-ordering", "a COMPLETION_WAIT store is visible only after earlier invalidations took effect",
     _ordering)
+PROPERTIES["viommu-command-isolation"] = Property(
+    "viommu-command-isolation", "a HW-vIOMMU guest's commands take effect only on the host DeviceIDs and DomainIDs "
+    "its maps give it, and reach guest memory only through its own stage 2, whatever it writes",
+    _viommu(viommu_isolation.prove_command_isolation, "viommu-command-isolation"))
+PROPERTIES["viommu-invalidation-scope"] = Property(
+    "viommu-invalidation-scope", "a HW-vIOMMU guest's invalidation takes effect as the host's own command with the "
+    "guest's map entries for its IDs, every other field kept",
+    _viommu(viommu_invalidation.prove_scope, "viommu-invalidation-scope"))
+PROPERTIES["viommu-guest-wait-ordering"] = Property(
+    "viommu-guest-wait-ordering", "a HW-vIOMMU guest's COMPLETION_WAIT stores only once no invalidation is in flight",
+    _viommu(viommu_invalidation.prove_wait_ordering, "viommu-guest-wait-ordering"))
 for _change in invalidation.CHANGES:
     PROPERTIES[f"{_change}-minimal"] = Property(
         f"{_change}-minimal", f"each invalidation a {_change} change requires is needed (weakenings give stale DMA)",

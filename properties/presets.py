@@ -44,11 +44,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("devtab-invalidation-skips-invalid", ("dte-invalidation",), (),
             "the attach-detach machine shows it on a fixed detach, fill, attach sequence "
             "(tests/properties/test_stateful.py) but not reliably by its random exploration"),
-    _preset("completion-wait-early", ("completion-wait-ordering",), (IOMMU_MACHINE,)),
+    _preset("completion-wait-early", ("completion-wait-ordering", "viommu-guest-wait-ordering"), (IOMMU_MACHINE,)),
     _preset("invalidate-pages-keeps-pde-cache", _EVERY_CHANGE, (IOMMU_MACHINE,)),
     _preset("iotlb-hit-ignores-permissions", ("fresh-slots-serve-fresh",), (),
             "the machine would need a read-only remap, a read filling the IOTLB and then a write, in order"),
     _preset("guest-pde-hit-ignores-pasid", ("fresh-slots-serve-fresh",), (IOMMU_MACHINE,)),
+    _preset("viommu-domain-map-shared", ("viommu-command-isolation", "viommu-invalidation-scope")),
+    _preset("viommu-device-id-untranslated", ("viommu-command-isolation", "viommu-invalidation-scope")),
 )}
 
 

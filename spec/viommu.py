@@ -4,7 +4,8 @@ and its private address space.
 48882 revisions 3.07 and later describe the HW-vIOMMU; that chapter is not among the public sources
 (``shared/reference/viommu.md`` §0), so every fact here comes from AMD's Linux RFC (2023, "AMD-RFC")
 and AMD's later work-in-progress code on iommufd vIOMMU objects, read for bit positions and
-sequences. Each field says which; where they differ the field carries a ``conflict``, and what no
+sequences (``papers/sources/viommu-amdese-facts.md`` cites each fact of the later code by file and
+function). Each field says which; where they differ the field carries a ``conflict``, and what no
 source shows is declared as the model's own choice in a ``note`` (``tests/spec/test_viommu.py`` pins
 them).
 
@@ -49,7 +50,8 @@ def _map_control(name: str, what: str, guest_id: str, host_id: str) -> Structure
                      f"{what} (and the valid bit) into the guest's {what} map in its private address space."),
         fields=(
             flag("V", 0, "The entry is valid (a cleared entry is written with the host ID 0 and V still 1 by the "
-                 "RFC; AMD's later code maps cleared DomainIDs to the parent domain's ID instead)",
+                 "RFC; AMD's later code maps every DomainID of a new vIOMMU to the parent domain's ID, since the "
+                 "hardware logs an error for an unmapped one)",
                  sources=("AMD-RFC",)),
             reserved(13, 1),
             Field(host_id, 29, 14, f"Host {what}", sources=("AMD-RFC",)),
@@ -76,8 +78,9 @@ MISC_CONTROL = Structure(
         ignored(15, 0),
         Field("TranslateDeviceID", 31, 16, "DeviceID whose DTE translates the vIOMMU's guest-physical accesses",
               note=("AMD's RFC writes the guest device's host DeviceID here after a device attach; AMD's later code "
-                    "writes a 'translate DeviceID' it allocates per vIOMMU, whose DTE points at the nesting "
-                    "parent's (stage 2) table: the model reads the field as that DeviceID"),
+                    "writes a 'translate DeviceID' it allocates per vIOMMU (from 0xFFFF down), whose DTE holds the "
+                    "nesting parent's (stage 2) root and DomainID and must exist before the guest's first "
+                    "COMPLETION_WAIT: the model reads the field as that DeviceID"),
               sources=("AMD-RFC",)),
         ignored(63, 32),
     ),
@@ -198,6 +201,8 @@ STRUCTURES: tuple[Structure, ...] = (DID_MAP_CONTROL, DOMID_MAP_CONTROL, MISC_CO
 VFCTRL_OFFSETS: Mapping[int, Structure] = MappingProxyType({
     0x00: DID_MAP_CONTROL, 0x08: DOMID_MAP_CONTROL, 0x10: MISC_CONTROL, 0x20: CMD_CONTROL, 0x28: EVT_CONTROL,
     0x30: PPR_CONTROL})
+# (the event and PPR log head and tail at 0x10/0x18 and 0x30/0x38 are inferred from the page's 1:1 place
+# at guest MMIO 0x2000, not modelled)
 VF_OFFSETS: Mapping[int, Structure] = MappingProxyType({0x00: VF_CMD_HEAD, 0x08: VF_CMD_TAIL})
 
 
@@ -218,7 +223,8 @@ class Region:
 
 
 GUEST_MMIO = Region("guest MMIO", 0x0, VFCTRL_BLOCK_BYTES, note=(
-    "64 bytes per guest from private address 0 (AMD's RFC); what the hardware keeps there is not public: the "
+    "64 bytes per guest from private address 0 (AMD's RFC; AMD's later code maps 4 x 2 MiB private sub-regions "
+    "from VIOMMU_PRIV_REGION_BASE = 0 at IOMMU start-up); what the hardware keeps there is not public: the "
     "model keeps the guest's VFCtrl registers at their VFCtrl offsets and its command-buffer head and tail at "
     "0x00 and 0x08 (the offsets of the map controls, which are write-only)"))
 DIRTY_STATUS = Region("command-buffer dirty status", 0x40_0000, 0, note=(
