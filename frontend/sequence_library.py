@@ -255,6 +255,36 @@ def _back_to_parent() -> tuple[Any, ...]:
                         attach("disk", "hwpt_b"), dma("disk", IOVA), dma("nic", GVA))
 
 
+CMDBUF, SEMAPHORE = 0xE000, 0xF000  # the guest's command buffer and COMPLETION_WAIT page (GPAs)
+VIRT_ID = 8  # the nic's DeviceID in the guest
+HW_VIOMMU = dict(iommufd=Iommufd(nested_alloc="amd-tree", hw_queue="amd-tree"), driver=Driver(hw_viommu="amd-wip"))
+
+
+def vdevice(device: str, virt_id: int) -> Call:
+    return _call(U.VdeviceAlloc.name, {"out_vdevice_id": f"{device}_vdev"}, viommu_id="viommu",
+                 dev_id=device + "_dev", virt_id=virt_id)
+
+
+def hw_queue(iova: int, length: int) -> Call:
+    return _call(U.HwQueueAlloc.name, {"out_hw_queue_id": "cmdq"}, viommu_id="viommu",
+                 type=U.HW_QUEUE_TYPE_AMD_CMD, nesting_parent_iova=iova, length=length)
+
+
+def _hw_viommu(*, teardown: bool = True) -> tuple[Any, ...]:
+    """A HW-vIOMMU guest (AMD's work-in-progress flow, viommu-amdese-facts.md §7, §11): the nested device
+    of nested-device.json, and on the vIOMMU a vDEVICE for it (its guest DeviceID) and the guest's command
+    buffer as a HW queue; the device DMAs at the GVA; then the VMM takes it all down: the device back on
+    the stage 2, the nested HWPT, the vDEVICE, the queue and the vIOMMU destroyed."""
+    setup = (bind("nic"), ioas(), map_fixed(0, RAM, TABLES_END), map_fixed(DATA, RAM + DATA, PAGE),
+             map_fixed(CMDBUF, RAM + CMDBUF, 2 * PAGE), hwpt("nic", "ioas", "s2", flags=U.HWPT_ALLOC_NEST_PARENT),
+             attach("nic", "s2"), viommu("nic", "s2"), vdevice("nic", VIRT_ID), hw_queue(CMDBUF, PAGE),
+             *_guest_table(GUEST_ROOT, GCR3_TABLE, levels=4, gva=GVA),
+             nested_hwpt("nic", "nested", guest_dte()), attach("nic", "nested"), dma("nic", GVA))
+    down = (attach("nic", "s2"), destroy("nested", expect=0), destroy("nic_vdev", expect=0), destroy("cmdq", expect=0),
+            destroy("viommu", expect=0), dma("nic", GVA))
+    return setup + (down if teardown else ())
+
+
 def _ats_reattach() -> tuple[Any, ...]:
     """An ATS device caches a translation, is detached, its page is unmapped, and it is attached again."""
     return (bind("nic"), ioas(), map_fixed(IOVA, RAM, 0x1000), attach("nic", "ioas"), dma("nic", IOVA),
@@ -343,6 +373,25 @@ ENTRIES: tuple[Entry, ...] = (
               "Under the default reading (discarded: a function caches translations only while ATS Enable is "
               "set) the sequence holds; which one devices implement is for the PCIe specification, not quoted "
               "in shared/reference.")),
+    Entry("hw-viommu-guest.json", "a HW-vIOMMU guest: vIOMMU, vDEVICE, command-buffer queue, nested device, "
+          "then all taken down", _scenario(NIC, **HW_VIOMMU), _hw_viommu(), probes=(GVA,), notes=(
+              "AMD's work-in-progress HW-vIOMMU (driver reading hw-viommu=amd-wip): the vIOMMU gets a GuestID and "
+              "a translate DeviceID (its DTE: the stage 2), RESET_VMMIO, its DeviceID and DomainID maps in the "
+              "IOMMU's private address space (pre-filled: every guest DomainID to the parent's), the vDEVICE "
+              "maps guest DeviceID 8 to the nic, the queue programs the guest's command buffer (a GPA), and the "
+              "nested attach maps the guest DomainID to the nested domain's host DomainID.",
+              "mapping-table-integrity holds: when the nested domain goes, its map entry goes back to the "
+              "parent's DomainID; the vDEVICE's entry is cleared (readings domid-map-on-free=reset, "
+              "devid-map-on-destroy=cleared).")),
+    Entry("hw-viommu-stale-domain-map.json",
+          "finding: AMD's work-in-progress driver frees a nested domain's host DomainID still mapped for the guest",
+          _scenario(NIC, iommufd=HW_VIOMMU["iommufd"], driver=Driver(hw_viommu="amd-wip", domid_map_on_free="kept")),
+          _hw_viommu(), "mapping-table-integrity", probes=(GVA,), notes=(
+              "nested_domain_free drops the last reference, erases the gDomID and frees the hDomID, and writes no "
+              "DomainID map entry (AMDESE/linux-iommu nested.c as read: viommu-amdese-facts.md §4, §7.4): the "
+              "guest's DomainID 1 still names the freed host DomainID, which the next domain allocated gets; the "
+              "guest's invalidations then reach that domain's cached translations (a cross-guest effect).",
+              "Under --choice driver.domid-map-on-free=reset the sequence holds.")),
     # -- bug examples ------------------------------------------------------------------------------------
     Entry("bug-unmap-without-flush.json", "bug: unmap returns without flushing the IOTLB",
           _scenario(NIC, driver=Driver(unmap_skips_flush=True)), _plain(), "isolation"),

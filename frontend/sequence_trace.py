@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 from amdvi.frontend.trace import command_text
 from amdvi.models import system
-from amdvi.models.timeline import AtsControl, Queue, Store, Wait
+from amdvi.models.timeline import AtsControl, Queue, Store, VfctrlWrite, Wait
+from amdvi.spec.viommu import VFCTRL_OFFSETS
 from amdvi.properties import sequence_check
 from amdvi.properties.cache_windows import Windows
 from amdvi.spec.device_table import ENTRY_BYTES
@@ -51,6 +52,17 @@ def describe_step(step: Any) -> str:
     return repr(step)
 
 
+def vfctrl_text(writes: Any, shown: int = 3) -> str:
+    """VFCtrl writes decoded (a long loop shown by its first few and its count)."""
+    parts = []
+    for guest_id, offset, value in writes[:shown]:
+        register = VFCTRL_OFFSETS[offset]
+        fields = ", ".join(f"{k}={v:#x}" for k, v in register.decode(value).items() if v)
+        parts.append(f"guest {guest_id} {register.name}({fields})")
+    more = f" ... {len(writes)} writes" if len(writes) > shown else ""
+    return "VFCtrl " + "; ".join(parts) + more
+
+
 def hardware_line(scenario: system.Scenario, s: Any) -> str:
     """One line for one hardware step the driver (or a guest) performed."""
     if isinstance(s, Store):
@@ -67,6 +79,8 @@ def hardware_line(scenario: system.Scenario, s: Any) -> str:
         return "queue " + "; ".join(command_text(c) for c in s.commands) + (f"   ({s.what})" if s.what else "")
     if isinstance(s, Wait):
         return f"wait for COMPLETION_WAIT {s.sequence:#x} at {s.address:#x}" + (f"   ({s.what})" if s.what else "")
+    if isinstance(s, VfctrlWrite):
+        return vfctrl_text(s.writes) + (f"   ({s.what})" if s.what else "")
     if isinstance(s, AtsControl):
         ids = ", ".join(f"{d:#06x}" for d in s.device_ids)
         return f"ATS Enable of {ids} := {int(s.enable)}" + (f"   ({s.what})" if s.what else "")

@@ -25,7 +25,8 @@ from typing import Any, Iterable, Mapping
 
 from amdvi.spec.bitvec import ADDRESS_WIDTH
 from amdvi.spec.commands import (
-    COMPLETION_WAIT, EVERY_PAGE, INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, block_operand,
+    COMPLETION_WAIT, EVERY_PAGE, INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, RESET_VMMIO,
+    block_operand,
 )
 
 
@@ -60,6 +61,11 @@ def completion_wait(b: Any, store_address: Any, data: Any, *, interrupt: bool = 
 def invalidate_devtab_entry(b: Any, device_id: Any) -> Any:
     """INVALIDATE_DEVTAB_ENTRY of ``device_id`` (§2.4.2)."""
     return INVALIDATE_DEVTAB_ENTRY.encode({"DeviceID": device_id}, backend=b)
+
+
+def reset_vmmio(b: Any, guest_id: Any) -> Any:
+    """RESET_VMMIO of one HW-vIOMMU guest, All and VCmd set (as AMD's driver always sends it)."""
+    return RESET_VMMIO.encode({"GuestID": guest_id, "All": 1, "VCmd": 1}, backend=b)
 
 
 def _page_number(b: Any, address: Any) -> Any:

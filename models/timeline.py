@@ -12,6 +12,8 @@ them (``amdvi.properties.sequence``). Each step is atomic for the hardware:
 * :class:`AtsControl`: software sets or clears the Enable bit of devices' PCIe ATS capability (a
   configuration write, not an IOMMU access): a device caches translations and sends translated
   requests only while it is set;
+* :class:`VfctrlWrite`: software writes HW-vIOMMU VFCtrl registers (MMIO); the IOMMU stores a map
+  entry into its private address space, or keeps the guest's register (``models.viommu``);
 * :class:`Wait`: software polls the COMPLETION_WAIT store of ``sequence`` (48882 §2.4.1) and goes on
   only once it has landed, so every command queued before it has completed.
 
@@ -57,4 +59,13 @@ class AtsControl:
     what: str = ""
 
 
-STEP_KINDS = (Store, Queue, Wait, AtsControl)
+@dataclass(frozen=True)
+class VfctrlWrite:
+    """Software writes each ``(GuestID, VFCtrl offset, value)`` of ``writes`` in order, with nothing a
+    checker looks at in between (a loop over a map's entries is one step)."""
+
+    writes: tuple[tuple[int, int, int], ...]
+    what: str = ""
+
+
+STEP_KINDS = (Store, Queue, Wait, AtsControl, VfctrlWrite)

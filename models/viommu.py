@@ -174,7 +174,10 @@ def lookup_device(b: Any, state: IommuState, guest_id: Any, guest_device_id: Any
     address = devid_entry_address(b, guest_id, guest_device_id)
     ok, q0 = space.read(b, state, address, choices)
     entry = V.DEVID_MAP_ENTRY.view(b.zext(q0, 128), b)
-    return Lookup(b.all_of(ok, b.eq(entry.V, 1)), entry.HostDeviceID, address)
+    mapped = b.all_of(ok, b.eq(entry.V, 1))
+    if choices.viommu_devid_zero == "unmapped":  # how AMD's drivers clear an entry
+        mapped = b.all_of(mapped, b.ne(entry.HostDeviceID, 0))
+    return Lookup(mapped, entry.HostDeviceID, address)
 
 
 def lookup_domain(b: Any, state: IommuState, guest_id: Any, guest_domain_id: Any, space: Any,
@@ -225,9 +228,14 @@ def reset_vmmio(b: Any, state: IommuState, guest_id: Any, when: Any = True, *,
     return state
 
 
-def reset_vmmio_guest(b: Any, command: Any) -> Any:
-    """The GuestID a RESET_VMMIO command names."""
-    return RESET_VMMIO.view(command, b).GuestID
+def host_command_effect(b: Any, state: IommuState, effect: Any, *, space: Any = TranslatedPrivateSpace(),
+                        choices: Hardware = SPEC) -> IommuState:
+    """The HW-vIOMMU's part of a command the host's processor took (``models.command_buffer.Effect``):
+    a RESET_VMMIO clears its guest's MMIO block (:func:`reset_vmmio`)."""
+    is_reset = effect.is_command(b, RESET_VMMIO)
+    if b.known_false(is_reset):
+        return state
+    return reset_vmmio(b, state, RESET_VMMIO.view(effect.command, b).GuestID, is_reset, space=space, choices=choices)
 
 
 # -- a guest command ------------------------------------------------------------------------------

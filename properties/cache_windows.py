@@ -39,13 +39,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from amdvi.models.caches import CACHE_KINDS, CACHES_BY_NAME, Caches, decode_invalidation
 from amdvi.models.dma import DmaResult, ServeChoice, serve, serve_translated
-from amdvi.models.timeline import AtsControl, Store
+from amdvi.models.timeline import AtsControl, Queue, Store, Wait
 from amdvi.spec.bitvec import INT
 from amdvi.spec.translation import CachedStart, Outcome, Request, read_dte, translate
 
 from .read_memo import ReadMemo
 from .timeline_run import Invalidation, Run
 
+_RING_ONLY = (Queue, Wait, AtsControl)  # steps that change no word a walk reads
 _DIRECTORY_STEPS = 6  # page-directory entries a walk may pass (5 levels, nested guest levels)
 _LOOKED_UP = tuple(k.name for k in CACHE_KINDS if k.looked_up)
 _NO_CACHE = CachedStart()
@@ -178,7 +179,7 @@ class Windows:
         for boundary in self.run.boundaries[start:]:
             j = boundary.index
             written = (frozenset(a for a, _ in boundary.step.writes) if isinstance(boundary.step, Store)
-                       else None if boundary.step is None else frozenset())
+                       else frozenset() if isinstance(boundary.step, _RING_ONLY) else None)  # None: walk again
             switched = ()
             if isinstance(boundary.step, AtsControl):
                 switched = boundary.step.device_ids

@@ -24,13 +24,14 @@ from typing import Any, Callable, Iterable, Mapping
 
 from amdvi.spec.bitvec import INT
 from amdvi.spec.device_table import DTE
-from amdvi.models.timeline import AtsControl, Store
+from amdvi.models.timeline import Queue, VfctrlWrite, Wait
 from amdvi.spec.translation import CachedStart, Request, read_dte, translate
 
 from .cache_windows import Served, Windows
 
 ISOLATION, FLUSH, TORN_DTE, DOMAIN_IDS = "isolation", "flush-completeness", "no-torn-dte", "domain-id-uniqueness"
-SEQUENCE_PROPERTIES = (ISOLATION, FLUSH, TORN_DTE, DOMAIN_IDS)
+MAPS = "mapping-table-integrity"
+SEQUENCE_PROPERTIES = (ISOLATION, FLUSH, TORN_DTE, DOMAIN_IDS, MAPS)
 PAGE = 0x1000
 
 
@@ -69,6 +70,10 @@ class Promise:
     settled: list[int] = field(default_factory=list)
     dte_updates: list[DteUpdate] = field(default_factory=list)
     requester_ids: tuple[int, ...] = ()
+    # HW-vIOMMU guests: GuestID -> (host DeviceIDs, host DomainIDs) software gave it, per boundary, and the
+    # guest IDs its maps cover
+    guests: list[Mapping[int, tuple[frozenset[int], frozenset[int]]]] = field(default_factory=list)
+    guest_ids: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def _needs_check(windows: Windows, promise: Promise, i: int) -> bool:
         return True
     if b[i].step is None:  # a step that did nothing to the hardware: the same memory, the same caches
         return b[i].memory is not b[i - 1].memory
-    if i == len(b) - 1 or isinstance(b[i].step, (Store, AtsControl)):  # ATS Enable: translated requests
+    if i == len(b) - 1 or not isinstance(b[i].step, (Queue, Wait)):  # stores, ATS Enable, VFCtrl writes
         return True
     return i + 1 < len(b) and b[i + 1].label != b[i].label
 
@@ -241,8 +246,50 @@ def domain_ids(windows: Windows, promise: Promise, *, first: bool = True, since:
     return out
 
 
+def _map_entries(windows: Windows, at: int, guest_id: int, count: int) -> Iterable[tuple[str, int, int]]:
+    """Every mapped entry of a guest's two maps at ``at``, as the hardware reads them: (which map,
+    guest ID, host ID)."""
+    from amdvi.models import viommu
+    from amdvi.models.caches import Caches
+    from amdvi.models.iommu import IommuState
+
+    run = windows.run
+    state = IommuState(memory=run.boundaries[at].memory, regs=run.state.regs, caches=Caches.empty())
+    space = viommu.TranslatedPrivateSpace(run.viommu)
+    for which, lookup in (("DeviceID", viommu.lookup_device), ("DomainID", viommu.lookup_domain)):
+        for guest_id_entry in range(count):
+            found = lookup(INT, state, guest_id, guest_id_entry, space, run.choices)
+            if found.mapped:
+                yield which, guest_id_entry, found.host_id
+
+
+def mapping_table_integrity(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0,
+                            latest_first: bool = False) -> list[Violation]:
+    """Every HW-vIOMMU guest's maps, as the hardware would read them, name only host DeviceIDs and DomainIDs
+    software gave that guest (its vDEVICEs; its nested domains' host DomainIDs and its parent's). Checked
+    where a map or the ownership changes (a stale entry stays stale until rewritten)."""
+    out: list[Violation] = []
+    b = windows.run.boundaries
+    for i in range(since, min(len(b), len(promise.guests))):
+        guests = promise.guests[i]
+        changed = i == since or guests != promise.guests[i - 1] or isinstance(b[i].step, VfctrlWrite)
+        if not guests or not changed:
+            continue
+        for guest_id, (devices, domains) in sorted(guests.items()):
+            for which, guest_entry, host in _map_entries(windows, i, guest_id, promise.guest_ids):
+                allowed = devices if which == "DeviceID" else domains
+                if host not in allowed:
+                    out.append(Violation(MAPS, i, None, f"guest {guest_id}'s {which} map sends guest {which} "
+                                         f"{guest_entry:#x} to host {which} {host:#x}, which is not the guest's "
+                                         f"(its: {', '.join(hex(x) for x in sorted(allowed)) or 'none'})"))
+                    if first:
+                        return out
+    return out
+
+
 CHECKS: Mapping[str, Callable[..., list[Violation]]] = {
     ISOLATION: isolation, FLUSH: flush_completeness, TORN_DTE: torn_dte, DOMAIN_IDS: domain_ids,
+    MAPS: mapping_table_integrity,
 }
 
 

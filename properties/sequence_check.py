@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from amdvi.models import system
+from amdvi.models.amd_driver.state import DriverConfig
 from amdvi.models.iommufd import uapi
 from amdvi.models.iommufd.isolation_view import device_mappings
 from amdvi.models.iommufd.objects import Ioas, references, users
@@ -91,6 +92,18 @@ def domain_owners(driver_state: Any) -> dict[int, frozenset[Any]]:
     return {d: frozenset(o) for d, o in owners.items()}
 
 
+def guest_ownership(driver_state: Any) -> dict[int, tuple[frozenset[int], frozenset[int]]]:
+    """What the driver gave each HW-vIOMMU guest: its vDEVICEs' host DeviceIDs, and its nested domains'
+    host DomainIDs with its parent's (the DomainID map's default)."""
+    out = {}
+    for viommu in driver_state.viommus.values():
+        if viommu.guest_id:
+            parent = driver_state.domains[viommu.parent].domain_id
+            out[viommu.guest_id] = (frozenset(viommu.vdevices.values()),
+                                    frozenset({h for h, _ in viommu.gdom_ids.values()} | {parent}))
+    return out
+
+
 def _pages_of(state: system.SystemState) -> set[int]:
     pages = set()
     fd = state.iommufd
@@ -122,6 +135,8 @@ def start(scenario: Scenario, *, probes: Iterable[int] = ()) -> Execution:
     ex = Execution(scenario, (), run, promise=Promise(requester_ids=scenario.requester_ids), state=state)
     ex.promise.frames.append(frames_of(scenario, state))
     ex.promise.owners.append(domain_owners(state.driver))
+    ex.promise.guests.append(guest_ownership(state.driver))
+    ex.promise.guest_ids = DriverConfig().viommu_ids
     ex.pages.update(p & ~(PAGE - 1) for p in probes)
     return ex
 
@@ -145,6 +160,11 @@ def advance(ex: Execution, step: Any) -> Execution:
     old, new_owners = ex.promise.owners[-1], domain_owners(new.driver)
     both = {d: old.get(d, frozenset()) | new_owners.get(d, frozenset()) for d in set(old) | set(new_owners)}
     ex.promise.owners.extend([both] * (run.now - begin - 1) + [new_owners])
+    old_guests, new_guests = ex.promise.guests[-1], guest_ownership(new.driver)
+    during_guests = {g: tuple(a | b for a, b in zip(old_guests.get(g, (frozenset(), frozenset())),
+                                                     new_guests.get(g, (frozenset(), frozenset()))))
+                     for g in set(old_guests) | set(new_guests)}
+    ex.promise.guests.extend([during_guests] * (run.now - begin - 1) + [new_guests])
     if scenario.mode == "strict" or not new.iommufd.parked:
         ex.promise.settled.append(run.now)
     ex.promise.dte_updates.extend(_dte_updates(scenario, result.steps, begin))
@@ -163,7 +183,8 @@ def fork(ex: Execution) -> Execution:
     run.boundaries, run.invalidations, run.hangs = list(run.boundaries), list(run.invalidations), list(run.hangs)
     run._queued, run._accepted = dict(run._queued), list(run._accepted)
     p = ex.promise
-    promise = Promise(list(p.frames), list(p.owners), list(p.settled), list(p.dte_updates), p.requester_ids)
+    promise = Promise(list(p.frames), list(p.owners), list(p.settled), list(p.dte_updates), p.requester_ids,
+                      list(p.guests), p.guest_ids)
     return Execution(ex.scenario, ex.steps, run, list(ex.records), promise, set(ex.pages), ex.state)
 
 

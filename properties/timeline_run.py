@@ -31,7 +31,8 @@ from amdvi.models.iommu import CpuWrite, IommuState, ProcessCommand, Retire, Set
 from amdvi.models.registers import ring_offset
 from amdvi.models.rings import COMMAND_BUFFER
 from amdvi.models.software import Layout, initial_state
-from amdvi.models.timeline import AtsControl, Queue, Store, Wait
+from amdvi.models import viommu
+from amdvi.models.timeline import AtsControl, Queue, Store, VfctrlWrite, Wait
 
 _MAX_PROCESS = 4096  # command-processor steps a single wait may take before it is called a hang
 
@@ -66,6 +67,7 @@ class Run:
     invalidations: list[Invalidation] = field(default_factory=list)
     hangs: list[tuple[int, str]] = field(default_factory=list)
     state: IommuState | None = None
+    viommu: viommu.ViommuConfig = viommu.ViommuConfig()  # where the HW-vIOMMU's private space is
     _queued: dict[int, int] = field(default_factory=dict)  # ring offset of a command -> boundary it was queued at
     _accepted: list[tuple[int, int]] = field(default_factory=list)  # in-flight: (command, queued_at), oldest first
 
@@ -93,6 +95,11 @@ def perform(run: Run, steps: Iterable[Any], label: str = "") -> Run:
             _wait(run, s)
         elif isinstance(s, AtsControl):
             pass  # a device's configuration: the IOMMU does not see it (cache_windows reads it from the step)
+        elif isinstance(s, VfctrlWrite):
+            space = viommu.TranslatedPrivateSpace(run.viommu)
+            for guest_id, offset, value in s.writes:
+                run.state = viommu.vfctrl_write(INT, run.state, guest_id, offset, value, space=space,
+                                                choices=run.choices)
         else:
             raise TypeError(f"not a timeline step: {s!r}")
         run.boundaries.append(Boundary(len(run.boundaries), run.state.memory, s, label))
@@ -157,6 +164,9 @@ def _process_one(run: Run, completed_at: int) -> bool:
     """One command-processor step; False when nothing could be processed."""
     head = INT.value(ring_offset(INT, run.state.regs, "cmd_head"))
     out = _step(run, ProcessCommand())
+    if out.effect is not None and out.effect.processed:
+        run.state = viommu.host_command_effect(INT, run.state, out.effect, space=viommu.TranslatedPrivateSpace(run.viommu),
+                                               choices=run.choices)
     if out.blocked:  # a COMPLETION_WAIT behind in-flight invalidations, or the in-flight queue full
         if not run._accepted:
             return False

@@ -12,7 +12,8 @@ invariant, assumed at every private word the step reads (each an instance of a u
 so no quantifier reaches the solver):
 
 * a valid DeviceID (DomainID) map entry in guest ``h``'s table names a host ID that ``h`` owns (the
-  table's owner is read off the entry's private address);
+  table's owner is read off the entry's private address); a DeviceID entry naming host 0 is a cleared
+  one (``Hardware.viommu_devid_zero``) and is not assumed owned;
 * guest ``h``'s MMIO block names a translate DeviceID that ``h`` owns.
 
 It rests on the private address space being a memory of its own (distinct private pages on distinct
@@ -94,7 +95,8 @@ def _invariant(reads: list[tuple[Any, Any]], owns_device: Any, owns_domain: Any,
                                           (V.DOMID_MAP, V.DOMID_MAP_ENTRY, "HostDomainID", owns_domain)):
             inside, owner = _owner_of_entry(ipa, region)
             view = entry.view(z3.ZeroExt(entry.width - 64, value) if entry.width > 64 else value, Z3)
-            out.append(z3.Implies(z3.And(inside, view.V == 1), owns(view[host]) == owner))
+            named = view[host] != 0 if entry is V.DEVID_MAP_ENTRY else z3.BoolVal(True)  # 0: cleared (a reading)
+            out.append(z3.Implies(z3.And(inside, view.V == 1, named), owns(view[host]) == owner))
         block_inside = z3.ULT(ipa, V.GUEST_MMIO.base + V.MAX_GUESTS * V.VFCTRL_BLOCK_BYTES)
         block_owner = z3.Extract(15, 0, z3.LShR(ipa - V.GUEST_MMIO.base, 6))
         is_misc = (z3.Extract(5, 0, ipa) == 0x10)

@@ -175,6 +175,12 @@ class Hardware(Choices):
     }, section="§vIOMMU", doc="what the HW-vIOMMU does with a guest command it does not carry out (no public "
        "source says; the event the guest would see is not modelled)")
 
+    viommu_devid_zero: str = reading("unmapped", {
+        "unmapped": "a DeviceID map entry naming host DeviceID 0 maps nothing: AMD's drivers clear an entry by "
+                    "writing host DeviceID 0 with V still set, which must then stop the guest from naming a device",
+        "device-0": "host DeviceID 0 is a device like any other: a cleared guest DeviceID reaches device 00:00.0",
+    }, section="§vIOMMU", doc="whether a DeviceID map entry with host DeviceID 0 maps anything")
+
     # -- fault switches (deliberately broken behaviour) --------------------------------------------
     guest_table_pointer_untranslated: bool = fault(
         "nested walk: the table address in a guest page-table entry is used as a system address instead "

@@ -30,6 +30,23 @@ class Driver(Choices):
                     "no source shows; kept to compare against)",
     }, section="linux-driver-sequences.md §4.3", doc="whether nested attach leaves the previous paging domain")
 
+    hw_viommu: str = reading("off", {
+        "off": "mainline: a vIOMMU object only records its nest parent; no HW-vIOMMU is programmed",
+        "amd-wip": "AMD's work-in-progress HW-vIOMMU (papers/sources/viommu-amdese-facts.md §7): a GuestID, a "
+                   "translate DeviceID, DeviceID and DomainID maps written through VFCtrl, HW queues",
+    }, section="viommu-amdese-facts.md §7", doc="whether the driver programs the HW-vIOMMU")
+    domid_map_on_free: str = reading("reset", {
+        "reset": "when a nested domain's last reference goes, its gDomID's DomainID map entry is pointed back "
+                 "at the parent's DomainID before the hDomID is freed (what the cross-guest properties need)",
+        "kept": "nested_domain_free frees the hDomID and leaves the map entry (AMD's work-in-progress code as "
+                "read, viommu-amdese-facts.md §4, §7.4): the guest's gDomID still names the freed hDomID",
+    }, section="viommu-amdese-facts.md §7.4", doc="what happens to a freed nested domain's DomainID map entry")
+    devid_map_on_destroy: str = reading("cleared", {
+        "cleared": "destroying a vDEVICE clears its DeviceID map entry (host DeviceID 0, the clearing write)",
+        "kept": "no vDEVICE destroy hook: the entry stays until the vIOMMU is destroyed (AMD's work-in-progress "
+                "code as read, viommu-amdese-facts.md §4)",
+    }, section="viommu-amdese-facts.md §4", doc="what happens to a destroyed vDEVICE's DeviceID map entry")
+
     # -- fault switches ----------------------------------------------------------------------------
     unmap_skips_flush: bool = fault(
         "unmap clears the PTEs and frees the table pages without iotlb_sync: no INVALIDATE_IOMMU_PAGES, no "

@@ -15,9 +15,12 @@ from typing import Any
 
 from amdvi.models.iommufd.driver_api import DriverResult, PciDevice
 
+from amdvi.spec.device_table import DTE
+
 from . import page_table
 from .choices import driver_choices
 from .dte_update import amd_iommu_update_dte, clear_dte_entry, clone_aliases, set_dte_entry
+from . import viommu_hw
 from .flush import device_flush_dte, domain_flush_all, domain_flush_complete, domain_flush_pages
 from .nested import IOMMU_HWPT_DATA_AMD_GUEST, gdte_value, set_dte_nested, validate_gdte_nested
 from .state import (
@@ -51,7 +54,7 @@ class AmdDriver:
         work = Work(self.config, state)
         try:
             value = body(work)
-        except _Failed as failure:
+        except (_Failed, viommu_hw.ViommuError) as failure:
             return DriverResult(state, failure.code)
         return DriverResult(work.freeze(), 0, value, tuple(work.steps))
 
@@ -144,6 +147,9 @@ class AmdDriver:
                     mapping[target.gdom_id] = (hdom_id, users - 1)
                 else:
                     del mapping[target.gdom_id]
+                    if work.choices.domid_map_on_free == "reset":
+                        viommu_hw.map_domain(work, target.viommu, target.gdom_id, work.paging(entry.parent).domain_id,
+                                             "nested_domain_free: the DomainID map entry back to the parent's")
                     work.ids = work.ids.free(hdom_id)
                 work.viommus[target.viommu] = replace(entry, gdom_ids=mapping)
             else:
@@ -230,7 +236,12 @@ class AmdDriver:
         parent = work.paging(viommu.parent)
         hdom_id, _users = viommu.gdom_ids[target.gdom_id]
         new = set_dte_nested(work, parent, hdom_id, gdte_value(target.gdte), work.device_state(device_id).ats_enabled)
+        hw = viommu_hw.nested_dte_fields(work, target.viommu, device_id)  # the HW-vIOMMU's bits (AMD's tree)
+        if hw:
+            new |= DTE.encode(hw)  # set_dte_nested builds the DTE afresh: these bits are 0 there
         amd_iommu_update_dte(work, device_id, new, "nested_attach_device")
+        viommu_hw.map_domain(work, target.viommu, target.gdom_id, hdom_id,
+                             "nested_attach_device: amd_viommu_domain_id_update")
         work.set_device(device_id, nested=handle)
 
     # -- map / unmap ------------------------------------------------------------------------------------------
@@ -331,6 +342,8 @@ class AmdDriver:
             handle = work.handle()
             work.viommus[handle] = Viommu(parent)
             work.set_domain(parent, viommus=(handle, *target.viommus))
+            if work.choices.hw_viommu == "amd-wip":
+                viommu_hw.viommu_init(work, handle)
             return handle
         return self._run(state, body)
 
@@ -344,5 +357,31 @@ class AmdDriver:
                 _fail(errno.EBUSY)  # nested domains still hold hDomIDs (iommufd's refcounts prevent this)
             parent = work.paging(entry.parent)
             work.set_domain(entry.parent, viommus=tuple(v for v in parent.viommus if v != viommu))
+            if entry.guest_id:
+                viommu_hw.viommu_destroy(work, viommu)
             del work.viommus[viommu]
+        return self._run(state, body)
+
+    def vdevice_init(self, state: DriverState, viommu: int, device: PciDevice, virt_id: int) -> DriverResult:
+        """_amd_viommu_vdevice_init (AMD's tree; nothing without the HW-vIOMMU)."""
+        def body(work: Work) -> None:
+            if viommu not in work.viommus:
+                _fail(errno.ENOENT)
+            if work.viommus[viommu].guest_id:
+                viommu_hw.vdevice_init(work, viommu, self._know(work, device), virt_id)
+        return self._run(state, body)
+
+    def vdevice_destroy(self, state: DriverState, viommu: int, device: PciDevice, virt_id: int) -> DriverResult:
+        """No hook in AMD's tree: reading ``devid-map-on-destroy``."""
+        def body(work: Work) -> None:
+            if viommu in work.viommus and work.viommus[viommu].guest_id:
+                viommu_hw.vdevice_destroy(work, viommu, virt_id)
+        return self._run(state, body)
+
+    def hw_queue_init(self, state: DriverState, viommu: int, queue_type: int, base: int, length: int) -> DriverResult:
+        """hw_queue_init (AMD's tree): the guest's command buffer, event log or PPR log."""
+        def body(work: Work) -> None:
+            if viommu not in work.viommus or not work.viommus[viommu].guest_id:
+                _fail(errno.EOPNOTSUPP)
+            viommu_hw.hw_queue_init(work, viommu, queue_type, base, length)
         return self._run(state, body)

@@ -60,6 +60,8 @@ class DriverConfig:
     boot_dtes: tuple[tuple[int, int], ...] = ()  # (DeviceID, 256-bit DTE)
     initial_dte: int = CLEAR_DTE
     page_pool: tuple[int, int] = (0x0080_0000, 256)
+    viommu_ids: int = 64  # HW-vIOMMU: the guest DeviceIDs and DomainIDs the maps cover (the model's bound)
+    iommu_device_id: int = 0x0002  # the IOMMU's own DeviceID (its DTE maps the private address space)
     iotlb_support: bool = True
     ats_queue_depth: int = 0
     max_domain_id: int = MAX_DOMAIN_ID - 1
@@ -112,10 +114,16 @@ class NestedDomain:
 
 @dataclass(frozen=True)
 class Viommu:
-    """An amd_iommu_viommu: its nest parent and gdomid_array (gDomID -> (hDomID, users))."""
+    """An amd_iommu_viommu: its nest parent and gdomid_array (gDomID -> (hDomID, users)); with the
+    HW-vIOMMU (reading ``hw-viommu``) also its GuestID, translate DeviceID, the private pages of its maps,
+    and the vDEVICEs written into its DeviceID map (guest DeviceID -> host DeviceID)."""
 
     parent: int
     gdom_ids: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    guest_id: int = 0
+    translate_device_id: int = 0
+    map_pages: tuple[int, ...] = ()  # pool pages: private-table pages and the maps' own pages
+    vdevices: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -168,8 +176,15 @@ def initial_state(config: DriverConfig) -> DriverState:
             if word:
                 memory[config.layout.dte_address(rid) + WORD_BYTES * i] = word
     carried = [DTE.view(dte)["DomainID"] for dte in dict(config.boot_dtes).values()]
-    ids = DomainIds.at_boot((*config.reserved_domain_ids, *carried), config.max_domain_id)
-    return DriverState(memory=memory, ids=ids)
+    if config.choices.hw_viommu == "off":
+        return DriverState(memory=memory, ids=DomainIds.at_boot((*config.reserved_domain_ids, *carried),
+                                                                config.max_domain_id))
+    from .viommu_hw import PRIVATE_DOMAIN_ID, boot_private_space  # the HW-vIOMMU's private space, at start-up
+
+    ids = DomainIds.at_boot((*config.reserved_domain_ids, *carried, PRIVATE_DOMAIN_ID), config.max_domain_id)
+    work = Work(config, DriverState(memory=memory, ids=ids))
+    boot_private_space(work)
+    return replace(work.freeze(), next_handle=1)
 
 
 class Work:

@@ -90,3 +90,12 @@ class IommuDriver(Protocol):
 
     def viommu_destroy(self, state: Any, viommu: int) -> DriverResult:
         """Destroy a vIOMMU no nested domain uses any more."""
+
+    def vdevice_init(self, state: Any, viommu: int, device: PciDevice, virt_id: int) -> DriverResult:
+        """A vDEVICE: ``device`` is guest DeviceID ``virt_id`` on ``viommu``."""
+
+    def vdevice_destroy(self, state: Any, viommu: int, device: PciDevice, virt_id: int) -> DriverResult:
+        """The vDEVICE is destroyed (iommufd has no driver destroy op for it; the driver decides)."""
+
+    def hw_queue_init(self, state: Any, viommu: int, queue_type: int, base: int, length: int) -> DriverResult:
+        """A HW queue of ``viommu`` at guest physical ``base`` (the nesting parent's IOVA), ``length`` bytes."""

@@ -192,7 +192,7 @@ def viommu_alloc(session: Session, state: IommufdState, call: ViommuAlloc, choic
 
 
 def vdevice_alloc(session: Session, state: IommufdState, call: VdeviceAlloc, choices: Iommufd) -> Result:
-    """No driver call: the driver API has no vdevice_init (the AMD DevID map is not modelled)."""
+    """The driver's vdevice_init writes the guest DeviceID's map entry (AMD's tree)."""
     if call.virt_id > ULONG_MAX:
         raise Fail(errno.EINVAL)  # viommu.c 155-156
     viommu = state.get(call.viommu_id, Viommu)
@@ -205,6 +205,7 @@ def vdevice_alloc(session: Session, state: IommufdState, call: VdeviceAlloc, cho
         raise Fail(errno.EEXIST)  # 178-180
     if call.virt_id in viommu_vdevices(state, call.viommu_id):
         raise Fail(errno.EEXIST)  # 223-225
+    session.call("vdevice_init", viommu.handle, device.pci, call.virt_id)
     vdevice_id = state.next_id()
     return state.put(vdevice_id, Vdevice(call.viommu_id, call.dev_id, call.virt_id)), \
         {"out_vdevice_id": vdevice_id}
@@ -236,6 +237,7 @@ def hw_queue_alloc(session: Session, state: IommufdState, call: HwQueueAlloc, ch
     if any(q.viommu == call.viommu_id and (q.type, q.index) == (call.type, call.index)
            for _, q in state.of_kind(HwQueue)):
         raise Fail(errno.EEXIST)
+    session.call("hw_queue_init", viommu.handle, call.type, call.nesting_parent_iova, call.length)
     queue_id = state.next_id()
     queue = HwQueue(call.viommu_id, call.type, call.index, call.nesting_parent_iova, call.length)
     return state.put(queue_id, queue), {"out_hw_queue_id": queue_id}
@@ -257,6 +259,9 @@ def destroy(session: Session, state: IommufdState, call: Destroy, choices: Iommu
         session.call("domain_free", target.domain)
     elif isinstance(target, Viommu):
         session.call("viommu_destroy", target.handle)
+    elif isinstance(target, Vdevice):
+        viommu = state.get(target.viommu, Viommu)
+        session.call("vdevice_destroy", viommu.handle, state.get(target.device).pci, target.virt_id)
     return state.drop(call.id), {}
 
 

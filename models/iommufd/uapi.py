@@ -28,8 +28,9 @@ HW_INFO_TYPE_DEFAULT, HW_INFO_TYPE_AMD = 0, 4
 HW_CAP_DIRTY_TRACKING, HW_CAP_PCI_PASID_EXEC, HW_CAP_PCI_PASID_PRIV = 1, 2, 4
 VIOMMU_TYPE_DEFAULT, VIOMMU_TYPE_AMD = 0, 3  # AMD = 3: out of tree (v2 12/12, AMDESE)
 HW_QUEUE_TYPE_DEFAULT = 0
-# AMD queue types exist only in AMDESE trees and their values were not found: these are the model's.
-HW_QUEUE_TYPE_AMD_CMD, HW_QUEUE_TYPE_AMD_EVT, HW_QUEUE_TYPE_AMD_PPR = 0x100, 0x101, 0x102
+# AMD queue types exist only in AMD's trees: 2, 3, 4 in the copy of the uapi header in AMD's QEMU tree
+# (papers/sources/viommu-amdese-facts.md §10; the kernel tree's stored header lacks them)
+HW_QUEUE_TYPE_AMD_CMD, HW_QUEUE_TYPE_AMD_EVT, HW_QUEUE_TYPE_AMD_PPR = 2, 3, 4
 VFIO_DEVICE_ATTACH_PASID = 1
 
 
@@ -260,7 +261,7 @@ class HwQueueAlloc(Call):
     size: int = _size(40)
     flags: int = _f(32, "must be 0", offset=4)
     viommu_id: int = _f(32, "the vIOMMU", offset=8)
-    type: int = _f(32, "queue type (AMD_CMD/EVT/PPR: the model's values)", offset=12)
+    type: int = _f(32, "queue type (AMD_CMD 2, AMD_EVT 3, AMD_PPR 4: AMD's trees)", offset=12)
     index: int = _f(32, "queue index", offset=16)
     out_hw_queue_id: int = _f(32, "the new HW queue", offset=20, direction=OUT)
     nesting_parent_iova: int = _f(64, "queue base in the parent's IOVA space", offset=24)

@@ -40,3 +40,10 @@ def test_guest_invalidation_scope_and_wait_ordering_hold_and_their_mutants_break
 def test_a_guest_count_out_of_range_is_refused(guests):
     with pytest.raises(ValueError, match="guests"):
         viommu_isolation.build(guests)
+
+
+def test_the_proof_rests_on_host_deviceid_0_mapping_nothing():
+    """AMD's drivers clear a DeviceID entry by writing host DeviceID 0 with V set: if the hardware took 0 as
+    a device, a guest could reach device 00:00.0 through any cleared entry."""
+    r = viommu_isolation.prove_command_isolation(8, choices=Hardware(viommu_devid_zero="device-0"))
+    assert r.status == REFUTED and "host DeviceID 0x0000" in r.detail

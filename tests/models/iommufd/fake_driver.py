@@ -144,3 +144,12 @@ class FakeDriver:
     def viommu_destroy(self, state: FakeState, viommu: int) -> DriverResult:
         return DriverResult(replace(state, viommus=state.viommus.remove(viommu)), 0, None,
                             _step("viommu_destroy", viommu))
+
+    def vdevice_init(self, state: FakeState, viommu: int, device: PciDevice, virt_id: int) -> DriverResult:
+        return DriverResult(state, 0, None, _step("vdevice_init", viommu, virt_id))
+
+    def vdevice_destroy(self, state: FakeState, viommu: int, device: PciDevice, virt_id: int) -> DriverResult:
+        return DriverResult(state, 0, None, _step("vdevice_destroy", viommu, virt_id))
+
+    def hw_queue_init(self, state: FakeState, viommu: int, queue_type: int, base: int, length: int) -> DriverResult:
+        return DriverResult(state, 0, None, _step("hw_queue_init", viommu, queue_type))
