@@ -126,7 +126,13 @@ DMA = Built(Record({
     "pasid": Field(Nullable(Hex(20, "PASID (absent or null: none)")), False, None), "text": TEXT,
 }, "a device DMA whose outcome is shown"), system.DeviceDma)
 DRAIN = Built(Record({"text": TEXT}, "lazy mode: the flush-queue timer fires"), system.FlushQueueDrain)
-STEP = Tagged("step", {"Call": CALL, "GuestWrite": GUEST_WRITE, "DeviceDma": DMA, "FlushQueueDrain": DRAIN},
+GUEST_COMMANDS = Built(Record({
+    "viommu": Field(Text("the vIOMMU whose guest issues them (its name)")),
+    "commands": Field(ListOf(Hex(128, "a command, with the guest's own IDs"), "the commands, in order")),
+    "semaphore": Field(Hex(64, "guest physical address of its COMPLETION_WAIT store")), "text": TEXT,
+}, "a HW-vIOMMU guest's driver: commands into its command buffer, doorbell, wait"), system.GuestCommands)
+STEP = Tagged("step", {"Call": CALL, "GuestWrite": GUEST_WRITE, "DeviceDma": DMA, "FlushQueueDrain": DRAIN,
+                       "GuestCommands": GUEST_COMMANDS},
               "one step of the sequence")
 
 DEVICE = Record({
@@ -237,6 +243,8 @@ def _check_steps(scenario: system.Scenario, steps: Sequence[Any]) -> None:
             raise Invalid(["steps", i, "device"], f"no device {step.device!r}; devices: {', '.join(sorted(names))}")
         elif isinstance(step, system.GuestWrite) and step.ioas not in bound:
             raise Invalid(["steps", i, "ioas"], f"no earlier step bound the name {step.ioas!r}")
+        elif isinstance(step, system.GuestCommands) and step.viommu not in bound:
+            raise Invalid(["steps", i, "viommu"], f"no earlier step bound the name {step.viommu!r}")
 
 
 def to_json(loaded: LoadedSequence, *, violation: tuple[str, str] | None = None,

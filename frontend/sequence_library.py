@@ -26,7 +26,7 @@ from amdvi.models.amd_driver.choices import Driver
 from amdvi.models.iommufd import uapi as U
 from amdvi.models.iommufd.choices import Iommufd
 from amdvi.models.iommufd.driver_api import PciDevice
-from amdvi.models.system import Call, DeviceDma, FlushQueueDrain, GuestWrite, Scenario
+from amdvi.models.system import Call, DeviceDma, FlushQueueDrain, GuestCommands, GuestWrite, Scenario
 from amdvi.spec.device_table import DTE
 
 FOLDER = "sequences"
@@ -285,6 +285,17 @@ def _hw_viommu(*, teardown: bool = True) -> tuple[Any, ...]:
     return setup + (down if teardown else ())
 
 
+def _guest_unmap(*, guest_domain: int = GDOM_ID) -> tuple[Any, ...]:
+    """The HW-vIOMMU guest of hw-viommu-guest.json unmaps its GVA: its driver clears the PTE in its own
+    table, invalidates through its own command buffer with the DomainID of its DTE (PASID 0, GN = 1: a
+    guest translation; ``guest_domain``: a guest driver that names another one), waits on its own
+    semaphore; the device then DMAs at the GVA again."""
+    leaf = software.v2_map({}, GUEST_ROOT, GVA, DATA, GUEST_ROOT + PAGE, levels=4).leaf_address
+    command = software.inv_pages(guest_domain, GVA, PAGE, pasid=0)
+    return _hw_viommu(teardown=False) + (GuestWrite("ioas", leaf, 0), GuestCommands("viommu", (command,), SEMAPHORE),
+                                         dma("nic", GVA))
+
+
 def _ats_reattach() -> tuple[Any, ...]:
     """An ATS device caches a translation, is detached, its page is unmapped, and it is attached again."""
     return (bind("nic"), ioas(), map_fixed(IOVA, RAM, 0x1000), attach("nic", "ioas"), dma("nic", IOVA),
@@ -383,6 +394,13 @@ ENTRIES: tuple[Entry, ...] = (
               "mapping-table-integrity holds: when the nested domain goes, its map entry goes back to the "
               "parent's DomainID; the vDEVICE's entry is cleared (readings domid-map-on-free=reset, "
               "devid-map-on-destroy=cleared).")),
+    Entry("hw-viommu-guest-unmap.json", "a HW-vIOMMU guest unmaps a page and invalidates through its own command "
+          "buffer", _scenario(NIC, **HW_VIOMMU), _guest_unmap(), probes=(GVA,), notes=(
+              "The guest kernel's IOMMU driver (v2 mode) clears its PTE, writes INVALIDATE_IOMMU_PAGES (its DomainID "
+              "1, PASID 0, GN = 1) and a COMPLETION_WAIT on its own page into its command buffer, writes its tail in "
+              "the VF page and polls: the vIOMMU fetches the commands through the translate DeviceID's stage 2, "
+              "replaces DomainID 1 by the host DomainID its map gives, and the host's invalidation rules do the "
+              "rest; flush-completeness is checked once the guest's wait returns.",)),
     Entry("hw-viommu-stale-domain-map.json",
           "finding: AMD's work-in-progress driver frees a nested domain's host DomainID still mapped for the guest",
           _scenario(NIC, iommufd=HW_VIOMMU["iommufd"], driver=Driver(hw_viommu="amd-wip", domid_map_on_free="kept")),
@@ -442,6 +460,14 @@ ENTRIES: tuple[Entry, ...] = (
               "isolation between its devices (a GVA translation of the nic's table served to the disk) and any "
               "flush by tag; with one device the model shows nothing, as the old context is gone from the DTE.",
               "Class: DomainID aliasing (different tables under one tag).")),
+    Entry("bug-guest-invalidation-wrong-domain.json", "bug (guest driver): a HW-vIOMMU guest invalidates with a "
+          "DomainID its device's DTE does not carry", _scenario(NIC, **HW_VIOMMU), _guest_unmap(guest_domain=2),
+          "flush-completeness", probes=(GVA,), notes=(
+              "The guest names DomainID 2; its DTE carries 1. The vIOMMU translates 2 through the guest's DomainID "
+              "map, which sends every guest DomainID without a nested domain to the parent's DomainID (the "
+              "pre-fill): the invalidation reaches the parent's translations, not the device's guest "
+              "translation, whose IOTLB entry survives the guest's COMPLETION_WAIT. A guest kernel bug, not a "
+              "model switch: the vIOMMU carries out what it is given, for the guest's own domains only.",)),
     Entry("bug-dte-halves-wrong-order.json", "bug: a nested DTE's lower half (GV = 1) is written before the upper",
           _scenario(NIC, iommufd=NESTING, driver=Driver(dte_halves_wrong_order=True)), _nested(levels=5, gva=0),
           "no-torn-dte", probes=(0,), notes=(

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from amdvi.frontend.trace import command_text
 from amdvi.models import system
-from amdvi.models.timeline import AtsControl, Queue, Store, VfctrlWrite, Wait
+from amdvi.models.timeline import AtsControl, GuestWait, Queue, Store, VfWrite, VfctrlWrite, Wait
 from amdvi.spec.viommu import VFCTRL_OFFSETS
 from amdvi.properties import sequence_check
 from amdvi.properties.cache_windows import Windows
@@ -49,6 +49,9 @@ def describe_step(step: Any) -> str:
         return f"device {step.device}: DMA {'write' if step.write else 'read'} at {step.address:#x}{pasid}"
     if isinstance(step, system.FlushQueueDrain):
         return "timer: the flush queue drains"
+    if isinstance(step, system.GuestCommands):
+        listed = "; ".join(command_text(c) for c in step.commands)
+        return f"guest of {step.viommu}: {listed}, then COMPLETION_WAIT at GPA {step.semaphore:#x}"
     return repr(step)
 
 
@@ -79,6 +82,11 @@ def hardware_line(scenario: system.Scenario, s: Any) -> str:
         return "queue " + "; ".join(command_text(c) for c in s.commands) + (f"   ({s.what})" if s.what else "")
     if isinstance(s, Wait):
         return f"wait for COMPLETION_WAIT {s.sequence:#x} at {s.address:#x}" + (f"   ({s.what})" if s.what else "")
+    if isinstance(s, VfWrite):
+        return f"guest {s.guest_id} VF page [{s.offset:#x}] := {s.value:#x}" + (f"   ({s.what})" if s.what else "")
+    if isinstance(s, GuestWait):
+        return (f"guest {s.guest_id} waits for COMPLETION_WAIT {s.sequence:#x} at {s.address:#x}"
+                + (f"   ({s.what})" if s.what else ""))
     if isinstance(s, VfctrlWrite):
         return vfctrl_text(s.writes) + (f"   ({s.what})" if s.what else "")
     if isinstance(s, AtsControl):

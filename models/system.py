@@ -10,6 +10,8 @@ actor does:
   i.e. at the system frame its IOAS maps the guest physical address to;
 * :class:`DeviceDma`: a device reads or writes an address (the checkers let devices DMA at every
   point anyway; a DMA step asks for its outcome to be shown);
+* :class:`GuestCommands`: a HW-vIOMMU guest's IOMMU driver (the guest kernel) puts commands with its
+  own IDs in its command buffer, then a COMPLETION_WAIT on its own memory, rings its doorbell and waits;
 * :class:`FlushQueueDrain`: lazy mode's flush-queue timer fires.
 
 :func:`apply` is pure: ``(scenario, state, step) -> (state', StepResult)``; the result carries the
@@ -38,7 +40,7 @@ from .iommufd.objects import Ioas
 from .iommufd.choices import Iommufd
 from .iommufd.driver_api import PciDevice
 from .software import Layout
-from .timeline import Store
+from .timeline import GuestWait, Store, VfWrite
 
 MODES = ("strict", "lazy")
 MAX_USER_MEMORY = 256 << 20  # the VMM memory a scenario may give: every page may be mapped, one by one
@@ -130,7 +132,22 @@ class FlushQueueDrain:
     """Lazy mode: the flush-queue timer fires."""
 
 
-STEP_TYPES = (Call, GuestWrite, DeviceDma, FlushQueueDrain)
+@dataclass(frozen=True)
+class GuestCommands:
+    """The guest of the vIOMMU named ``viommu`` (a HW-vIOMMU guest running its IOMMU driver in v2 mode)
+    appends ``commands`` (128 bits each, with its own DeviceIDs and DomainIDs) and a COMPLETION_WAIT storing
+    its next sequence number at guest physical ``semaphore`` to its command buffer (the vIOMMU's command
+    HW queue), writes its tail (the VF page: no trap) and polls the semaphore."""
+
+    viommu: str
+    commands: tuple[int, ...]
+    semaphore: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "commands", tuple(self.commands))
+
+
+STEP_TYPES = (Call, GuestWrite, DeviceDma, FlushQueueDrain, GuestCommands)
 
 
 class StepError(ValueError):
@@ -147,6 +164,7 @@ class SystemState:
     iommufd: Any
     driver: Any
     names: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    guests: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))  # vIOMMU -> tail, seq
 
 
 @dataclass(frozen=True)
@@ -239,6 +257,49 @@ def guest_to_system(iommufd: Any, ioas_id: int, gpa: int) -> int | None:
     return None
 
 
+def _guest_commands(state: SystemState, step: GuestCommands) -> tuple[SystemState, StepResult]:
+    """The guest driver's commands: into its ring (guest memory), the doorbell, the wait (hardware steps)."""
+    from amdvi.models import protocol
+    from amdvi.models.iommufd.objects import HwQueue, Viommu
+    from amdvi.spec.bitvec import INT
+    from amdvi.spec.viommu import VF_CMD_TAIL
+
+    if step.viommu not in state.names:
+        raise StepError(f"field viommu: no earlier step bound the name {step.viommu!r}")
+    vobj = state.iommufd.get(state.names[step.viommu], Viommu)
+    if vobj is None:
+        raise StepError(f"field viommu: {step.viommu!r} is not a vIOMMU")
+    guest_id = getattr(state.driver.viommus.get(vobj.handle), "guest_id", 0)
+    if not guest_id:
+        raise StepError(f"field viommu: {step.viommu!r} has no HW-vIOMMU guest (driver reading hw-viommu)")
+    queue = next((q for _, q in state.iommufd.of_kind(HwQueue)
+                  if q.viommu == state.names[step.viommu] and q.type == uapi.HW_QUEUE_TYPE_AMD_CMD), None)
+    if queue is None:
+        raise StepError(f"field viommu: {step.viommu!r} has no command-buffer HW queue")
+    ioas_id = state.iommufd.get(vobj.hwpt).ioas
+    entries = queue.length // 16
+    tail, sequence = state.guests.get(step.viommu, (0, 0))
+    commands = step.commands + (protocol.completion_wait(INT, step.semaphore, sequence + 1),)
+    if len(commands) >= entries:
+        raise StepError(f"field commands: {len(commands)} commands do not fit a ring of {entries}")
+    words = []
+    for command in commands:
+        spa = guest_to_system(state.iommufd, ioas_id, queue.iova + 16 * tail)
+        if spa is None:
+            raise StepError(f"field viommu: the command buffer at GPA {queue.iova:#x} is not mapped")
+        words += [(spa, command & ((1 << 64) - 1)), (spa + 8, command >> 64)]
+        tail = (tail + 1) % entries
+    semaphore = guest_to_system(state.iommufd, ioas_id, step.semaphore)
+    if semaphore is None or step.semaphore % 8:
+        raise StepError(f"field semaphore: GPA {step.semaphore:#x} is not a mapped, 8-byte aligned guest address")
+    what = f"guest {guest_id} driver"
+    hardware = (Store(tuple(words), f"{what}: {len(commands)} commands into its command buffer"),
+                VfWrite(guest_id, 0x08, VF_CMD_TAIL.encode(Pointer=tail), f"{what}: doorbell (tail)"),
+                GuestWait(guest_id, semaphore, sequence + 1, f"{what}: wait for its COMPLETION_WAIT"))
+    guests = MappingProxyType({**state.guests, step.viommu: (tail, sequence + 1)})
+    return dataclasses.replace(state, guests=guests), StepResult(steps=hardware)
+
+
 def apply(scenario: Scenario, state: SystemState, step: Any) -> tuple[SystemState, StepResult]:
     """One step of the sequence."""
     if isinstance(step, Call):
@@ -255,7 +316,7 @@ def apply(scenario: Scenario, state: SystemState, step: Any) -> tuple[SystemStat
                     raise StepError(f"field bind: {step.name} has no output {out_field!r}; "
                                     f"outputs: {', '.join(o.out) or 'none'}")
                 names[name] = o.out[out_field]
-        new = SystemState(o.state, o.driver_state, MappingProxyType(names))
+        new = SystemState(o.state, o.driver_state, MappingProxyType(names), state.guests)
         return new, StepResult(o.errno, dict(o.out), tuple(o.steps))
     if isinstance(step, GuestWrite):
         if step.ioas not in state.names:
@@ -270,6 +331,8 @@ def apply(scenario: Scenario, state: SystemState, step: Any) -> tuple[SystemStat
             raise StepError(f"field device: no device {step.device!r}; devices: "
                             f"{', '.join(d.name for d in scenario.devices)}")
         return state, StepResult()
+    if isinstance(step, GuestCommands):
+        return _guest_commands(state, step)
     if isinstance(step, FlushQueueDrain):
         o = iommufd_ioctls.ioctl(scenario.driver_model(), state.driver, state.iommufd, uapi.FlushQueueDrain(),
                                  choices=scenario.iommufd)

@@ -68,4 +68,26 @@ class VfctrlWrite:
     what: str = ""
 
 
-STEP_KINDS = (Store, Queue, Wait, AtsControl, VfctrlWrite)
+@dataclass(frozen=True)
+class VfWrite:
+    """A HW-vIOMMU guest writes ``value`` to register ``offset`` of its VF page (its command-buffer tail:
+    the doorbell; the page is mapped into the guest, so this is the guest's own store)."""
+
+    guest_id: int
+    offset: int
+    value: int
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class GuestWait:
+    """A HW-vIOMMU guest polls its COMPLETION_WAIT store of ``sequence`` at system ``address`` (a word of
+    its memory): the vIOMMU carries out its commands meanwhile."""
+
+    guest_id: int
+    address: int
+    sequence: int
+    what: str = ""
+
+
+STEP_KINDS = (Store, Queue, Wait, AtsControl, VfctrlWrite, VfWrite, GuestWait)

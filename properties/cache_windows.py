@@ -39,14 +39,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from amdvi.models.caches import CACHE_KINDS, CACHES_BY_NAME, Caches, decode_invalidation
 from amdvi.models.dma import DmaResult, ServeChoice, serve, serve_translated
-from amdvi.models.timeline import AtsControl, Queue, Store, Wait
+from amdvi.models.timeline import AtsControl, Queue, Store, VfWrite, Wait
 from amdvi.spec.bitvec import INT
 from amdvi.spec.translation import CachedStart, Outcome, Request, read_dte, translate
 
 from .read_memo import ReadMemo
 from .timeline_run import Invalidation, Run
 
-_RING_ONLY = (Queue, Wait, AtsControl)  # steps that change no word a walk reads
+_RING_ONLY = (Queue, Wait, AtsControl, VfWrite)  # steps that change no word a walk reads
 _DIRECTORY_STEPS = 6  # page-directory entries a walk may pass (5 levels, nested guest levels)
 _LOOKED_UP = tuple(k.name for k in CACHE_KINDS if k.looked_up)
 _NO_CACHE = CachedStart()

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from amdvi.spec.bitvec import INT
 from amdvi.spec.device_table import DTE
-from amdvi.models.timeline import Queue, VfctrlWrite, Wait
+from amdvi.models.timeline import Queue, VfctrlWrite, VfWrite, Wait
 from amdvi.spec.translation import CachedStart, Request, read_dte, translate
 
 from .cache_windows import Served, Windows
@@ -109,7 +109,7 @@ def _needs_check(windows: Windows, promise: Promise, i: int) -> bool:
         return True
     if b[i].step is None:  # a step that did nothing to the hardware: the same memory, the same caches
         return b[i].memory is not b[i - 1].memory
-    if i == len(b) - 1 or not isinstance(b[i].step, (Queue, Wait)):  # stores, ATS Enable, VFCtrl writes
+    if i == len(b) - 1 or not isinstance(b[i].step, (Queue, Wait, VfWrite)):  # stores, ATS, VFCtrl, guest waits
         return True
     return i + 1 < len(b) and b[i + 1].label != b[i].label
 

@@ -26,7 +26,7 @@ from amdvi.models.amd_driver.state import DriverConfig
 from amdvi.models.iommufd import uapi
 from amdvi.models.iommufd.isolation_view import device_mappings
 from amdvi.models.iommufd.objects import Ioas, references, users
-from amdvi.models.system import Call, DeviceDma, Scenario, StepError
+from amdvi.models.system import Call, DeviceDma, GuestWrite, Scenario, StepError
 from amdvi.models.timeline import Store
 from amdvi.spec.device_table import ENTRY_BYTES
 
@@ -165,8 +165,8 @@ def advance(ex: Execution, step: Any) -> Execution:
                                                      new_guests.get(g, (frozenset(), frozenset()))))
                      for g in set(old_guests) | set(new_guests)}
     ex.promise.guests.extend([during_guests] * (run.now - begin - 1) + [new_guests])
-    if scenario.mode == "strict" or not new.iommufd.parked:
-        ex.promise.settled.append(run.now)
+    if (scenario.mode == "strict" or not new.iommufd.parked) and not isinstance(step, GuestWrite):
+        ex.promise.settled.append(run.now)  # a guest promises fresh caches only once it has invalidated
     ex.promise.dte_updates.extend(_dte_updates(scenario, result.steps, begin))
     ex.pages |= _pages_of(new)
     if isinstance(step, DeviceDma):
@@ -181,7 +181,7 @@ def fork(ex: Execution) -> Execution:
     """An independent copy of ``ex`` to advance along another branch (states are immutable and shared)."""
     run = copy.copy(ex.run)
     run.boundaries, run.invalidations, run.hangs = list(run.boundaries), list(run.invalidations), list(run.hangs)
-    run._queued, run._accepted = dict(run._queued), list(run._accepted)
+    run._queued, run._accepted, run._doorbell = dict(run._queued), list(run._accepted), dict(run._doorbell)
     p = ex.promise
     promise = Promise(list(p.frames), list(p.owners), list(p.settled), list(p.dte_updates), p.requester_ids,
                       list(p.guests), p.guest_ids)

@@ -32,7 +32,7 @@ from amdvi.models.registers import ring_offset
 from amdvi.models.rings import COMMAND_BUFFER
 from amdvi.models.software import Layout, initial_state
 from amdvi.models import viommu
-from amdvi.models.timeline import AtsControl, Queue, Store, VfctrlWrite, Wait
+from amdvi.models.timeline import AtsControl, GuestWait, Queue, Store, VfctrlWrite, VfWrite, Wait
 
 _MAX_PROCESS = 4096  # command-processor steps a single wait may take before it is called a hang
 
@@ -70,6 +70,7 @@ class Run:
     viommu: viommu.ViommuConfig = viommu.ViommuConfig()  # where the HW-vIOMMU's private space is
     _queued: dict[int, int] = field(default_factory=dict)  # ring offset of a command -> boundary it was queued at
     _accepted: list[tuple[int, int]] = field(default_factory=list)  # in-flight: (command, queued_at), oldest first
+    _doorbell: dict[int, int] = field(default_factory=dict)  # GuestID -> boundary of its last doorbell
 
     @property
     def now(self) -> int:
@@ -95,6 +96,12 @@ def perform(run: Run, steps: Iterable[Any], label: str = "") -> Run:
             _wait(run, s)
         elif isinstance(s, AtsControl):
             pass  # a device's configuration: the IOMMU does not see it (cache_windows reads it from the step)
+        elif isinstance(s, VfWrite):
+            run.state = viommu.vf_write(INT, run.state, s.guest_id, s.offset, s.value,
+                                        space=viommu.TranslatedPrivateSpace(run.viommu), choices=run.choices)
+            run._doorbell[s.guest_id] = len(run.boundaries)  # handed over at the boundary this step ends at
+        elif isinstance(s, GuestWait):
+            _guest_wait(run, s)
         elif isinstance(s, VfctrlWrite):
             space = viommu.TranslatedPrivateSpace(run.viommu)
             for guest_id, offset, value in s.writes:
@@ -189,6 +196,31 @@ def _wait(run: Run, w: Wait) -> None:
     _catch_up(run, landed)
     if not landed():
         run.hangs.append((len(run.boundaries), f"COMPLETION_WAIT {w.sequence:#x} never stored: {w.what}"))
+
+
+def _guest_wait(run: Run, w: GuestWait) -> None:
+    """The vIOMMU carries out the guest's commands (``models.viommu.process_guest_command``) until its
+    COMPLETION_WAIT has stored; an accepted invalidation joins the in-flight queue with the host's, and a
+    blocked COMPLETION_WAIT retires the oldest one, as for the host's buffer."""
+    completed_at = len(run.boundaries)
+    space = viommu.TranslatedPrivateSpace(run.viommu)
+    landed = lambda: run.state.memory.get(w.address, 0) == w.sequence  # noqa: E731
+    for _ in range(_MAX_PROCESS):
+        if landed():
+            return
+        run.state, effect = viommu.process_guest_command(INT, run.state, w.guest_id, private=space, choices=run.choices)
+        if effect.blocked:
+            if not run._accepted:
+                break
+            _retire_oldest(run, completed_at)
+            continue
+        if effect.accepted:
+            run._accepted.append((INT.value(effect.host_command), run._doorbell.get(w.guest_id, 0)))
+        if not effect.processed:
+            break  # refused, or nothing left
+    if not landed():
+        run.hangs.append((len(run.boundaries), f"guest {w.guest_id}'s COMPLETION_WAIT {w.sequence:#x} never stored: "
+                                               f"{w.what}"))
 
 
 def in_flight(run: Run) -> list[Invalidation]:

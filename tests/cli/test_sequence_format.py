@@ -90,6 +90,12 @@ BAD = {
                                ["field scenario.choices.hardware", "NAME=VALUE"]),
     "guest write to an unbound IOAS": (_insert(3, {"step": "GuestWrite", "ioas": "zz", "gpa": "0x100000",
                                                    "value": "0x1"}), ["step 4 (GuestWrite)", "field ioas", "'zz'"]),
+    "guest commands of an unbound vIOMMU": (_insert(3, {"step": "GuestCommands", "viommu": "vi", "commands": ["0x1"],
+                                                        "semaphore": "0xf000"}),
+                                            ["step 4 (GuestCommands)", "field viommu", "'vi'"]),
+    "guest command wider than 128 bits": (_insert(3, {"step": "GuestCommands", "viommu": "ioas",
+                                                      "commands": ["0x1" + "0" * 32], "semaphore": "0xf000"}),
+                                          ["step 4 (GuestCommands)", "field commands[0]", "wider than 128 bits"]),
     "bad errno name": (_set(["steps", 2, "expect"], "EFOO"), ["step 3 (IOMMU_IOAS_MAP)", "field expect", '"EFOO"']),
     "errno as a number": (_set(["steps", 2, "expect"], 22), ["step 3 (IOMMU_IOAS_MAP)", "field expect", "22"]),
     "unknown mode": (_set(["scenario", "mode"], "eager"), ["field scenario.mode", '"eager"']),
@@ -103,6 +109,9 @@ BAD = {
 
 # found only when the step runs (the loader cannot know what the IOAS maps then)
 AT_RUN = {
+    "guest commands of something not a vIOMMU": (_insert(3, {"step": "GuestCommands", "viommu": "ioas",
+                                                              "commands": [], "semaphore": "0xf000"}),
+                                                  ["step 4 (GuestCommands)", "field viommu", "not a vIOMMU"]),
     "guest write to an unmapped GPA": (_insert(3, {"step": "GuestWrite", "ioas": "ioas", "gpa": "0x900000",
                                                    "value": "0x1"}),
                                        ["step 4 (GuestWrite)", "field gpa", "0x900000", "not mapped"]),
