@@ -37,7 +37,7 @@ from amdvi.models.command_buffer import COMMAND_WIDTH
 from amdvi.models.iommu import IN_FLIGHT, IommuState, InFlight, any_in_flight
 from amdvi.models.registers import Registers
 from amdvi.spec import viommu as V
-from amdvi.spec.bitvec import Z3
+from amdvi.spec.bitvec import INT, Z3
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.commands import COMMANDS_BY_OPCODE, OPCODE_HI, OPCODE_LO
 from amdvi.models.caches import Caches
@@ -117,6 +117,8 @@ class Query:
     owns_translate: Any
     private_memory: Any  # the private address space the step read
     in_flight_before: Any  # an invalidation was in flight when the step began
+    private_reads: tuple[Any, ...] = ()  # the private addresses the step read
+    state: Any = None  # the symbolic state the step began in
 
 
 def build(guests: int, choices: Hardware = SPEC) -> tuple[list[Any], Any, Query]:
@@ -141,7 +143,7 @@ def build(guests: int, choices: Hardware = SPEC) -> tuple[list[Any], Any, Query]
         *[z3.Implies(carried, owns_translate(d) == g) for d in guest.uses],
     )
     return assumptions, claim, Query(g, effect, tuple(guest.uses), owns_device, owns_domain, owns_translate,
-                                     private.memory, any_in_flight(Z3, state))
+                                     private.memory, any_in_flight(Z3, state), tuple(a for a, _ in private.reads), state)
 
 
 def prove_command_isolation(guests: int = 8, *, choices: Hardware = SPEC, timeout_ms: int = 120_000) -> ProofResult:
@@ -156,9 +158,54 @@ def prove_command_isolation(guests: int = 8, *, choices: Hardware = SPEC, timeou
     result = prove(f"vIOMMU cross-guest command isolation ({guests} guests)", assumptions, claim,
                    witnesses=witnesses, timeout_ms=timeout_ms)
     if result.model is not None:
-        result = ProofResult(result.name, result.status, result.seconds, describe(result.model, q), result.model,
-                             evidence=q)
+        replayed = replay(result.model, q, choices)
+        verdict = "replayed on Python ints: it reproduces" if replayed else "replay on Python ints does NOT reproduce"
+        result = ProofResult(result.name, result.status, result.seconds, f"{describe(result.model, q)} ({verdict})",
+                             result.model, evidence=q)
     return result
+
+
+@dataclass
+class _ConcretePrivate:
+    words: dict[int, int]
+
+    def read(self, b: Any, state: Any, ipa: int, choices: Hardware) -> tuple[bool, int]:
+        return True, self.words.get(ipa, 0)
+
+    def write(self, b: Any, state: Any, ipa: int, value: int, when: Any, choices: Hardware) -> Any:
+        return state
+
+
+@dataclass
+class _ConcreteGuest:
+    answers: list[tuple[bool, int]]
+    uses: list[int] = field(default_factory=list)
+
+    def address(self, b: Any, state: Any, device_id: int, gpa: int, write: bool, choices: Hardware) -> tuple[bool, int]:
+        self.uses.append(device_id)
+        return self.answers[len(self.uses) - 1]
+
+
+def replay(model: z3.ModelRef, q: Query, choices: Hardware) -> bool:
+    """Run the counterexample's inputs through ``process_guest_command`` on Python ints (the same code,
+    the other backend) and say whether the claim fails there too."""
+    value = lambda x: model.eval(x, model_completion=True)  # noqa: E731
+    number = lambda x: value(x).as_long()  # noqa: E731
+    private = _ConcretePrivate({number(a): number(Z3.read64(q.private_memory, a)) for a in q.private_reads})
+    answers = [(z3.is_true(value(z3.Bool(f"gpa_ok_{n}"))), number(z3.BitVec(f"gpa_spa_{n}", 64)))
+               for n in range(len(q.guest_uses))]
+    guest = _ConcreteGuest(answers)
+    spa = answers[0][1]
+    memory = {a: number(Z3.read64(q.state.memory, z3.BitVecVal(a, 64))) for a in (spa, (spa + 8) % (1 << 64))}
+    in_flight = tuple(InFlight(valid=z3.is_true(value(e.valid)), command=number(e.command)) for e in q.state.in_flight)
+    state = IommuState(memory=memory, regs=Registers(), caches=Caches.empty(), in_flight=in_flight)
+    g = number(q.guest_id)
+    _, e = vi.process_guest_command(INT, state, g, private=private, guest=guest, choices=choices)
+    owner = lambda f, x: number(f(z3.BitVecVal(x, 16)))  # noqa: E731
+    carried = e.processed or e.blocked
+    return carried and ((e.names_device and owner(q.owns_device, e.device) != g)
+                        or (e.names_domain and owner(q.owns_domain, e.domain) != g)
+                        or any(owner(q.owns_translate, d) != g for d in guest.uses))
 
 
 def describe(model: z3.ModelRef, q: Query) -> str:

@@ -47,3 +47,11 @@ def test_the_proof_rests_on_host_deviceid_0_mapping_nothing():
     a device, a guest could reach device 00:00.0 through any cleared entry."""
     r = viommu_isolation.prove_command_isolation(8, choices=Hardware(viommu_devid_zero="device-0"))
     assert r.status == REFUTED and "host DeviceID 0x0000" in r.detail
+
+
+@pytest.mark.parametrize("broken", [Hardware(viommu_domain_map_shared=True), Hardware(viommu_device_id_untranslated=True)])
+def test_a_refutation_replays_on_ints_and_not_on_the_correct_model(broken):
+    r = viommu_isolation.prove_command_isolation(8, choices=broken)
+    assert "it reproduces" in r.detail
+    assert viommu_isolation.replay(r.model, r.evidence, broken)
+    assert not viommu_isolation.replay(r.model, r.evidence, Hardware())
