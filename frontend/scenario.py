@@ -18,16 +18,18 @@ Root Pointer take the full address. A device may also be a list of four raw 64-b
 table entry a raw word, to write what the fields cannot (reserved bits). Numbers are JSON
 integers or strings (``"0x1f"``, ``"31"``); DeviceIDs may be written ``"00:02.0"``.
 Every object may carry a ``"comment"``. Errors are :class:`InputError` naming the JSON path.
+An optional ``"viommu"`` section sets up HW-vIOMMU guests over this memory (``scenario_viommu``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from amdvi.frontend.errors import InputError
 from amdvi.spec.bitvec import mask
@@ -37,16 +39,20 @@ from amdvi.spec.guest_page_table import GCR3_ENTRY, GPTE
 from amdvi.spec.host_page_table import PDE, PTE
 from amdvi.spec.mmio import DEV_TAB_BAR
 
+if TYPE_CHECKING:
+    from amdvi.models.viommu import ViommuConfig
+
 PAGE = 4096
 ENTRIES = 512
 KINDS = {"host": (1, 6), "guest": (1, 5), "gcr3": (0, 2)}  # kind -> legal levels (GCR3: GLX down to 0)
-TOP_KEYS = ("description", "comment", "device_table", "devices", "tables", "words")
+TOP_KEYS = ("description", "comment", "device_table", "devices", "tables", "words", "viommu")
 COMMENT = "comment"
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A memory image ({8-byte address: 64-bit word}) with its device table register and devices."""
+    """A memory image ({8-byte address: 64-bit word}) with its device table register and devices (those
+    declared, and those whose DTE a ``"viommu"`` set-up wrote)."""
 
     memory: dict[int, int]
     dev_tab_bar: int
@@ -54,6 +60,7 @@ class Scenario:
     source: str
     tables: dict[int, tuple[str, int | None]] = field(default_factory=dict)  # address -> (kind, level)
     description: str = ""
+    viommu: ViommuConfig | None = None  # set when HW-vIOMMU guests were set up: where the IOMMU keeps them
 
 
 # ---- numbers and names ---------------------------------------------------------------------------
@@ -267,6 +274,12 @@ def from_dict(obj: Any, source: str = "<scenario>") -> Scenario:
         if did in devices:
             raise InputError(f"devices.{key}: DeviceID {did:#x} given twice ({device_keys[did]!r} and {key!r})")
         devices[did], device_keys[did] = dte, key
+    viommu = None
+    if "viommu" in top:
+        from amdvi.frontend import scenario_viommu
+
+        viommu = scenario_viommu.parse_section(top["viommu"])
+    set_up_ids = viommu.set_up_device_ids() if viommu else {}
 
     # -- device table -----------------------------------------------------------------------------
     if "device_table" not in top:
@@ -280,11 +293,13 @@ def from_dict(obj: Any, source: str = "<scenario>") -> Scenario:
     if "size" in dt:
         size = field_value(size_field, dt["size"], "device_table.size", DEV_TAB_BAR)
     else:
-        size = max(devices, default=0) * ENTRY_BYTES // PAGE
+        size = max([*devices, *set_up_ids], default=0) * ENTRY_BYTES // PAGE
     dev_tab_bar = DEV_TAB_BAR.encode({"DevTabBase": base >> 12, "Size": size})
     length = (size + 1) * PAGE
     if (base + length) >> 52:
         raise InputError("device_table: the table ends beyond the 52-bit system address space")
+    if viommu:
+        scenario_viommu.check_device_ids(viommu, device_keys, length // ENTRY_BYTES)
 
     for did, dte in devices.items():
         where = f"devices.{device_keys[did]}"
@@ -341,6 +356,10 @@ def from_dict(obj: Any, source: str = "<scenario>") -> Scenario:
     scenario = Scenario(mem.words, dev_tab_bar, tuple(sorted(devices)), source, tables,
                         description if isinstance(description, str) else "")
     _check_structure(scenario, device_keys, table_keys)
+    if viommu:
+        memory = scenario_viommu.apply(viommu, mem.words, mem.origin, base, size + 1)
+        scenario = dataclasses.replace(scenario, memory=memory, devices=tuple(sorted({*devices, *set_up_ids})),
+                                       viommu=viommu.host_setup(base, size + 1).config)
     return scenario
 
 

@@ -23,6 +23,7 @@ from .viommu import TranslatedPrivateSpace, ViommuConfig, vfctrl_write
 
 PAGE = 0x1000
 PRIVATE_DOMAIN_ID = 0xFFFE  # the DomainID of the IOMMU's own private table (the model's choice)
+TABLE_MODE = 3  # the private table and each stage 2 are 3-level v1 tables: addresses below 2^39
 
 
 @dataclass(frozen=True)
@@ -62,23 +63,30 @@ def private_pages(guests: tuple[GuestSetup, ...]) -> list[int]:
     return sorted(pages)
 
 
+def table_pages_needed(guests: tuple[GuestSetup, ...]) -> int:
+    """At most how many table pages :func:`build` allocates from ``HostSetup.table_pages`` (each mapped page
+    may need a new table at every level below the root), so a caller can keep that range clear."""
+    below_root = TABLE_MODE - 1
+    return below_root * len(private_pages(guests)) + sum(1 + below_root * len(g.pages) for g in guests)
+
+
 def build(guests: tuple[GuestSetup, ...], host: HostSetup = HostSetup(), memory: Mapping[int, int] | None = None,
           *, choices: Hardware = SPEC) -> IommuState:
     """The IOMMU state once the hypervisor has set up ``guests``."""
     mem = dict(memory or {})
     next_table, next_frame = host.table_pages, host.private_frames
     mem = sw.write_dte(mem, host.layout, host.config.iommu_device_id,
-                       sw.v1_dte(PRIVATE_DOMAIN_ID, host.private_root, 3))
+                       sw.v1_dte(PRIVATE_DOMAIN_ID, host.private_root, TABLE_MODE))
     for ipa in private_pages(guests):
-        mapped = sw.v1_map(mem, host.private_root, 3, ipa, next_frame, next_table)
+        mapped = sw.v1_map(mem, host.private_root, TABLE_MODE, ipa, next_frame, next_table)
         mem, next_table, next_frame = mapped.memory, mapped.next_free, next_frame + PAGE
     for g in guests:
         root, next_table = next_table, next_table + PAGE
         for gpa, spa in sorted(g.pages.items()):
-            mapped = sw.v1_map(mem, root, 3, gpa, spa, next_table)
+            mapped = sw.v1_map(mem, root, TABLE_MODE, gpa, spa, next_table)
             mem, next_table = mapped.memory, mapped.next_free
         mem = sw.write_dte(mem, host.layout, g.translate_device_id,
-                           sw.v1_dte(g.stage2_domain_id or g.translate_device_id, root, 3))
+                           sw.v1_dte(g.stage2_domain_id or g.translate_device_id, root, TABLE_MODE))
     state = sw.initial_state(host.layout, mem)
     space = TranslatedPrivateSpace(host.config)
     for g in guests:

@@ -17,7 +17,9 @@ Nodes (the node id is a tuple, its first element the node type; attributes say t
   ``translate``'s walk steps number them;
 * ``("frame", address, size)``: a system page (``size`` 2**64 for untranslated access);
 * ``("unresolved", kind, level, gpa, ctx)``: a guest-physical pointer the host table does not
-  translate for reading; ``reason`` says why.
+  translate for reading; ``reason`` says why;
+* ``("guest", id)`` and ``("domain", id)``: HW-vIOMMU guests and the host domains their maps give,
+  added by :mod:`amdvi.properties.viommu_reach` (read from the hardware state).
 
 Edges carry the permission the entry itself grants (``r``, ``w``: IR/IW of a DTE or host entry,
 present and R/W of a guest entry, combined with the host page's IR/IW for a nested guest leaf),
@@ -531,12 +533,24 @@ def _ranges(xs: list[int]) -> str:
     return ",".join(out)
 
 
+def _shared_line(a: Mapping[str, Any]) -> str:
+    shared = a.get("shared_by")
+    return f"\nSHARED by guests {', '.join(map(str, shared))}" if shared else ""
+
+
 def node_label(graph: nx.DiGraph, n: NodeId) -> str:
     a = graph.nodes[n]
     if n[0] == "device":
         d = a["device_id"]
         bdf = f"{d >> 8:02x}:{(d >> 3) & 0x1F:02x}.{d & 7:x}"
-        return f"device {d:#06x} ({bdf})\n{a.get('status', '')}"
+        roles = "".join(f"\n{r}" for r in a.get("roles", ()))
+        return f"device {d:#06x} ({bdf}){roles}\n{a.get('status', '')}{_shared_line(a)}"
+    if n[0] == "guest":
+        t = a["translate_device_id"]
+        stage2 = "MMIO block unreadable" if t is None else f"translate DeviceID {t:#06x}"
+        return f"guest {a['guest_id']}\n{stage2}\ncommand buffer {'on' if a['command_buffer_enabled'] else 'off'}"
+    if n[0] == "domain":
+        return f"host domain {a['domain_id']:#x}{_shared_line(a)}"
     if n[0] == "frame":
         return "all memory (untranslated)" if a["size"] >= ALL_MEMORY else f"page {a['address']:#x}\n{size_str(a['size'])}"
     if n[0] == "unresolved":
@@ -550,7 +564,36 @@ def _quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-_SHAPES = {"device": "box", "table": "box3d", "frame": "note", "unresolved": "octagon"}
+_SHAPES = {"device": "box", "table": "box3d", "frame": "note", "unresolved": "octagon", "guest": "house",
+           "domain": "ellipse"}
+
+
+def _node_style(graph: nx.DiGraph, n: NodeId) -> str:
+    a = graph.nodes[n]
+    style = ', style=dashed' if n[0] == "unresolved" else ', style=bold' if n[0] == "guest" else ""
+    return style + (", color=red" if a.get("shared_by") else "")
+
+
+def edge_label(d: Mapping[str, Any]) -> str:
+    """Permissions and entry indices, or for a guest's edge the map entries (guest ID -> host ID)."""
+    if d.get("maps"):
+        label = "\n".join(f"{g:#x} -> {h:#x}" for g, h in d["maps"])
+    elif d["via"] in ("stage 2", "DTE.DomainID"):
+        label = d["via"]
+    else:
+        label = perm_str(d["r"], d["w"])
+        if d["indices"]:
+            label = f"[{_ranges(d['indices'])}] {label}"
+    if d.get("view"):
+        label += f"\n{d['view']}"
+    if d.get("dangling"):
+        label += f"\nDANGLING: {d['dangling']}"
+    return label
+
+
+def _edge_style(d: Mapping[str, Any]) -> str:
+    style = "" if d.get("reach", True) else ", style=dotted"
+    return style + (", color=red" if d.get("dangling") else "")
 
 
 def to_dot(graph: nx.DiGraph, name: str = "amdvi") -> str:
@@ -559,15 +602,8 @@ def to_dot(graph: nx.DiGraph, name: str = "amdvi") -> str:
     out = [f"digraph {_quote(name)} {{", "  rankdir=LR;", '  node [fontname="monospace", fontsize=10];',
            '  edge [fontname="monospace", fontsize=9];']
     for n in graph.nodes:
-        extra = ', style=dashed' if n[0] == "unresolved" else ""
-        out.append(f"  {ids[n]} [label={_quote(node_label(graph, n))}, shape={_SHAPES[n[0]]}{extra}];")
+        out.append(f"  {ids[n]} [label={_quote(node_label(graph, n))}, shape={_SHAPES[n[0]]}{_node_style(graph, n)}];")
     for u, v, d in graph.edges(data=True):
-        label = perm_str(d["r"], d["w"])
-        if d["indices"]:
-            label = f"[{_ranges(d['indices'])}] {label}"
-        if d.get("view"):
-            label += f"\n{d['view']}"
-        style = "" if d.get("reach", True) else ", style=dotted"
-        out.append(f"  {ids[u]} -> {ids[v]} [label={_quote(label)}{style}];")
+        out.append(f"  {ids[u]} -> {ids[v]} [label={_quote(edge_label(d))}{_edge_style(d)}];")
     out.append("}")
     return "\n".join(out) + "\n"
