@@ -20,6 +20,7 @@ from typing import Any
 
 from amdvi.frontend import sequence_format
 from amdvi.frontend.files import write_atomically
+from amdvi.spec import mmio
 from amdvi.spec.choices import Hardware
 from amdvi.models import software
 from amdvi.models.amd_driver.choices import Driver
@@ -296,6 +297,52 @@ def _guest_unmap(*, guest_domain: int = GDOM_ID) -> tuple[Any, ...]:
                                          dma("nic", GVA))
 
 
+# -- the June-2023 RFC's own interface (iommufd viommu-interface=rfc, viommu.md §7) ---------------------------
+IOMMU_ID = 0x0002  # the IOMMU's own DeviceID: the RFC's iommu_id
+RFC = dict(iommufd=Iommufd(viommu_interface="rfc"), hardware=Hardware(viommu_command_buffer="private"))
+
+
+def rfc_call(call: type[U.RfcCall], bind: dict[str, str] | None = None, expect: int | None = None, **args: Any) -> Call:
+    return _call(call.name, bind, expect, iommu_id=IOMMU_ID, **args)
+
+
+def guest_mmio_write(offset: int, value: int) -> Call:
+    """The VMM re-issues a guest IOMMU register write it trapped."""
+    return rfc_call(U.RfcMmioAccess, gid="guest", offset=offset, value=value, is_write=1)
+
+
+def _rfc_guest(*, teardown: bool = True) -> tuple[Any, ...]:
+    """A HW-vIOMMU guest through the RFC's ioctls (viommu.md §7.3, [RFC-15..19]): the device on its stage 2
+    (a paging HWPT over the guest's memory); INIT gives a GuestID; the device is attached as guest DeviceID 8
+    and guest DomainID 1 maps to the device's host domain; the guest's command-buffer base and Control writes
+    (trapped) set ComLen and CmdBufEn; CMDBUF_UPDATE maps the buffer into the guest's private slot. The guest
+    then invalidates its device's DTE and a page of its domain through its own buffer and waits; the device
+    DMAs; then the VMM takes it down in the reverse order."""
+    setup = (bind("nic"), ioas(), map_fixed(0, RAM, TABLES_END), map_fixed(DATA, RAM + DATA, PAGE),
+             map_fixed(CMDBUF, RAM + CMDBUF, 2 * PAGE), hwpt("nic", "ioas", "s2"), attach("nic", "s2"),
+             rfc_call(U.RfcIommuInit, {"gid": "guest"}),
+             rfc_call(U.RfcDeviceAttach, gid="guest", hdev_id=NIC.device_id, gdev_id=VIRT_ID),
+             rfc_call(U.RfcDomainAttach, gid="guest", gdev_id=VIRT_ID, gdom_id=GDOM_ID),
+             guest_mmio_write(mmio.OFFSETS["CMD_BUF_BAR"], mmio.CMD_BUF_BAR.encode(ComBase=CMDBUF >> 12, ComLen=8)),
+             rfc_call(U.RfcCmdbufUpdate, gid="guest", cmdbuf_size=PAGE, hva=RAM + CMDBUF),
+             guest_mmio_write(mmio.OFFSETS["CONTROL"], mmio.CONTROL.encode(CmdBufEn=1)),
+             GuestCommands("guest", (software.inv_devtab(VIRT_ID), software.inv_pages(GDOM_ID, DATA, PAGE)),
+                           SEMAPHORE),
+             dma("nic", DATA))
+    down = (rfc_call(U.RfcDomainDetach, expect=0, gid="guest", gdev_id=VIRT_ID, gdom_id=GDOM_ID),
+            rfc_call(U.RfcDeviceDetach, expect=0, gid="guest", hdev_id=NIC.device_id, gdev_id=VIRT_ID),
+            rfc_call(U.RfcIommuDestroy, expect=0, gid="guest"), detach("nic"))
+    return setup + (down if teardown else ())
+
+
+def _rfc_errors() -> tuple[Any, ...]:
+    """RFC calls that fail as §7.3 says: a DOMAIN_ATTACH and a DESTROY naming a GuestID no INIT gave
+    (EINVAL), and an INIT naming an IOMMU that is not there (ENODEV)."""
+    return (rfc_call(U.RfcDomainAttach, expect=errno.EINVAL, gid=7, gdev_id=VIRT_ID, gdom_id=GDOM_ID),
+            rfc_call(U.RfcIommuDestroy, expect=errno.EINVAL, gid=7),
+            _call(U.RfcIommuInit.name, expect=errno.ENODEV, iommu_id=0x99))
+
+
 def _ats_reattach() -> tuple[Any, ...]:
     """An ATS device caches a translation, is detached, its page is unmapped, and it is attached again."""
     return (bind("nic"), ioas(), map_fixed(IOVA, RAM, 0x1000), attach("nic", "ioas"), dma("nic", IOVA),
@@ -401,6 +448,41 @@ ENTRIES: tuple[Entry, ...] = (
               "the VF page and polls: the vIOMMU fetches the commands through the translate DeviceID's stage 2, "
               "replaces DomainID 1 by the host DomainID its map gives, and the host's invalidation rules do the "
               "rest; flush-completeness is checked once the guest's wait returns.",)),
+    Entry("hw-viommu-rfc-guest.json", "a HW-vIOMMU guest through the June-2023 RFC's own ioctls: init, device and "
+          "domain attach, trapped register writes, command buffer, guest invalidations, then all taken down",
+          _scenario(NIC, **RFC), _rfc_guest(), notes=(
+              "iommufd reading viommu-interface=rfc: the RFC's VIOMMU_* ioctls (0x60-0x67) reach AMD's handlers "
+              "(viommu.md §7; models/iommufd/rfc.py, models/amd_driver/viommu_rfc.py). The guest is a GuestID, "
+              "not an iommufd object: its maps are cleared to host ID 0; the device attach writes vImuEn, "
+              "GuestID, GDeviceID and GV into the nic's own DTE and makes the nic the translate DeviceID; the "
+              "domain attach maps guest DomainID 1 to the DomainID of the nic's DTE (the stage 2's).",
+              "Hardware reading viommu-command-buffer=private: the vIOMMU reads the guest's ring from its slot of "
+              "the private space, where CMDBUF_UPDATE mapped the buffer's pages; under the default "
+              "(guest-physical, the later design) the RFC never gives it a base and the guest's wait never "
+              "returns.",
+              "The RFC's HWPT_ALLOC of a guest CR3 (patch 20) is not modelled: the nic has no stage 1, and "
+              "the guest's invalidations reach the stage 2's host DomainID.")),
+    Entry("hw-viommu-rfc-masked-errno.json",
+          "finding: the RFC's iommufd hook hands every AMD error to the VFIO-compat handler, which answers 0 "
+          "for VIOMMU_DOMAIN_ATTACH", _scenario(NIC, iommufd=Iommufd(viommu_interface="rfc", rfc_dispatch="as-coded")),
+          _rfc_errors(), "errno-conformance", notes=(
+              "iommufd_fops_ioctl as the RFC changes it ([RFC-21]) returns only a 0 from AMD's dispatcher and "
+              "otherwise returns what the VFIO-compat handler makes of the same number (viommu.md §10.1). VFIO "
+              "shares iommufd's ioctl type with base 100, so 0x64 (VIOMMU_DOMAIN_ATTACH) is VFIO_GET_API_VERSION: "
+              "a failed domain attach returns 0; 0x61 (DESTROY) is no VFIO ioctl: ENOTTY.",
+              "Under --choice iommufd.rfc-dispatch=intended the sequence holds.")),
+    Entry("hw-viommu-rfc-domain-detach.json",
+          "finding: the RFC's domain detach writes another guest's DomainID map and leaves the caller's entry",
+          _scenario(NIC, **RFC, driver=Driver(rfc_domain_detach="as-coded")), _rfc_guest(),
+          "mapping-table-integrity", notes=(
+              "amd_viommu_domain_update passes (GuestID, host DomainID) to the clear helper in swapped order "
+              "([RFC-17], viommu.md §10.4; driver reading rfc-domain-detach=as-coded): the guest's entry for "
+              "DomainID 1 still names the stage 2's host DomainID after its device is detached, so the guest "
+              "can still invalidate a domain that is no longer its own.",
+              "Here the host DomainID and the GuestID are both 1, so the misdirected write lands on the guest's "
+              "own entry and writes host DomainID 1 again instead of clearing it; with other values it would "
+              "rewrite another guest's map.",
+              "Under --choice driver.rfc-domain-detach=intended the sequence holds.")),
     Entry("hw-viommu-stale-domain-map.json",
           "finding: AMD's work-in-progress driver frees a nested domain's host DomainID still mapped for the guest",
           _scenario(NIC, iommufd=HW_VIOMMU["iommufd"], driver=Driver(hw_viommu="amd-wip", domid_map_on_free="kept")),

@@ -90,7 +90,8 @@ class Scenario:
         return AmdDriver(DriverConfig(layout=self.layout, devices=self.devices, lazy=self.mode == "lazy",
                                       np_cache=self.np_cache, efr=self.efr, efr2=self.efr2,
                                       guest_5_level=self.guest_5_level,
-                                      reserved_domain_ids=self.reserved_domain_ids, choices=self.driver))
+                                      reserved_domain_ids=self.reserved_domain_ids, choices=self.driver,
+                                      rfc_interface=self.iommufd.viommu_interface == "rfc"))
 
 
 # -- steps ------------------------------------------------------------------------------------------
@@ -137,7 +138,9 @@ class GuestCommands:
     """The guest of the vIOMMU named ``viommu`` (a HW-vIOMMU guest running its IOMMU driver in v2 mode)
     appends ``commands`` (128 bits each, with its own DeviceIDs and DomainIDs) and a COMPLETION_WAIT storing
     its next sequence number at guest physical ``semaphore`` to its command buffer (the vIOMMU's command
-    HW queue), writes its tail (the VF page: no trap) and polls the semaphore."""
+    HW queue), writes its tail (the VF page: no trap) and polls the semaphore. ``viommu`` may instead name
+    an RFC GuestID (bound from VIOMMU_IOMMU_INIT): the ring is the buffer its CMDBUF_UPDATE gave, and the
+    tail write traps to the VMM, which writes the VF tail (VIOMMU_MMIO_ACCESS of 0x2008)."""
 
     viommu: str
     commands: tuple[int, ...]
@@ -165,6 +168,7 @@ class SystemState:
     driver: Any
     names: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     guests: Mapping[str, tuple[int, int]] = field(default_factory=lambda: MappingProxyType({}))  # vIOMMU -> tail, seq
+    gids: frozenset[str] = frozenset()  # the names bound to an RFC GuestID
 
 
 @dataclass(frozen=True)
@@ -183,9 +187,9 @@ def boot(scenario: Scenario) -> tuple[SystemState, dict[int, int]]:
 
 
 def id_fields(name: str) -> frozenset[str]:
-    """The input fields of call ``name`` that hold an object id (a step may give a bound name there)."""
-    return frozenset(f.name for f in uapi.fields(uapi.CALLS[name])
-                     if f.direction != uapi.OUT and (f.name == "id" or f.name.endswith("_id")))
+    """The input fields of call ``name`` that hold an object id or another value an earlier call gave
+    (an RFC GuestID): a step may give a bound name there."""
+    return frozenset(f.name for f in uapi.fields(uapi.CALLS[name]) if f.direction != uapi.OUT and f.named)
 
 
 def check_call(call: Call, bound: set[str] | frozenset[str], devices: set[str] | frozenset[str]) -> None:
@@ -260,12 +264,40 @@ def guest_to_system(iommufd: Any, ioas_id: int, gpa: int) -> int | None:
 def _guest_commands(state: SystemState, step: GuestCommands) -> tuple[SystemState, StepResult]:
     """The guest driver's commands: into its ring (guest memory), the doorbell, the wait (hardware steps)."""
     from amdvi.models import protocol
-    from amdvi.models.iommufd.objects import HwQueue, Viommu
     from amdvi.spec.bitvec import INT
     from amdvi.spec.viommu import VF_CMD_TAIL
 
     if step.viommu not in state.names:
         raise StepError(f"field viommu: no earlier step bound the name {step.viommu!r}")
+    ring = _rfc_ring(state, step) if step.viommu in state.gids else _queue_ring(state, step)
+    guest_id, ioas_id, entries, ring_address, doorbell = ring
+    tail, sequence = state.guests.get(step.viommu, (0, 0))
+    commands = step.commands + (protocol.completion_wait(INT, step.semaphore, sequence + 1),)
+    if len(commands) >= entries:
+        raise StepError(f"field commands: {len(commands)} commands do not fit a ring of {entries}")
+    words = []
+    for command in commands:
+        spa = ring_address(16 * tail)
+        if spa is None:
+            raise StepError(f"field viommu: {step.viommu!r}'s command buffer is not mapped")
+        words += [(spa, command & ((1 << 64) - 1)), (spa + 8, command >> 64)]
+        tail = (tail + 1) % entries
+    semaphore = guest_to_system(state.iommufd, ioas_id, step.semaphore)
+    if semaphore is None or step.semaphore % 8:
+        raise StepError(f"field semaphore: GPA {step.semaphore:#x} is not a mapped, 8-byte aligned guest address")
+    what = f"guest {guest_id} driver"
+    hardware = (Store(tuple(words), f"{what}: {len(commands)} commands into its command buffer"),
+                VfWrite(guest_id, 0x08, VF_CMD_TAIL.encode(Pointer=tail), f"{what}: {doorbell}"),
+                GuestWait(guest_id, semaphore, sequence + 1, f"{what}: wait for its COMPLETION_WAIT"))
+    guests = MappingProxyType({**state.guests, step.viommu: (tail, sequence + 1)})
+    return dataclasses.replace(state, guests=guests), StepResult(steps=hardware)
+
+
+def _queue_ring(state: SystemState, step: GuestCommands) -> tuple[int, int, int, Any, str]:
+    """(GuestID, the guest's IOAS, ring entries, ring offset -> system address, doorbell) of an iommufd
+    vIOMMU's guest: its command-buffer HW queue, a range of guest physical memory."""
+    from amdvi.models.iommufd.objects import HwQueue, Viommu
+
     vobj = state.iommufd.get(state.names[step.viommu], Viommu)
     if vobj is None:
         raise StepError(f"field viommu: {step.viommu!r} is not a vIOMMU")
@@ -277,27 +309,32 @@ def _guest_commands(state: SystemState, step: GuestCommands) -> tuple[SystemStat
     if queue is None:
         raise StepError(f"field viommu: {step.viommu!r} has no command-buffer HW queue")
     ioas_id = state.iommufd.get(vobj.hwpt).ioas
-    entries = queue.length // 16
-    tail, sequence = state.guests.get(step.viommu, (0, 0))
-    commands = step.commands + (protocol.completion_wait(INT, step.semaphore, sequence + 1),)
-    if len(commands) >= entries:
-        raise StepError(f"field commands: {len(commands)} commands do not fit a ring of {entries}")
-    words = []
-    for command in commands:
-        spa = guest_to_system(state.iommufd, ioas_id, queue.iova + 16 * tail)
-        if spa is None:
-            raise StepError(f"field viommu: the command buffer at GPA {queue.iova:#x} is not mapped")
-        words += [(spa, command & ((1 << 64) - 1)), (spa + 8, command >> 64)]
-        tail = (tail + 1) % entries
-    semaphore = guest_to_system(state.iommufd, ioas_id, step.semaphore)
-    if semaphore is None or step.semaphore % 8:
-        raise StepError(f"field semaphore: GPA {step.semaphore:#x} is not a mapped, 8-byte aligned guest address")
-    what = f"guest {guest_id} driver"
-    hardware = (Store(tuple(words), f"{what}: {len(commands)} commands into its command buffer"),
-                VfWrite(guest_id, 0x08, VF_CMD_TAIL.encode(Pointer=tail), f"{what}: doorbell (tail)"),
-                GuestWait(guest_id, semaphore, sequence + 1, f"{what}: wait for its COMPLETION_WAIT"))
-    guests = MappingProxyType({**state.guests, step.viommu: (tail, sequence + 1)})
-    return dataclasses.replace(state, guests=guests), StepResult(steps=hardware)
+    return (guest_id, ioas_id, queue.length // 16,
+            lambda offset: guest_to_system(state.iommufd, ioas_id, queue.iova + offset), "doorbell (tail)")
+
+
+def _rfc_ring(state: SystemState, step: GuestCommands) -> tuple[int, int, int, Any, str]:
+    """The same for an RFC guest: the buffer at the VMM address its CMDBUF_UPDATE gave (VMM addresses are
+    system addresses), ComLen from its trapped base-register write, and the IOAS of its translate DeviceID
+    (the device whose DTE translates its COMPLETION_WAIT's guest physical store)."""
+    from amdvi.models.iommufd.objects import Device, device_ioas
+    from amdvi.spec.viommu import CMD_CONTROL
+
+    guest_id = state.names[step.viommu]
+    guest = state.driver.rfc_guests.get(guest_id)
+    if guest is None or not guest.cmdbuf_pages:
+        raise StepError(f"field viommu: RFC guest {step.viommu!r} has no command buffer (VIOMMU_CMDBUF_UPDATE)")
+    com_len = CMD_CONTROL.field("ComLen").read(guest.registers.get(0x20, 0))
+    if not 8 <= com_len or 16 << com_len > guest.cmdbuf[1]:
+        raise StepError(f"field viommu: RFC guest {step.viommu!r}'s ComLen {com_len} does not describe its buffer "
+                        "(VIOMMU_MMIO_ACCESS of the command-buffer base)")
+    device = next((d for _, d in state.iommufd.of_kind(Device) if d.pci.device_id == guest.translate_device_id), None)
+    ioas_id = device_ioas(state.iommufd, device) if device is not None else None
+    if ioas_id is None:
+        raise StepError(f"field viommu: RFC guest {step.viommu!r}'s translate device is in no IOAS")
+    hva = guest.cmdbuf[0]
+    return (guest_id, ioas_id, 1 << com_len, lambda offset: hva + offset,
+            "doorbell (tail: trapped, the VMM writes the VF tail)")
 
 
 def apply(scenario: Scenario, state: SystemState, step: Any) -> tuple[SystemState, StepResult]:
@@ -316,7 +353,8 @@ def apply(scenario: Scenario, state: SystemState, step: Any) -> tuple[SystemStat
                     raise StepError(f"field bind: {step.name} has no output {out_field!r}; "
                                     f"outputs: {', '.join(o.out) or 'none'}")
                 names[name] = o.out[out_field]
-        new = SystemState(o.state, o.driver_state, MappingProxyType(names), state.guests)
+        gids = (state.gids | {name for f, name in step.bind.items() if f == "gid"}) if request.rfc else state.gids
+        new = SystemState(o.state, o.driver_state, MappingProxyType(names), state.guests, frozenset(gids))
         return new, StepResult(o.errno, dict(o.out), tuple(o.steps))
     if isinstance(step, GuestWrite):
         if step.ioas not in state.names:

@@ -6,7 +6,9 @@ State: everything the HW-vIOMMU keeps lives in memory, in the IOMMU's **private 
 DeviceID, :attr:`ViommuConfig.iommu_device_id`) and a v1 table the host builds for it
 (:class:`TranslatedPrivateSpace`). A guest's command buffer, and the store of its COMPLETION_WAIT, are
 at guest physical addresses, which the IOMMU translates through the DTE of the guest's translate
-DeviceID (GUEST_MISC_CONTROL): the guest's stage 2 (:class:`GuestSpace`).
+DeviceID (GUEST_MISC_CONTROL): the guest's stage 2 (:class:`GuestSpace`); under the hardware reading
+``viommu-command-buffer=private`` (the June-2023 RFC) the command buffer is the guest's slot of the
+private space instead.
 
 Moves (each a pure function, written once over the backend):
 
@@ -279,6 +281,24 @@ def _with_field(b: Any, bits: Any, structure: Structure, name: str, value: Any) 
     return b.deposit(bits, f.hi, f.lo, value, COMMAND_WIDTH)
 
 
+def command_buffer_address(b: Any, guest_id: Any, offset: Any) -> Any:
+    """The private address of byte ``offset`` of guest ``guest_id``'s slot of GUEST_COMMAND_BUFFER."""
+    region = V.GUEST_COMMAND_BUFFER
+    per_guest = b.shl(b.zext(guest_id, 64), region.per_guest.bit_length() - 1, 64)
+    return b.add(b.add(b.const(region.base, 64), per_guest, 64), offset, 64)
+
+
+def _entry_at_head(b: Any, state: IommuState, guest_id: Any, cmd: Any, head_bytes: Any, translate_id: Any,
+                   private: Any, guest: Any, choices: Hardware) -> tuple[Any, Any]:
+    """(readable, system address) of the command at the head: a guest physical address through the
+    translate DeviceID's DTE, or under ``viommu-command-buffer=private`` the guest's slot of the private
+    space (where the RFC's CMDBUF_UPDATE maps the ring's pages)."""
+    if choices.viommu_command_buffer == "private":
+        return private.address(b, state, command_buffer_address(b, guest_id, head_bytes), False, choices)
+    gpa = b.add(field_address(b, V.CMD_CONTROL, cmd, "Base"), head_bytes, 64)
+    return guest.address(b, state, translate_id, gpa, False, choices)
+
+
 def process_guest_command(b: Any, state: IommuState, guest_id: Any, *, context: Any = None,
                           private: Any = TranslatedPrivateSpace(), guest: Any = GuestSpace(),
                           choices: Hardware = SPEC) -> tuple[IommuState, GuestEffect]:
@@ -289,11 +309,9 @@ def process_guest_command(b: Any, state: IommuState, guest_id: Any, *, context: 
     tail = V.VF_CMD_TAIL.view(regs.tail, b).Pointer
     pending = b.all_of(regs.readable, b.eq(cmd.CmdBufEn, 1), b.ne(head, tail))
 
-    # fetch: the guest physical address of the entry at the head, through the translate DeviceID's DTE
     translate_id = V.MISC_CONTROL.view(regs.misc_control, b).TranslateDeviceID
     head_bytes = b.shl(b.zext(head, 64), 4, 64)
-    gpa = b.add(field_address(b, V.CMD_CONTROL, cmd, "Base"), head_bytes, 64)
-    ok_q0, spa = guest.address(b, state, translate_id, gpa, False, choices)
+    ok_q0, spa = _entry_at_head(b, state, guest_id, cmd, head_bytes, translate_id, private, guest, choices)
     fetched = b.all_of(pending, ok_q0)
     q0 = b.read64(state.memory, spa)
     q1 = b.read64(state.memory, b.add(spa, b.const(8, 64), 64))

@@ -92,10 +92,12 @@ def domain_owners(driver_state: Any) -> dict[int, frozenset[Any]]:
     return {d: frozenset(o) for d, o in owners.items()}
 
 
-def guest_ownership(driver_state: Any) -> dict[int, tuple[frozenset[int], frozenset[int]]]:
+def guest_ownership(driver_state: Any, layout: Any) -> dict[int, tuple[frozenset[int], frozenset[int]]]:
     """What the driver gave each HW-vIOMMU guest: its vDEVICEs' host DeviceIDs, and its nested domains'
-    host DomainIDs with its parent's (the DomainID map's default)."""
-    out = {}
+    host DomainIDs with its parent's (the DomainID map's default); an RFC guest's: ``viommu_rfc``."""
+    from amdvi.models.amd_driver import viommu_rfc
+
+    out = viommu_rfc.guest_ownership(driver_state, layout)
     for viommu in driver_state.viommus.values():
         if viommu.guest_id:
             parent = driver_state.domains[viommu.parent].domain_id
@@ -135,7 +137,7 @@ def start(scenario: Scenario, *, probes: Iterable[int] = ()) -> Execution:
     ex = Execution(scenario, (), run, promise=Promise(requester_ids=scenario.requester_ids), state=state)
     ex.promise.frames.append(frames_of(scenario, state))
     ex.promise.owners.append(domain_owners(state.driver))
-    ex.promise.guests.append(guest_ownership(state.driver))
+    ex.promise.guests.append(guest_ownership(state.driver, scenario.layout))
     ex.promise.guest_ids = DriverConfig().viommu_ids
     ex.pages.update(p & ~(PAGE - 1) for p in probes)
     return ex
@@ -160,7 +162,7 @@ def advance(ex: Execution, step: Any) -> Execution:
     old, new_owners = ex.promise.owners[-1], domain_owners(new.driver)
     both = {d: old.get(d, frozenset()) | new_owners.get(d, frozenset()) for d in set(old) | set(new_owners)}
     ex.promise.owners.extend([both] * (run.now - begin - 1) + [new_owners])
-    old_guests, new_guests = ex.promise.guests[-1], guest_ownership(new.driver)
+    old_guests, new_guests = ex.promise.guests[-1], guest_ownership(new.driver, scenario.layout)
     during_guests = {g: tuple(a | b for a, b in zip(old_guests.get(g, (frozenset(), frozenset())),
                                                      new_guests.get(g, (frozenset(), frozenset()))))
                      for g in set(old_guests) | set(new_guests)}

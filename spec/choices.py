@@ -181,6 +181,15 @@ class Hardware(Choices):
         "device-0": "host DeviceID 0 is a device like any other: a cleared guest DeviceID reaches device 00:00.0",
     }, section="§vIOMMU", doc="whether a DeviceID map entry with host DeviceID 0 maps anything")
 
+    viommu_command_buffer: str = reading("guest-physical", {
+        "guest-physical": "the vIOMMU fetches a guest's commands at the guest physical base in its GUEST_CMD_CONTROL, "
+                          "through the DTE of its translate DeviceID (AMD's later HW-queue design, "
+                          "viommu-amdese-facts.md §7.5)",
+        "private": "the vIOMMU fetches a guest's commands from its slot of the private address space, GUEST_COMMAND_BUFFER "
+                   "+ GuestID x 512 KiB, where the host maps the guest's ring pages (the June-2023 RFC's "
+                   "VIOMMU_CMDBUF_UPDATE, viommu.md §3 [RFC-19]; the Base field is not used)",
+    }, section="§vIOMMU", doc="where the HW-vIOMMU reads a guest's command buffer (the RFC's guests need private)")
+
     # -- fault switches (deliberately broken behaviour) --------------------------------------------
     guest_table_pointer_untranslated: bool = fault(
         "nested walk: the table address in a guest page-table entry is used as a system address instead "

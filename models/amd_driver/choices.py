@@ -47,6 +47,27 @@ class Driver(Choices):
                 "code as read, viommu-amdese-facts.md §4)",
     }, section="viommu-amdese-facts.md §4", doc="what happens to a destroyed vDEVICE's DeviceID map entry")
 
+    rfc_destroy: str = reading("intended", {
+        "intended": "VIOMMU_IOMMU_DESTROY unmaps and frees the guest's DeviceID and DomainID maps and frees its "
+                    "GuestID (a second DESTROY of it is EINVAL)",
+        "as-coded": "the June-2023 RFC as written ([RFC-15], viommu.md §10.2): the GuestID and vminfo are never "
+                    "freed (a later INIT after the counter wraps skips it; a second DESTROY succeeds) and the free "
+                    "helper's inverted guard leaves the maps mapped, still read by the hardware",
+    }, section="viommu.md §7.3, §10.2", doc="what the RFC's VIOMMU_IOMMU_DESTROY frees")
+    rfc_cmdbuf_stride: str = reading("intended", {
+        "intended": "VIOMMU_CMDBUF_UPDATE pins page i of the buffer at hva + i x 4 KiB",
+        "as-coded": "the RFC advances the address by 4 KiB x i at step i ([RFC-19], viommu.md §10.3): page i is "
+                    "pinned at hva + 4 KiB x (0 + 1 + ... + i), so pages from the third on are other memory, or "
+                    "memory that cannot be pinned (EINVAL)",
+    }, section="viommu.md §7.3, §10.3", doc="which pages the RFC's VIOMMU_CMDBUF_UPDATE maps")
+    rfc_domain_detach: str = reading("intended", {
+        "intended": "VIOMMU_DOMAIN_DETACH writes the cleared entry (host DomainID 0) for the guest DomainID",
+        "as-coded": "the RFC passes (GuestID, host DomainID) to the clear helper in swapped order ([RFC-17], "
+                    "viommu.md §10.4): the write goes to the VFCtrl block of the GuestID equal to the host DomainID, "
+                    "naming host DomainID = the GuestID (the model's reading of the swap: the helper's body was not "
+                    "read), and the caller's entry stays",
+    }, section="viommu.md §7.3, §10.4", doc="where the RFC's VIOMMU_DOMAIN_DETACH writes")
+
     # -- fault switches ----------------------------------------------------------------------------
     unmap_skips_flush: bool = fault(
         "unmap clears the PTEs and frees the table pages without iotlb_sync: no INVALIDATE_IOMMU_PAGES, no "

@@ -20,7 +20,7 @@ from amdvi.spec.device_table import DTE
 from . import page_table
 from .choices import driver_choices
 from .dte_update import amd_iommu_update_dte, clear_dte_entry, clone_aliases, set_dte_entry
-from . import viommu_hw
+from . import viommu_hw, viommu_rfc
 from .flush import device_flush_dte, domain_flush_all, domain_flush_complete, domain_flush_pages
 from .nested import IOMMU_HWPT_DATA_AMD_GUEST, gdte_value, set_dte_nested, validate_gdte_nested
 from .state import (
@@ -54,6 +54,8 @@ class AmdDriver:
         work = Work(self.config, state)
         try:
             value = body(work)
+        except viommu_rfc.KeptError as failure:
+            return DriverResult(work.freeze(), failure.code, None, tuple(work.steps), kept=True)
         except (_Failed, viommu_hw.ViommuError) as failure:
             return DriverResult(state, failure.code)
         return DriverResult(work.freeze(), 0, value, tuple(work.steps))
@@ -385,3 +387,26 @@ class AmdDriver:
                 _fail(errno.EOPNOTSUPP)
             viommu_hw.hw_queue_init(work, viommu, queue_type, base, length)
         return self._run(state, body)
+
+    # -- the June-2023 RFC's ioctls (driver_api.RfcViommuDriver; viommu_rfc) ----------------------------------
+    def rfc_iommu_init(self, state: DriverState, iommu_id: int) -> DriverResult:
+        return self._run(state, lambda work: viommu_rfc.iommu_init(work, iommu_id))
+
+    def rfc_iommu_destroy(self, state: DriverState, iommu_id: int, gid: int) -> DriverResult:
+        return self._run(state, lambda work: viommu_rfc.iommu_destroy(work, iommu_id, gid))
+
+    def rfc_device_update(self, state: DriverState, iommu_id: int, gid: int, hdev_id: int, gdev_id: int, *,
+                          attach: bool) -> DriverResult:
+        return self._run(state, lambda work: viommu_rfc.device_update(work, iommu_id, gid, hdev_id, gdev_id, attach))
+
+    def rfc_domain_update(self, state: DriverState, iommu_id: int, gid: int, gdev_id: int, gdom_id: int, *,
+                          attach: bool) -> DriverResult:
+        return self._run(state, lambda work: viommu_rfc.domain_update(work, iommu_id, gid, gdev_id, gdom_id, attach))
+
+    def rfc_mmio_access(self, state: DriverState, iommu_id: int, gid: int, offset: int, value: int, *,
+                        write: bool) -> DriverResult:
+        return self._run(state, lambda work: viommu_rfc.mmio_access(work, iommu_id, gid, offset, value, write))
+
+    def rfc_cmdbuf_update(self, state: DriverState, iommu_id: int, gid: int, size: int, hva: int,
+                          user_memory: tuple[tuple[int, int], ...]) -> DriverResult:
+        return self._run(state, lambda work: viommu_rfc.cmdbuf_update(work, iommu_id, gid, size, hva, user_memory))

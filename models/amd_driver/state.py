@@ -62,6 +62,7 @@ class DriverConfig:
     page_pool: tuple[int, int] = (0x0080_0000, 256)
     viommu_ids: int = 64  # HW-vIOMMU: the guest DeviceIDs and DomainIDs the maps cover (the model's bound)
     iommu_device_id: int = 0x0002  # the IOMMU's own DeviceID (its DTE maps the private address space)
+    rfc_interface: bool = False  # the RFC's ioctls are reachable: the HW-vIOMMU is brought up at boot
     iotlb_support: bool = True
     ats_queue_depth: int = 0
     max_domain_id: int = MAX_DOMAIN_ID - 1
@@ -127,6 +128,24 @@ class Viommu:
 
 
 @dataclass(frozen=True)
+class RfcGuest:
+    """A guest of the RFC's interface (its vminfo, viommu.md §7.3): ``initialized`` until DESTROY (which,
+    as coded, keeps the record and so the GuestID), the private pages of its maps, the DeviceID map
+    entries the driver wrote (guest DeviceID -> host DeviceID; the driver reads them back for a domain
+    attach), its translate DeviceID (GUEST_MISC_CONTROL), its command buffer (``cmdbuf``: VMM address,
+    bytes; ``cmdbuf_pages``: the system pages mapped into its private slot) and the VFCtrl and VF
+    registers the driver last wrote (offset -> value; VF offsets 0x1000 + offset)."""
+
+    initialized: bool = True
+    map_pages: tuple[int, ...] = ()
+    devices: Mapping[int, int] = field(default_factory=dict)
+    translate_device_id: int = 0
+    cmdbuf: tuple[int, int] = (0, 0)
+    cmdbuf_pages: tuple[int, ...] = ()
+    registers: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DeviceState:
     """dev_data: the paging domain it is attached to (dev_data->domain), whether ATS and PASID are
     enabled, and (bookkeeping only) the nested domain whose DTE it carries."""
@@ -160,6 +179,9 @@ class DriverState:
     need_sync: bool = False  # iommu->need_sync: a command was queued since the last COMPLETION_WAIT
     flush_queue: tuple[Parked, ...] = ()
     next_handle: int = 1
+    rfc_guests: Mapping[int, RfcGuest] = field(default_factory=dict)  # GuestID -> the RFC's vminfo
+    rfc_last_gid: int = 0  # the RFC's GuestID counter
+    rfc_wrapped: bool = False  # the counter passed 0xFFFF once: GuestIDs in use are skipped from then on
 
 
 def initial_state(config: DriverConfig) -> DriverState:
@@ -176,7 +198,7 @@ def initial_state(config: DriverConfig) -> DriverState:
             if word:
                 memory[config.layout.dte_address(rid) + WORD_BYTES * i] = word
     carried = [DTE.view(dte)["DomainID"] for dte in dict(config.boot_dtes).values()]
-    if config.choices.hw_viommu == "off":
+    if config.choices.hw_viommu == "off" and not config.rfc_interface:
         return DriverState(memory=memory, ids=DomainIds.at_boot((*config.reserved_domain_ids, *carried),
                                                                 config.max_domain_id))
     from .viommu_hw import PRIVATE_DOMAIN_ID, boot_private_space  # the HW-vIOMMU's private space, at start-up
@@ -204,6 +226,8 @@ class Work:
         self.need_sync = state.need_sync
         self.flush_queue = list(state.flush_queue)
         self.next_handle = state.next_handle
+        self.rfc_guests = dict(state.rfc_guests)
+        self.rfc_last_gid, self.rfc_wrapped = state.rfc_last_gid, state.rfc_wrapped
         self.steps: list[Any] = []
 
     # -- memory ---------------------------------------------------------------------------------
@@ -282,4 +306,6 @@ class Work:
         return DriverState(memory=dict(self.memory), ids=self.ids, domains=dict(self.domains),
                            viommus=dict(self.viommus), devices=dict(self.devices),
                            pool_used=frozenset(self.pool_used), sequence=self.sequence, need_sync=self.need_sync,
-                           flush_queue=tuple(self.flush_queue), next_handle=self.next_handle)
+                           flush_queue=tuple(self.flush_queue), next_handle=self.next_handle,
+                           rfc_guests=dict(self.rfc_guests), rfc_last_gid=self.rfc_last_gid,
+                           rfc_wrapped=self.rfc_wrapped)

@@ -77,8 +77,9 @@ def domain_map_writes(guest_id: int, entries: dict[int, int]) -> tuple:
     return _map_writes(guest_id, V.DOMID_MAP_CONTROL, "GuestDomainID", "HostDomainID", entries)
 
 
-def _clear_mapping(work: Work, guest_id: int, parent_domain_id: int, what: str) -> None:
-    """viommu_clear_mapping: every guest DeviceID to host 0, every guest DomainID to the parent's ID."""
+def clear_mapping(work: Work, guest_id: int, parent_domain_id: int, what: str) -> None:
+    """viommu_clear_mapping: every guest DeviceID to host 0, every guest DomainID to the parent's ID (the
+    RFC's, viommu.md §4: to host DomainID 0)."""
     n = work.config.viommu_ids
     work.steps.append(VfctrlWrite(device_map_writes(guest_id, dict.fromkeys(range(n), 0))
                                   + domain_map_writes(guest_id, dict.fromkeys(range(n), parent_domain_id)),
@@ -96,7 +97,7 @@ def viommu_init(work: Work, handle: int) -> None:
     parent = work.paging(entry.parent)
     config = work.config
     what = "amd_iommufd_viommu_init"
-    gid = _free_id({v.guest_id for v in work.viommus.values()}, range(1, V.MAX_GUESTS))
+    gid = _free_id({v.guest_id for v in work.viommus.values()} | set(work.rfc_guests), range(1, V.MAX_GUESTS))
     taken = {rid for d in work.devices.values() if d.pci for rid in d.pci.requester_ids}
     taken |= {v.translate_device_id for v in work.viommus.values()} | {config.iommu_device_id}
     top = config.layout.dev_tab_pages * (PAGE_BYTES // 32) - 1
@@ -105,20 +106,39 @@ def viommu_init(work: Work, handle: int) -> None:
         raise ViommuError(errno.ENOSPC)
     work.queue(protocol.reset_vmmio(INT, gid), f"{what}: amd_iommu_reset_vmmio")
     work.completion_wait(f"{what}: amd_iommu_reset_vmmio")
-    before = set(work.pool_used)
-    map_what = f"{what}: amd_viommu_init_one: map DevID/DomID tables"
-    for region in (V.DEVID_MAP, V.DOMID_MAP):
-        last = region.address(gid, config.viommu_ids - 1)
-        for ipa in range(region.address(gid), last + 1, PAGE_BYTES):
-            _map_private(work, ipa, map_what)
-    domain_flush_pages(work, PRIVATE, 0, EVERY_PAGE_SIZE, f"{map_what}: amd_iommu_flush_private_vm_region")
-    _clear_mapping(work, gid, parent.domain_id, what)
+    map_pages = map_guest_tables(work, gid, f"{what}: amd_viommu_init_one: map DevID/DomID tables",
+                                 flush="amd_iommu_flush_private_vm_region")
+    clear_mapping(work, gid, parent.domain_id, what)
     translate = DTE.encode({**v1_fields(parent, parent.domain_id, False), "I": 0})
     amd_iommu_update_dte(work, tid, translate, f"{what}: amd_iommu_set_translate_dte")
     work.steps.append(VfctrlWrite(((gid, 0x10, V.MISC_CONTROL.encode(TranslateDeviceID=tid)),),
                                   f"{what}: amd_iommu_update_vfctrl_mmio_translate_devid"))
-    work.viommus[handle] = replace(entry, guest_id=gid, translate_device_id=tid,
-                                   map_pages=tuple(sorted(set(work.pool_used) - before)))
+    work.viommus[handle] = replace(entry, guest_id=gid, translate_device_id=tid, map_pages=map_pages)
+
+
+def map_guest_tables(work: Work, gid: int, what: str, *, flush: str | None) -> tuple[int, ...]:
+    """A guest's DeviceID and DomainID maps get zeroed private pages (the pages a model-bound map covers);
+    ``flush`` names the private-domain flush that follows (None: none). The pool pages it took."""
+    before = set(work.pool_used)
+    for region in (V.DEVID_MAP, V.DOMID_MAP):
+        last = region.address(gid, work.config.viommu_ids - 1)
+        for ipa in range(region.address(gid), last + 1, PAGE_BYTES):
+            _map_private(work, ipa, what)
+    if flush:
+        domain_flush_pages(work, PRIVATE, 0, EVERY_PAGE_SIZE, f"{what}: {flush}")
+    return tuple(sorted(set(work.pool_used) - before))
+
+
+def unmap_guest_tables(work: Work, gid: int, pages: tuple[int, ...], what: str, *,
+                       flush: str = "amd_iommu_flush_private_vm_region") -> None:
+    """A guest's maps unmapped from the private space, the private domain flushed (``flush`` names how),
+    their pages freed."""
+    for region in (V.DEVID_MAP, V.DOMID_MAP):
+        page_table.unmap_range(work, PRIVATE, region.address(gid),
+                               region.address(gid, work.config.viommu_ids - 1) - region.address(gid) + PAGE_BYTES,
+                               f"{what}: unmap tables")
+    domain_flush_pages(work, PRIVATE, 0, EVERY_PAGE_SIZE, f"{what}: {flush}")
+    work.free_pages(pages)
 
 
 def viommu_destroy(work: Work, handle: int) -> None:
@@ -128,14 +148,9 @@ def viommu_destroy(work: Work, handle: int) -> None:
     parent = work.paging(entry.parent)
     what = "amd_iommufd_viommu_destroy: amd_viommu_uninit_one"
     gid = entry.guest_id
-    for region in (V.DEVID_MAP, V.DOMID_MAP):
-        page_table.unmap_range(work, PRIVATE, region.address(gid),
-                               region.address(gid, work.config.viommu_ids - 1) - region.address(gid) + PAGE_BYTES,
-                               f"{what}: unmap tables")
-    domain_flush_pages(work, PRIVATE, 0, EVERY_PAGE_SIZE, f"{what}: amd_iommu_flush_private_vm_region")
-    work.free_pages(entry.map_pages)
+    unmap_guest_tables(work, gid, entry.map_pages, what)
     work.steps.append(VfctrlWrite(((gid, 0x10, 0),), f"{what}: clear VFCtrl MISC"))
-    _clear_mapping(work, gid, parent.domain_id, what)
+    clear_mapping(work, gid, parent.domain_id, what)
     amd_iommu_update_dte(work, entry.translate_device_id, 0, "amd_iommufd_viommu_destroy: amd_iommu_clear_translate_dte")
 
 

@@ -33,6 +33,23 @@ class Iommufd(Choices):
                     "found: the model uses 0x100, 0x101, 0x102)",
     }, section="viommu.c 369-398", doc="whether an AMD vIOMMU takes HW queues")
 
+    viommu_interface: str = reading("iommufd", {
+        "iommufd": "the HW-vIOMMU is programmed through iommufd's vIOMMU objects (VIOMMU_ALLOC, VDEVICE_ALLOC, "
+                   "HW_QUEUE_ALLOC: AMD's later design). The RFC's numbers 0x60-0x67 are outside iommufd's table: "
+                   "iommufd_fops_ioctl hands them to its VFIO-compat handler (iommufd_vfio_ioctl), which answers "
+                   "0x64-0x66 as VFIO_GET_API_VERSION (0), VFIO_CHECK_EXTENSION (0) and VFIO_SET_IOMMU (EINVAL) "
+                   "(VFIO_TYPE is ';' and VFIO_BASE 100, include/uapi/linux/vfio.h) and the others ENOIOCTLCMD, "
+                   "which vfs_ioctl turns into ENOTTY (fs/ioctl.c)",
+        "rfc": "the June-2023 RFC's own ioctls VIOMMU_IOMMU_INIT .. VIOMMU_CMDBUF_UPDATE (0x60-0x67) go to AMD's "
+               "dispatcher first ([RFC-21], viommu.md §7); the iommufd vIOMMU calls keep working",
+    }, section="viommu.md §7; main.c iommufd_fops_ioctl", doc="which hypervisor interface programs the HW-vIOMMU")
+    rfc_dispatch: str = reading("intended", {
+        "intended": "an RFC ioctl's error is what the caller gets",
+        "as-coded": "iommufd returns only a 0 from AMD's dispatcher; any error falls through to the VFIO-compat "
+                    "handler, whose answer the caller gets instead (0 for 0x64 and 0x65, EINVAL for 0x66, ENOTTY for "
+                    "the others), and the failed call's partial work stays ([RFC-21] main.c; viommu.md §10.1)",
+    }, section="viommu.md §7.2, §10.1", doc="whether an RFC ioctl's error reaches the caller")
+
     # -- fault switches --------------------------------------------------------------------------
     destroy_ignores_users: bool = fault(
         "DESTROY removes an object still in use (the users > 1 EBUSY check is skipped)", section="main.c 253-254")

@@ -39,12 +39,15 @@ class PciDevice:
 @dataclass(frozen=True)
 class DriverResult:
     """What a driver operation did: its new state (the old one on error), 0 or a positive errno,
-    a value (a domain or vIOMMU handle, hw_info data), and the hardware steps it performed in order."""
+    a value (a domain or vIOMMU handle, hw_info data), and the hardware steps it performed in order.
+    ``kept``: an error after work the driver does not undo (the RFC's error paths): ``state`` and
+    ``steps`` are that work."""
 
     state: Any
     errno: int = 0
     value: Any = None
     steps: tuple[Any, ...] = ()
+    kept: bool = False
 
 
 class IommuDriver(Protocol):
@@ -99,3 +102,30 @@ class IommuDriver(Protocol):
 
     def hw_queue_init(self, state: Any, viommu: int, queue_type: int, base: int, length: int) -> DriverResult:
         """A HW queue of ``viommu`` at guest physical ``base`` (the nesting parent's IOVA), ``length`` bytes."""
+
+
+class RfcViommuDriver(Protocol):
+    """The driver operations behind the June-2023 HW-vIOMMU RFC's ioctls (viommu.md §7.3): AMD's handlers
+    in drivers/iommu/amd/viommu.c, reached with the RFC's struct fields. Guests are named by GuestID."""
+
+    def rfc_iommu_init(self, state: Any, iommu_id: int) -> DriverResult:
+        """VIOMMU_IOMMU_INIT: value = the new GuestID."""
+
+    def rfc_iommu_destroy(self, state: Any, iommu_id: int, gid: int) -> DriverResult:
+        """VIOMMU_IOMMU_DESTROY."""
+
+    def rfc_device_update(self, state: Any, iommu_id: int, gid: int, hdev_id: int, gdev_id: int, *,
+                          attach: bool) -> DriverResult:
+        """VIOMMU_DEVICE_ATTACH / DETACH."""
+
+    def rfc_domain_update(self, state: Any, iommu_id: int, gid: int, gdev_id: int, gdom_id: int, *,
+                          attach: bool) -> DriverResult:
+        """VIOMMU_DOMAIN_ATTACH / DETACH."""
+
+    def rfc_mmio_access(self, state: Any, iommu_id: int, gid: int, offset: int, value: int, *,
+                        write: bool) -> DriverResult:
+        """VIOMMU_MMIO_ACCESS: value = the value read (reads)."""
+
+    def rfc_cmdbuf_update(self, state: Any, iommu_id: int, gid: int, size: int, hva: int,
+                          user_memory: tuple[tuple[int, int], ...]) -> DriverResult:
+        """VIOMMU_CMDBUF_UPDATE: the pages at ``hva`` (pinned from ``user_memory``) into the private space."""

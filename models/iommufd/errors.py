@@ -9,8 +9,8 @@ from amdvi.models.iommufd.driver_api import DriverResult, IommuDriver
 
 class Fail(Exception):
     """An ioctl's error. By default the ioctl changes nothing (the caller returns the original states).
-    ``partial``: the work done so far stays (``state`` and the session's driver state and steps), as
-    for a non-atomic UNMAP. ``state`` without ``partial``: a fault switch's wrong iommufd state, with
+    ``partial``: the work done so far stays (``state``, or the original iommufd state when None, and the
+    session's driver state and steps), as for a non-atomic UNMAP or an RFC error path. ``state`` without ``partial``: a fault switch's wrong iommufd state, with
     the original driver state. ``out``: fields written back even on error (num_iovas, entry_num)."""
 
     def __init__(self, errno_value: int, *, state: Any = None, partial: bool = False,
@@ -31,16 +31,18 @@ class Session:
         self.driver, self.state, self.steps = driver, state, []
 
     def attempt(self, operation: str, *args: Any, **kwargs: Any) -> DriverResult:
-        """Call the driver; on success keep its state and steps. The result says whether it failed."""
+        """Call the driver; on success (or an error that keeps its work) keep its state and steps. The
+        result says whether it failed."""
         result = getattr(self.driver, operation)(self.state, *args, **kwargs)
-        if not result.errno:
+        if not result.errno or result.kept:
             self.state = result.state
             self.steps.extend(result.steps)
         return result
 
     def call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the driver and return its value; its error fails the ioctl."""
+        """Call the driver and return its value; its error fails the ioctl (keeping the work done so far
+        when the driver kept its own)."""
         result = self.attempt(operation, *args, **kwargs)
         if result.errno:
-            raise DriverError(result.errno)
+            raise DriverError(result.errno, partial=result.kept)
         return result.value

@@ -11,7 +11,7 @@ import errno
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from amdvi.models.iommufd import attach, ioas_ops
+from amdvi.models.iommufd import attach, ioas_ops, rfc
 from amdvi.models.iommufd.choices import MAINLINE, Iommufd, iommufd_choices
 from amdvi.models.iommufd.domains import destroy_paging
 from amdvi.models.iommufd.errors import Fail, Session
@@ -48,20 +48,39 @@ def ioctl(driver: Any, driver_state: Any, state: IommufdState, call: Call, *,
           choices: Iommufd = MAINLINE) -> Outcome:
     """Run one call. iommufd ioctls first pass the dispatcher's size rules (main.c 525-532)."""
     iommufd_choices(choices)
+    if call.rfc:
+        return _rfc_ioctl(driver, driver_state, state, call, choices)
     if call.iommufd:
         if call.size < call.min_size:
             return Outcome(state, driver_state, errno.EINVAL)  # main.c 525-526
         if call.size > call.struct_size and call.trailing_nonzero:
             return Outcome(state, driver_state, errno.E2BIG)  # main.c 529-532
         call = zero_beyond_size(call)
+    return _handle(driver, driver_state, state, call, choices)
+
+
+def _handle(driver: Any, driver_state: Any, state: IommufdState, call: Call, choices: Iommufd) -> Outcome:
     session = Session(driver, driver_state)
     try:
         new_state, out = HANDLERS[type(call)](session, state, call, choices)
     except Fail as failed:
+        kept = failed.state if failed.state is not None else state
         if failed.partial:
-            return Outcome(failed.state, session.state, failed.errno, failed.out, tuple(session.steps))
-        return Outcome(failed.state if failed.state is not None else state, driver_state, failed.errno, failed.out)
+            return Outcome(kept, session.state, failed.errno, failed.out, tuple(session.steps))
+        return Outcome(kept, driver_state, failed.errno, failed.out)
     return Outcome(new_state, session.state, 0, out, tuple(session.steps))
+
+
+def _rfc_ioctl(driver: Any, driver_state: Any, state: IommufdState, call: Call, choices: Iommufd) -> Outcome:
+    """An RFC number is outside iommufd's table (main.c iommufd_fops_ioctl): without the RFC it goes to the
+    VFIO-compat handler; with it, to AMD's dispatcher first ([RFC-21]; ``models.iommufd.rfc``)."""
+    if choices.viommu_interface != "rfc":
+        return Outcome(state, driver_state, rfc.vfio_compat_errno(call.number))
+    code = rfc.dispatcher_errno(call)
+    outcome = Outcome(state, driver_state, code) if code else _handle(driver, driver_state, state,
+                                                                        zero_beyond_size(call), choices)
+    shown = rfc.masked_errno(call, outcome.errno, choices)
+    return outcome if shown == outcome.errno else replace(outcome, errno=shown, out={})
 
 
 def _words(data: tuple[int, ...], data_len: int) -> tuple[int, ...]:
@@ -282,4 +301,5 @@ HANDLERS: dict[type, Callable[..., Result]] = {
     HwptInvalidate: hwpt_invalidate, ViommuAlloc: viommu_alloc, VdeviceAlloc: vdevice_alloc,
     HwQueueAlloc: hw_queue_alloc, DeviceBind: attach.device_bind, DeviceAttach: attach.device_attach,
     DeviceDetach: attach.device_detach, DeviceUnbind: attach.device_unbind, FlushQueueDrain: flush_queue_drain,
+    **rfc.HANDLERS,
 }

@@ -34,11 +34,13 @@ HW_QUEUE_TYPE_AMD_CMD, HW_QUEUE_TYPE_AMD_EVT, HW_QUEUE_TYPE_AMD_PPR = 2, 3, 4
 VFIO_DEVICE_ATTACH_PASID = 1
 
 
-def _f(bits: int, meaning: str, *, offset: int | None, direction: str = IN, default: Any = 0) -> Any:
+def _f(bits: int, meaning: str, *, offset: int | None, direction: str = IN, default: Any = 0,
+       named: bool | None = None) -> Any:
     """A struct field: ``offset`` in bytes (None: behind a user pointer), ``bits`` its width (of one
-    element for a tuple)."""
+    element for a tuple); ``named``: a sequence may give a name an earlier call bound (default: the
+    field is ``id`` or ends in ``_id``, an object id)."""
     return field(default=default, metadata={"offset": offset, "bits": bits, "direction": direction,
-                                            "meaning": meaning})
+                                            "meaning": meaning, "named": named})
 
 
 def _size(struct_size: int) -> Any:
@@ -61,6 +63,7 @@ class Call:
     struct_size: ClassVar[int] = 0
     min_size: ClassVar[int] = 0
     iommufd: ClassVar[bool] = True  # dispatched by iommufd's size rules (not a VFIO or pseudo call)
+    rfc: ClassVar[bool] = False  # one of the AMD HW-vIOMMU RFC's ioctls (their own dispatcher)
 
 
 @dataclass(frozen=True)
@@ -335,10 +338,177 @@ class FlushQueueDrain(Call):
     iommufd: ClassVar[bool] = False
 
 
+# -- the AMD HW-vIOMMU RFC's ioctls (June 2023, never merged; viommu.md §7) -----------------------------
+# include/uapi/linux/amd_viommu.h of [RFC-12]: _IO(IOMMUFD_TYPE, 0x60 + n), size not encoded; each struct
+# starts with size, iommu_id, gid. The dispatcher of [RFC-21] (drivers/iommu/iommufd/amd_viommu.c) takes
+# min_size = offsetofend(the last field) and copies with copy_struct_from_user (E2BIG on non-zero bytes
+# past the struct). VFIO shares the type (VFIO_TYPE ';', VFIO_BASE 100: include/uapi/linux/vfio.h), so
+# 0x64..0x66 are also VFIO_GET_API_VERSION, VFIO_CHECK_EXTENSION and VFIO_SET_IOMMU.
+RFC_CMD_BASE = 0x60
+VFIO_GET_API_VERSION, VFIO_CHECK_EXTENSION, VFIO_SET_IOMMU = 100, 101, 102
+
+
+def _fault(meaning: str) -> Any:
+    return field(default=False, metadata={"offset": None, "bits": 1, "direction": IN, "meaning": meaning,
+                                          "named": False})
+
+
+def _unreadable() -> Any:
+    return _fault("the argument pointer names no readable memory: reading size faults (EFAULT)")
+
+
+def _unwritable() -> Any:
+    return _fault("the caller's struct is not writable: the copy back faults (EFAULT) after the work is done")
+
+
+def _iommu_id() -> Any:
+    return _f(32, "PCI DeviceID of the host IOMMU (get_amd_iommu_from_devid)", offset=4, named=False)
+
+
+def _gid(direction: str = IN) -> Any:
+    return _f(32, "the guest ID (GuestID)", offset=8, direction=direction, named=True)
+
+
+@dataclass(frozen=True)
+class RfcCall(Call):
+    """An RFC ioctl: AMD's dispatcher applies the size rules ([RFC-21]); ``unreadable``: EFAULT."""
+
+    iommufd: ClassVar[bool] = False
+    rfc: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class RfcIommuInit(RfcCall):
+    """amd_viommu_iommu_info: a GuestID and its DeviceID and DomainID maps ([RFC-15])."""
+
+    name: ClassVar[str] = "VIOMMU_IOMMU_INIT"
+    number: ClassVar[int] = RFC_CMD_BASE
+    struct_size: ClassVar[int] = 12
+    min_size: ClassVar[int] = 12  # offsetofend(gid)
+    size: int = _size(12)
+    iommu_id: int = _iommu_id()
+    gid: int = _gid(OUT)
+    trailing_nonzero: bool = _trailing()
+    unreadable: bool = _unreadable()
+    unwritable: bool = _unwritable()
+
+
+@dataclass(frozen=True)
+class RfcIommuDestroy(RfcCall):
+    name: ClassVar[str] = "VIOMMU_IOMMU_DESTROY"
+    number: ClassVar[int] = RFC_CMD_BASE + 1
+    struct_size: ClassVar[int] = 12
+    min_size: ClassVar[int] = 12  # offsetofend(gid)
+    size: int = _size(12)
+    iommu_id: int = _iommu_id()
+    gid: int = _gid()
+    trailing_nonzero: bool = _trailing()
+    unreadable: bool = _unreadable()
+
+
+@dataclass(frozen=True)
+class _RfcDevInfo(RfcCall):
+    """struct amd_viommu_dev_info."""
+
+    struct_size: ClassVar[int] = 20  # 18 bytes of fields, padded to the u32 alignment
+    min_size: ClassVar[int] = 18  # offsetofend(queue_id)
+    size: int = _size(20)
+    iommu_id: int = _iommu_id()
+    gid: int = _gid()
+    hdev_id: int = _f(16, "host DeviceID of the device", offset=12, named=False)
+    gdev_id: int = _f(16, "the device's DeviceID in the guest", offset=14, named=False)
+    queue_id: int = _f(16, "guest queue ID (unused)", offset=16, named=False)
+    trailing_nonzero: bool = _trailing()
+    unreadable: bool = _unreadable()
+
+
+@dataclass(frozen=True)
+class RfcDeviceAttach(_RfcDevInfo):
+    """The guest DeviceID's map entry and the host DTE's vIOMMU bits ([RFC-16])."""
+
+    name: ClassVar[str] = "VIOMMU_DEVICE_ATTACH"
+    number: ClassVar[int] = RFC_CMD_BASE + 2
+
+
+@dataclass(frozen=True)
+class RfcDeviceDetach(_RfcDevInfo):
+    name: ClassVar[str] = "VIOMMU_DEVICE_DETACH"
+    number: ClassVar[int] = RFC_CMD_BASE + 3
+
+
+@dataclass(frozen=True)
+class _RfcDomInfo(RfcCall):
+    """struct amd_viommu_dom_info (its comment names an hdev_id the struct does not have)."""
+
+    struct_size: ClassVar[int] = 16
+    min_size: ClassVar[int] = 16  # offsetofend(gdom_id)
+    size: int = _size(16)
+    iommu_id: int = _iommu_id()
+    gid: int = _gid()
+    gdev_id: int = _f(16, "a guest DeviceID whose map entry names the device", offset=12, named=False)
+    gdom_id: int = _f(16, "the guest DomainID", offset=14, named=False)
+    trailing_nonzero: bool = _trailing()
+    unreadable: bool = _unreadable()
+
+
+@dataclass(frozen=True)
+class RfcDomainAttach(_RfcDomInfo):
+    """The guest DomainID maps to the host DomainID in the DTE of the device ([RFC-17])."""
+
+    name: ClassVar[str] = "VIOMMU_DOMAIN_ATTACH"
+    number: ClassVar[int] = RFC_CMD_BASE + 4
+
+
+@dataclass(frozen=True)
+class RfcDomainDetach(_RfcDomInfo):
+    name: ClassVar[str] = "VIOMMU_DOMAIN_DETACH"
+    number: ClassVar[int] = RFC_CMD_BASE + 5
+
+
+@dataclass(frozen=True)
+class RfcMmioAccess(RfcCall):
+    """amd_viommu_mmio_data: a guest IOMMU MMIO access the VMM trapped, carried to VFCtrl / VF ([RFC-18])."""
+
+    name: ClassVar[str] = "VIOMMU_MMIO_ACCESS"
+    number: ClassVar[int] = RFC_CMD_BASE + 6
+    struct_size: ClassVar[int] = 32  # 29 bytes of fields, padded to the u64 alignment
+    min_size: ClassVar[int] = 29  # offsetofend(is_write)
+    size: int = _size(32)
+    iommu_id: int = _iommu_id()
+    gid: int = _gid()
+    offset: int = _f(32, "the guest IOMMU MMIO offset", offset=12, named=False)
+    value: int = _f(64, "in: the value written; out: the value read", offset=16, direction=INOUT)
+    mmio_size: int = _f(32, "access size (not read by the handlers)", offset=24, named=False)
+    is_write: int = _f(8, "1: write, 0: read", offset=28, named=False)
+    trailing_nonzero: bool = _trailing()
+    unreadable: bool = _unreadable()
+    unwritable: bool = _unwritable()
+
+
+@dataclass(frozen=True)
+class RfcCmdbufUpdate(RfcCall):
+    """amd_viommu_cmdbuf_data: the guest's command-buffer pages mapped into its private slot ([RFC-19])."""
+
+    name: ClassVar[str] = "VIOMMU_CMDBUF_UPDATE"
+    number: ClassVar[int] = RFC_CMD_BASE + 7
+    struct_size: ClassVar[int] = 24
+    min_size: ClassVar[int] = 24  # offsetofend(hva)
+    size: int = _size(24)
+    iommu_id: int = _iommu_id()
+    gid: int = _gid()
+    cmdbuf_size: int = _f(32, "bytes of the guest's command buffer", offset=12, named=False)
+    hva: int = _f(64, "the buffer's address in the VMM (= its system address in the model)", offset=16)
+    trailing_nonzero: bool = _trailing()
+    unreadable: bool = _unreadable()
+
+
+RFC_CALLS: tuple[type[RfcCall], ...] = (RfcIommuInit, RfcIommuDestroy, RfcDeviceAttach, RfcDeviceDetach,
+                                        RfcDomainAttach, RfcDomainDetach, RfcMmioAccess, RfcCmdbufUpdate)
+
 CALLS: dict[str, type[Call]] = {c.name: c for c in (
     Destroy, IoasAlloc, IoasAllowIovas, IoasCopy, IoasIovaRanges, IoasMap, IoasUnmap, HwptAlloc, GetHwInfo,
     HwptInvalidate, ViommuAlloc, VdeviceAlloc, HwQueueAlloc, DeviceBind, DeviceAttach, DeviceDetach,
-    DeviceUnbind, FlushQueueDrain)}
+    DeviceUnbind, FlushQueueDrain, *RFC_CALLS)}
 
 
 @dataclass(frozen=True)
@@ -348,12 +518,18 @@ class FieldInfo:
     bits: int
     direction: str
     meaning: str
+    named: bool = False  # a sequence may give a bound name here
 
 
 def fields(call: type[Call] | Call) -> tuple[FieldInfo, ...]:
     """Each field of a call with its offset, width, direction and meaning."""
     return tuple(FieldInfo(f.name, f.metadata["offset"], f.metadata["bits"], f.metadata["direction"],
-                           f.metadata["meaning"]) for f in dataclasses.fields(call))
+                           f.metadata["meaning"], _named(f)) for f in dataclasses.fields(call))
+
+
+def _named(f: dataclasses.Field) -> bool:
+    named = f.metadata.get("named")
+    return (f.name == "id" or f.name.endswith("_id")) if named is None else named
 
 
 def as_record(call: Call) -> dict[str, Any]:
