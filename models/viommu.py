@@ -207,7 +207,8 @@ def vfctrl_write(b: Any, state: IommuState, guest_id: Any, offset: int, value: A
                            b.extract(entry, 63, 0), b.eq(view.Write, 1), choices)
     if structure is V.DOMID_MAP_CONTROL:
         entry = V.DOMID_MAP_ENTRY.encode({"V": view.V, "HostDomainID": view.HostDomainID}, backend=b)
-        return space.write(b, state, domid_entry_address(b, guest_id, view.GuestDomainID), entry,
+        address = domid_entry_address(b, guest_id, view.GuestDomainID, shared=choices.viommu_domain_map_shared)
+        return space.write(b, state, address, entry,
                            b.eq(view.Write, 1), choices)
     return space.write(b, state, block_address(b, guest_id, offset), value, True, choices)
 

@@ -13,7 +13,8 @@
 
 * ``nested-isolation``: ``isolation.nested_isolation`` (no guest leads its device outside the v1 mapping).
 * ``viommu-command-isolation``, ``viommu-invalidation-scope``, ``viommu-guest-wait-ordering``: the
-  HW-vIOMMU's guest commands (``viommu_isolation``, ``viommu_invalidation``), for any GuestID.
+  HW-vIOMMU's guest commands (``viommu_isolation``, ``viommu_invalidation``), for any GuestID;
+  ``viommu-map-write-isolation``: the hypervisor's map writes (``viommu_maps``).
 
 Run under a preset of broken choices (``presets.PRESETS``) the properties it names must come out
 refuted; the counterexample is replayed under the same choices. A property always checks the same
@@ -29,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 from amdvi.spec.choices import SPEC, Hardware
 
-from . import bmc, invalidation, isolation, ordering, serving, viommu_invalidation, viommu_isolation
+from . import bmc, invalidation, isolation, ordering, serving, viommu_invalidation, viommu_isolation, viommu_maps
 from .counterexample import Replay, Trace, isolation_trace, ordering_trace, replay, trace_of
 from .proof import PROVED, REFUTED, UNKNOWN, VACUOUS, ProofResult
 
@@ -221,6 +222,10 @@ PROPERTIES["viommu-invalidation-scope"] = Property(
 PROPERTIES["viommu-guest-wait-ordering"] = Property(
     "viommu-guest-wait-ordering", "a HW-vIOMMU guest's COMPLETION_WAIT stores only once no invalidation is in flight",
     _viommu(viommu_invalidation.prove_wait_ordering, "viommu-guest-wait-ordering"))
+PROPERTIES["viommu-map-write-isolation"] = Property(
+    "viommu-map-write-isolation", "a hypervisor's HW-vIOMMU map write for one guest installs exactly that entry "
+    "and changes no other guest's DeviceID or DomainID map",
+    _viommu(viommu_maps.prove_map_write_isolation, "viommu-map-write-isolation"))
 for _change in invalidation.CHANGES:
     PROPERTIES[f"{_change}-minimal"] = Property(
         f"{_change}-minimal", f"each invalidation a {_change} change requires is needed (weakenings give stale DMA)",

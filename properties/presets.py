@@ -49,7 +49,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("iotlb-hit-ignores-permissions", ("fresh-slots-serve-fresh",), (),
             "the machine would need a read-only remap, a read filling the IOTLB and then a write, in order"),
     _preset("guest-pde-hit-ignores-pasid", ("fresh-slots-serve-fresh",), (IOMMU_MACHINE,)),
-    _preset("viommu-domain-map-shared", ("viommu-command-isolation", "viommu-invalidation-scope")),
+    _preset("viommu-domain-map-shared", ("viommu-command-isolation", "viommu-invalidation-scope",
+                                         "viommu-map-write-isolation")),
     _preset("viommu-device-id-untranslated", ("viommu-command-isolation", "viommu-invalidation-scope")),
 )}
 

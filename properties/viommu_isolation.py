@@ -122,9 +122,9 @@ class Query:
 
 
 def build(guests: int, choices: Hardware = SPEC) -> tuple[list[Any], Any, Query]:
-    """(assumptions, claim, query) for a step of any guest 1..guests-1 (see the module docstring)."""
-    if not 2 <= guests <= V.MAX_GUESTS:
-        raise ValueError(f"guests: between 2 and {V.MAX_GUESTS} (GuestID 0 is never a guest's)")
+    """(assumptions, claim, query) for a step of any guest 1..guests (see the module docstring)."""
+    if not 2 <= guests < V.MAX_GUESTS:
+        raise ValueError(f"guests: between 2 and {V.MAX_GUESTS - 1} (GuestIDs 1 to guests; 0 is never a guest's)")
     g = z3.BitVec("guest_id", 16)
     owns_device, owns_domain, owns_translate = (z3.Function(n, ID, ID) for n in
                                                 ("owner_of_device", "owner_of_domain", "owner_of_translate_id"))
@@ -134,7 +134,7 @@ def build(guests: int, choices: Hardware = SPEC) -> tuple[list[Any], Any, Query]
                        in_flight=in_flight)
     private, guest = AdversarialPrivateSpace(), AdversarialGuestSpace()
     _, effect = vi.process_guest_command(Z3, state, g, private=private, guest=guest, choices=choices)
-    assumptions = [z3.UGE(g, 1), z3.ULT(g, guests)] + _invariant(private.reads, owns_device, owns_domain,
+    assumptions = [z3.UGE(g, 1), z3.ULE(g, guests)] + _invariant(private.reads, owns_device, owns_domain,
                                                                   owns_translate)
     carried = z3.Or(effect.processed, effect.blocked)
     claim = z3.And(

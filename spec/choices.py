@@ -215,8 +215,9 @@ class Hardware(Choices):
         "an IOTLB hit does not check the access against the cached permissions: a write is served from "
         "a read-only translation", section="§2.2")
     viommu_domain_map_shared: bool = fault(
-        "HW-vIOMMU: a guest command's DomainID is looked up in a DomainID map shared by every guest (the GuestID "
-        "is not part of the index), so one guest's invalidations reach the domains another guest's IDs map to",
+        "HW-vIOMMU: the DomainID map is one table shared by every guest (the GuestID is not part of the index, for "
+        "the hypervisor's map writes and the guest commands' look-ups alike), so one guest's invalidations reach the "
+        "domains another guest's IDs map to",
         section="§vIOMMU")
     viommu_device_id_untranslated: bool = fault(
         "HW-vIOMMU: a guest command's DeviceID is used as a host DeviceID instead of being looked up in the "

@@ -55,3 +55,10 @@ def test_a_refutation_replays_on_ints_and_not_on_the_correct_model(broken):
     assert "it reproduces" in r.detail
     assert viommu_isolation.replay(r.model, r.evidence, broken)
     assert not viommu_isolation.replay(r.model, r.evidence, Hardware())
+
+
+def test_map_writes_touch_only_their_own_guests_entry_and_a_shared_table_breaks_that():
+    from amdvi.properties import viommu_maps
+
+    assert viommu_maps.prove_map_write_isolation(64).status == PROVED
+    assert viommu_maps.prove_map_write_isolation(8, choices=Hardware(viommu_domain_map_shared=True)).status == REFUTED
