@@ -256,6 +256,16 @@ def _back_to_parent() -> tuple[Any, ...]:
                         attach("disk", "hwpt_b"), dma("disk", IOVA), dma("nic", GVA))
 
 
+def _nested_domain_replaced() -> tuple[Any, ...]:
+    """The guest gives its device a new DomainID: the VMM allocates a nested HWPT from the new DTE, attaches
+    it and destroys the old one (amd-nested-upstream.md (c.10-11)); then a second device gets a paging HWPT
+    of its own and DMAs."""
+    return _nested() + (nested_hwpt("nic", "nested2", guest_dte(DomainID=2)), attach("nic", "nested2"),
+                        destroy("nested", expect=0), bind("disk"), ioas("b"),
+                        map_fixed(GVA, RAM + 0x80_0000, PAGE, ioas_name="b"), hwpt("disk", "b", "hwpt_b"),
+                        attach("disk", "hwpt_b"), dma("disk", GVA))
+
+
 CMDBUF, SEMAPHORE = 0xE000, 0xF000  # the guest's command buffer and COMPLETION_WAIT page (GPAs)
 VIRT_ID = 8  # the nic's DeviceID in the guest
 HW_VIOMMU = dict(iommufd=Iommufd(nested_alloc="amd-tree", hw_queue="amd-tree"), driver=Driver(hw_viommu="amd-wip"))
@@ -419,6 +429,24 @@ ENTRIES: tuple[Entry, ...] = (
               "Under --choice driver.nested-attach-previous=detached (nested attach first detaches, as "
               "attach_device does) the sequence holds. Whether upstream detaches elsewhere was not seen in the "
               "sources read (linux-driver-sequences.md §4.3, 'to check').")),
+    Entry("nested-hdomid-freed-unflushed.json",
+          "finding: a freed nested domain's host DomainID goes back to the allocator unflushed, and the next "
+          "domain inherits its cached translations' tag",
+          _scenario(NIC, DISK, iommufd=NESTING), _nested_domain_replaced(), "domain-id-uniqueness", probes=(GVA,),
+          notes=(
+              "A correct-driver sequence the model refutes. The guest switches its device to a new DomainID; the "
+              "VMM allocates a nested HWPT from the new DTE, replaces the old one and destroys it, as a VMM "
+              "following a guest's DTE invalidation does (amd-nested-upstream.md (c.10-11)).",
+              "nested_attach_device writes the new DTE (set_dte_nested, then amd_iommu_update_dte) without the "
+              "flush of the DomainID it replaces that set_dte_entry does for a paging domain (old_domid); "
+              "nested_domain_free then returns the hDomID to the global DomainID allocator (amd_iommu_pdom_id_free) "
+              "with no flush either (torvalds/linux drivers/iommu/amd/nested.c; amd-nested-upstream.md). The "
+              "entries the nic's DMA cached under the old hDomID (its GCR3-table entry, its guest translations) "
+              "survive; the disk's new paging domain gets the same DomainID, which now tags two translation "
+              "contexts in the IOMMU's caches.",
+              "Isolation still holds in this sequence: the stale entries are guest (GN = 1) ones and the disk's "
+              "look-ups are host ones; a later nested domain given the same hDomID could be served by them (a sequence not built here). Under --choice driver.nested-free-flush=flush (the hDomID flushed "
+              "before it is freed) the sequence holds.")),
     Entry("ats-reattach-kept-atc.json",
           "finding: if a device's ATC outlives ATS disable, a re-attached device reaches an unmapped page",
           _scenario(ATS_NIC, hardware=Hardware(atc_on_ats_disable="kept")), _ats_reattach(), "isolation", notes=(

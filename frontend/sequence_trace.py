@@ -131,6 +131,7 @@ def render(ex: sequence_check.Execution, *, upto: int | None = None, windows: Wi
         for k, s in enumerate(rec.hardware, 1):
             lines.append(f"   {rec.index + 1}.{k} {hardware_line(ex.scenario, s)}")
         lines += [f"   mappings: {c}" for c in _mapping_changes(ex, rec)]
+        lines += [f"   guest stuck: {what}" for at, what in ex.run.guest_hangs if rec.start < at <= rec.end]
         if isinstance(rec.step, system.DeviceDma) and windows is not None:
             d = ex.scenario.device(rec.step.device)
             r = Request(device_id=d.device_id, address=rec.step.address, write=rec.step.write,

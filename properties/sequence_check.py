@@ -183,6 +183,7 @@ def fork(ex: Execution) -> Execution:
     """An independent copy of ``ex`` to advance along another branch (states are immutable and shared)."""
     run = copy.copy(ex.run)
     run.boundaries, run.invalidations, run.hangs = list(run.boundaries), list(run.invalidations), list(run.hangs)
+    run.guest_hangs = list(run.guest_hangs)
     run._queued, run._accepted, run._doorbell = dict(run._queued), list(run._accepted), dict(run._doorbell)
     p = ex.promise
     promise = Promise(list(p.frames), list(p.owners), list(p.settled), list(p.dte_updates), p.requester_ids,

@@ -41,6 +41,14 @@ class Driver(Choices):
         "kept": "nested_domain_free frees the hDomID and leaves the map entry (AMD's work-in-progress code as "
                 "read, viommu-amdese-facts.md §4, §7.4): the guest's gDomID still names the freed hDomID",
     }, section="viommu-amdese-facts.md §7.4", doc="what happens to a freed nested domain's DomainID map entry")
+    nested_free_flush: str = reading("none", {
+        "none": "nested_domain_free returns the hDomID to the global DomainID allocator with no flush, and "
+                "nested_attach_device rewrites the DTE without flushing the DomainID it replaces (torvalds/linux "
+                "nested.c, amd-nested-upstream.md): IOTLB entries tagged with the freed hDomID survive until the "
+                "ID is reused by another context",
+        "flush": "the hDomID's translations are flushed (INVALIDATE_IOMMU_PAGES for every page of it, then "
+                 "COMPLETION_WAIT) before it goes back to the allocator (a fix no source shows)",
+    }, section="amd-nested-upstream.md", doc="whether a freed nested domain's host DomainID is flushed first")
     devid_map_on_destroy: str = reading("cleared", {
         "cleared": "destroying a vDEVICE clears its DeviceID map entry (host DeviceID 0, the clearing write)",
         "kept": "no vDEVICE destroy hook: the entry stays until the vIOMMU is destroyed (AMD's work-in-progress "

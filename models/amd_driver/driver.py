@@ -21,7 +21,7 @@ from . import page_table
 from .choices import driver_choices
 from .dte_update import amd_iommu_update_dte, clear_dte_entry, clone_aliases, set_dte_entry
 from . import viommu_hw, viommu_rfc
-from .flush import device_flush_dte, domain_flush_all, domain_flush_complete, domain_flush_pages
+from .flush import device_flush_dte, domain_flush_all, domain_flush_complete, domain_flush_pages, flush_tlb_domid
 from .nested import IOMMU_HWPT_DATA_AMD_GUEST, gdte_value, set_dte_nested, validate_gdte_nested
 from .state import (
     PAGE_BYTES, DriverConfig, DriverState, NestedDomain, PagingDomain, Parked, Viommu, Work, initial_state,
@@ -152,6 +152,8 @@ class AmdDriver:
                     if work.choices.domid_map_on_free == "reset":
                         viommu_hw.map_domain(work, target.viommu, target.gdom_id, work.paging(entry.parent).domain_id,
                                              "nested_domain_free: the DomainID map entry back to the parent's")
+                    if work.choices.nested_free_flush == "flush":
+                        flush_tlb_domid(work, hdom_id, "nested_domain_free")
                     work.ids = work.ids.free(hdom_id)
                 work.viommus[target.viommu] = replace(entry, gdom_ids=mapping)
             else:

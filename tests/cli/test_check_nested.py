@@ -21,7 +21,7 @@ from amdvi.spec.translation import Request, translate
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / L.FOLDER
 FILES = ("nested-device.json", "nested-guest-level-switch.json", "bug-gdte-not-validated.json",
          "bug-parent-flush-misses-hdomids.json", "bug-nested-shares-parent-domain-id.json",
-         "bug-dte-halves-wrong-order.json", "nested-back-to-parent.json")
+         "bug-dte-halves-wrong-order.json", "nested-back-to-parent.json", "nested-hdomid-freed-unflushed.json")
 NESTED = {e.file: e for e in L.ENTRIES if e.file in FILES}
 BAR = registers(Layout()).dev_tab_bar
 
@@ -75,7 +75,8 @@ def test_claims():
         "nested-guest-level-switch.json": "isolation", "bug-gdte-not-validated.json": "isolation",
         "bug-parent-flush-misses-hdomids.json": "isolation",
         "bug-nested-shares-parent-domain-id.json": "domain-id-uniqueness",
-        "bug-dte-halves-wrong-order.json": "no-torn-dte", "nested-back-to-parent.json": "domain-id-uniqueness"}
+        "bug-dte-halves-wrong-order.json": "no-torn-dte", "nested-back-to-parent.json": "domain-id-uniqueness",
+        "nested-hdomid-freed-unflushed.json": "domain-id-uniqueness"}
 
 
 def test_parent_domain_id_on_a_nested_dte_tags_two_contexts():
@@ -159,6 +160,25 @@ def test_back_to_the_parent_keeps_the_nested_dte_and_its_freed_domain_id_is_reus
     assert sequence_check.violated(detached, entry.steps, "domain-id-uniqueness", entry.probes) is None
 
 
+def test_a_replaced_nested_domain_leaves_its_freed_host_domain_id_cached_unless_it_is_flushed():
+    """The finding rests on the reading that neither nested attach nor nested_domain_free flushes the
+    hDomID; under the fix reading the free queues an every-page INVALIDATE_IOMMU_PAGES of it and waits."""
+    import dataclasses
+
+    from amdvi.models.amd_driver.choices import Driver
+
+    entry = NESTED["nested-hdomid-freed-unflushed.json"]
+    v = verdict("nested-hdomid-freed-unflushed.json", "domain-id-uniqueness")
+    assert "reused before it was flushed" in v.violation.what
+    free = [r for r in execution(entry.file).records if isinstance(r.step, Call) and r.step.name == "IOMMU_DESTROY"][0]
+    assert free.errno == 0 and not any("flush" in getattr(h, "what", "") for h in free.hardware)
+    fixed = dataclasses.replace(entry.scenario, driver=Driver(nested_free_flush="flush"))
+    assert sequence_check.violated(fixed, entry.steps, "domain-id-uniqueness", entry.probes) is None
+    flushed = sequence_check.execute(fixed, entry.steps, probes=entry.probes)
+    free = [r for r in flushed.records if isinstance(r.step, Call) and r.step.name == "IOMMU_DESTROY"][0]
+    assert [h.what for h in free.hardware if "flush_tlb_domid" in getattr(h, "what", "")]
+
+
 REFUTED = {  # every property's verdict, as the model gives it (the claim is one of them)
     "nested-device.json": set(),
     "nested-guest-level-switch.json": {"isolation", "no-torn-dte"},
@@ -167,6 +187,7 @@ REFUTED = {  # every property's verdict, as the model gives it (the claim is one
     "bug-nested-shares-parent-domain-id.json": {"domain-id-uniqueness"},
     "bug-dte-halves-wrong-order.json": {"no-torn-dte", "flush-completeness"},
     "nested-back-to-parent.json": {"domain-id-uniqueness"},
+    "nested-hdomid-freed-unflushed.json": {"domain-id-uniqueness"},
 }
 
 
