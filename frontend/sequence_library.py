@@ -256,6 +256,14 @@ def _back_to_parent() -> tuple[Any, ...]:
                         attach("disk", "hwpt_b"), dma("disk", IOVA), dma("nic", GVA))
 
 
+def _nested_direct_unmap() -> tuple[Any, ...]:
+    """A nested device the VMM attaches to the nested HWPT directly (never to the stage 2 itself), then a
+    stage-2 unmap of the page the guest maps and a DMA at the GVA."""
+    direct = tuple(s for s in _nested() if not (isinstance(s, Call) and s.name == "VFIO_DEVICE_ATTACH_IOMMUFD_PT"
+                                                and s.args.get("pt_id") == "s2"))
+    return direct + (unmap(DATA, PAGE), dma("nic", GVA))
+
+
 def _nested_domain_replaced() -> tuple[Any, ...]:
     """The guest gives its device a new DomainID: the VMM allocates a nested HWPT from the new DTE, attaches
     it and destroys the old one (amd-nested-upstream.md (c.10-11)); then a second device gets a paging HWPT
@@ -429,6 +437,26 @@ ENTRIES: tuple[Entry, ...] = (
               "Under --choice driver.nested-attach-previous=detached (nested attach first detaches, as "
               "attach_device does) the sequence holds. Whether upstream detaches elsewhere was not seen in the "
               "sources read (linux-driver-sequences.md §4.3, 'to check').")),
+    Entry("nested-direct-attach-unwaited-flush.json",
+          "finding: a device attached straight to a nested HWPT: a stage-2 unmap queues the hDomID invalidation "
+          "and returns without waiting for it",
+          _scenario(NIC, iommufd=NESTING), _nested_direct_unmap(), "isolation", probes=(GVA,), notes=(
+              "A correct-driver sequence the model refutes. The VMM allocates the NEST_PARENT HWPT, the vIOMMU and "
+              "the nested HWPT, and attaches the device to the nested HWPT straight away (iommufd allows it; the "
+              "library's nested-device.json boots the device on the stage 2 first). Then it unmaps a stage-2 page "
+              "the guest's table uses.",
+              "amd_iommu_domain_flush_pages flushes the parent's DomainID on the IOMMUs of its iommu_array (none: "
+              "no device is attached to the parent itself, and nested_attach_device does not pdom_attach_iommu "
+              "the parent), queues INVALIDATE_IOMMU_PAGES for every hDomID of every vIOMMU on it "
+              "(iommu_flush_pages_v1_hdom_ids) and then waits, in domain_flush_complete, only on the iommu_array's "
+              "IOMMUs: no COMPLETION_WAIT follows (torvalds/linux drivers/iommu/amd/iommu.c and nested.c; "
+              "amd-nested-upstream.md (d.1)). IOAS_UNMAP returns, iommufd unpins the page, and until the IOMMU "
+              "gets to the queued invalidation the device's IOTLB entry still reaches it (isolation, "
+              "flush-completeness). Jason Gunthorpe asked in review of the v4 series why nested attach does not "
+              "attach the parent's IOMMU (pdom_attach_iommu); the merged code does not.",
+              "Under --choice driver.hdomid-flush-wait=viommu-iommus (the flush also waits on each vIOMMU's "
+              "IOMMU) the sequence holds; booting the device on the stage 2 first, as QEMU does, also avoids it "
+              "(under the reading nested-attach-previous=kept the parent keeps the device's IOMMU).")),
     Entry("nested-hdomid-freed-unflushed.json",
           "finding: a freed nested domain's host DomainID goes back to the allocator unflushed, and the next "
           "domain inherits its cached translations' tag",

@@ -306,6 +306,10 @@ class Windows:
             found = self._hits[key] = bool(CACHES_BY_NAME[kind].hit(INT, slot, request, dte, plain, self.choices))
         return found
 
+    def served_uncached(self, memory: Any, request: Request) -> Served:
+        """How ``request`` is served over ``memory`` with every cache empty (a memory no boundary holds)."""
+        return self._serve(-1, memory, request, None, ())
+
     def _serve(self, at: int, memory: Any, request: Request, dte_choice: Any, combo: Sequence[Any]) -> Served:
         used = [("dte",) + dte_choice] if dte_choice is not None else []
         used += [(kind,) + held for kind, held in combo if held is not None]

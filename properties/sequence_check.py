@@ -26,7 +26,7 @@ from amdvi.models.amd_driver.state import DriverConfig
 from amdvi.models.iommufd import uapi
 from amdvi.models.iommufd.isolation_view import device_mappings
 from amdvi.models.iommufd.objects import Ioas, references, users
-from amdvi.models.system import Call, DeviceDma, GuestWrite, Scenario, StepError
+from amdvi.models.system import Call, DeviceDma, GuestCommands, GuestWrite, Scenario, StepError
 from amdvi.models.timeline import Store
 from amdvi.spec.device_table import ENTRY_BYTES
 
@@ -167,8 +167,15 @@ def advance(ex: Execution, step: Any) -> Execution:
                                                      new_guests.get(g, (frozenset(), frozenset()))))
                      for g in set(old_guests) | set(new_guests)}
     ex.promise.guests.extend([during_guests] * (run.now - begin - 1) + [new_guests])
+    pending = ex.promise.pending_guest_writes
+    if isinstance(step, GuestWrite):
+        pending.update(address for store in result.steps for address, _ in store.writes)
+    elif isinstance(step, GuestCommands):
+        pending.clear()  # the guest has invalidated (what it invalidated is checked from here on)
     if (scenario.mode == "strict" or not new.iommufd.parked) and not isinstance(step, GuestWrite):
         ex.promise.settled.append(run.now)  # a guest promises fresh caches only once it has invalidated
+        if pending:
+            ex.promise.guest_pending_at[run.now] = frozenset(pending)
     ex.promise.dte_updates.extend(_dte_updates(scenario, result.steps, begin))
     ex.pages |= _pages_of(new)
     if isinstance(step, DeviceDma):
@@ -187,7 +194,7 @@ def fork(ex: Execution) -> Execution:
     run._queued, run._accepted, run._doorbell = dict(run._queued), list(run._accepted), dict(run._doorbell)
     p = ex.promise
     promise = Promise(list(p.frames), list(p.owners), list(p.settled), list(p.dte_updates), p.requester_ids,
-                      list(p.guests), p.guest_ids)
+                      list(p.guests), p.guest_ids, set(p.pending_guest_writes), dict(p.guest_pending_at))
     return Execution(ex.scenario, ex.steps, run, list(ex.records), promise, set(ex.pages), ex.state)
 
 

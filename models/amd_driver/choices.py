@@ -49,6 +49,15 @@ class Driver(Choices):
         "flush": "the hDomID's translations are flushed (INVALIDATE_IOMMU_PAGES for every page of it, then "
                  "COMPLETION_WAIT) before it goes back to the allocator (a fix no source shows)",
     }, section="amd-nested-upstream.md", doc="whether a freed nested domain's host DomainID is flushed first")
+    hdomid_flush_wait: str = reading("parent-iommus", {
+        "parent-iommus": "a nest parent's flush waits (domain_flush_complete) only on the IOMMUs of the parent's "
+                         "iommu_array, where a device is attached to the parent itself; the hDomID invalidations "
+                         "iommu_flush_pages_v1_hdom_ids queues on a vIOMMU's IOMMU are not waited for when no "
+                         "device is attached to the parent there (torvalds/linux iommu.c and nested.c: "
+                         "nested_attach_device does not pdom_attach_iommu the parent, as Jason Gunthorpe asked "
+                         "in review of v4)",
+        "viommu-iommus": "the flush also waits on the IOMMU of every vIOMMU on the parent (a fix no source shows)",
+    }, section="amd-nested-upstream.md (d.1)", doc="which IOMMUs a nest parent's flush waits on")
     devid_map_on_destroy: str = reading("cleared", {
         "cleared": "destroying a vDEVICE clears its DeviceID map entry (host DeviceID 0, the clearing write)",
         "kept": "no vDEVICE destroy hook: the entry stays until the vIOMMU is destroyed (AMD's work-in-progress "

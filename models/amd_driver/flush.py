@@ -85,7 +85,10 @@ def domain_flush_pages(work: Work, handle: int, address: int, size: int, what: s
 
 
 def domain_flush_complete(work: Work, handle: int, what: str) -> None:
-    if work.paging(handle).iommu_refs:
+    """COMPLETION_WAIT on each IOMMU of the domain's iommu_array (one IOMMU here); under the reading
+    hdomid-flush-wait=viommu-iommus also where only its vIOMMUs' hDomIDs were flushed."""
+    domain = work.paging(handle)
+    if domain.iommu_refs or (domain.viommus and work.choices.hdomid_flush_wait == "viommu-iommus"):
         work.completion_wait(f"{what}: domain_flush_complete")
 
 

@@ -21,7 +21,8 @@ from amdvi.spec.translation import Request, translate
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / L.FOLDER
 FILES = ("nested-device.json", "nested-guest-level-switch.json", "bug-gdte-not-validated.json",
          "bug-parent-flush-misses-hdomids.json", "bug-nested-shares-parent-domain-id.json",
-         "bug-dte-halves-wrong-order.json", "nested-back-to-parent.json", "nested-hdomid-freed-unflushed.json")
+         "bug-dte-halves-wrong-order.json", "nested-back-to-parent.json", "nested-hdomid-freed-unflushed.json",
+         "nested-direct-attach-unwaited-flush.json")
 NESTED = {e.file: e for e in L.ENTRIES if e.file in FILES}
 BAR = registers(Layout()).dev_tab_bar
 
@@ -76,7 +77,8 @@ def test_claims():
         "bug-parent-flush-misses-hdomids.json": "isolation",
         "bug-nested-shares-parent-domain-id.json": "domain-id-uniqueness",
         "bug-dte-halves-wrong-order.json": "no-torn-dte", "nested-back-to-parent.json": "domain-id-uniqueness",
-        "nested-hdomid-freed-unflushed.json": "domain-id-uniqueness"}
+        "nested-hdomid-freed-unflushed.json": "domain-id-uniqueness",
+        "nested-direct-attach-unwaited-flush.json": "isolation"}
 
 
 def test_parent_domain_id_on_a_nested_dte_tags_two_contexts():
@@ -179,6 +181,21 @@ def test_a_replaced_nested_domain_leaves_its_freed_host_domain_id_cached_unless_
     assert [h.what for h in free.hardware if "flush_tlb_domid" in getattr(h, "what", "")]
 
 
+def test_a_stage_2_unmap_under_a_directly_attached_nested_device_is_not_waited_for():
+    """The finding rests on domain_flush_complete waiting only on the parent's own iommu_array: the unmap
+    queues the hDomID invalidation and no COMPLETION_WAIT; under the fix reading it waits."""
+    import dataclasses
+
+    from amdvi.models.amd_driver.choices import Driver
+
+    entry = NESTED["nested-direct-attach-unwaited-flush.json"]
+    unmap = [r for r in execution(entry.file).records if isinstance(r.step, Call) and r.step.name == "IOMMU_IOAS_UNMAP"][0]
+    queued = [h.what for h in unmap.hardware if type(h).__name__ in ("Queue", "Wait")]
+    assert queued == ["amd_iommu_iotlb_sync: iommu_flush_pages_v1_hdom_ids"]
+    fixed = dataclasses.replace(entry.scenario, driver=Driver(hdomid_flush_wait="viommu-iommus"))
+    assert sequence_check.violated(fixed, entry.steps, "isolation", entry.probes) is None
+
+
 REFUTED = {  # every property's verdict, as the model gives it (the claim is one of them)
     "nested-device.json": set(),
     "nested-guest-level-switch.json": {"isolation", "no-torn-dte"},
@@ -188,6 +205,7 @@ REFUTED = {  # every property's verdict, as the model gives it (the claim is one
     "bug-dte-halves-wrong-order.json": {"no-torn-dte", "flush-completeness"},
     "nested-back-to-parent.json": {"domain-id-uniqueness"},
     "nested-hdomid-freed-unflushed.json": {"domain-id-uniqueness"},
+    "nested-direct-attach-unwaited-flush.json": {"isolation", "flush-completeness"},
 }
 
 
@@ -197,3 +215,25 @@ def test_every_verdict(file):
     """All properties of each entry (10 to 25 s each): which are refuted besides the claim."""
     refuted = {v.property for v in sequence_check.check(execution(file)) if not v.holds}
     assert refuted == REFUTED[file]
+
+
+def test_a_guest_table_change_it_has_not_invalidated_is_not_the_hosts_flush_to_make():
+    """The guest repoints its leaf at SPARE and invalidates nothing; the VMM's next step settles the
+    caches, but an IOTLB entry still giving DATA is what the guest's tables gave when it was filled:
+    flush-completeness holds. A host change in the same window (a stage-2 unmap whose flush misses the
+    hDomIDs) is still caught: with the guest's word as it was, the tables give a fault, not DATA."""
+    import dataclasses
+
+    from amdvi.models.amd_driver.choices import Driver
+    from amdvi.models.system import GuestWrite
+
+    leaf = GuestWrite("ioas", L.GUEST_ROOT + 0x3000, L.SPARE | 0x7)
+    correct = NESTED["nested-device.json"].scenario
+    steps = L._nested() + (leaf, L.ioas("other"), L.dma("nic", L.GVA))
+    ex = sequence_check.execute(correct, steps, probes=(L.GVA,))
+    [v] = sequence_check.check(ex, ["flush-completeness"])
+    assert v.holds and ex.promise.guest_pending_at
+    broken = dataclasses.replace(correct, driver=Driver(parent_flush_misses_hdomids=True))
+    steps = L._nested() + (leaf, L.unmap(L.DATA, L.PAGE), L.dma("nic", L.GVA))
+    [v] = sequence_check.check(sequence_check.execute(broken, steps, probes=(L.GVA,)), ["flush-completeness"])
+    assert not v.holds and "iotlb" in v.violation.what
