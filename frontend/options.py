@@ -70,6 +70,17 @@ def read_json(path: str, what: str = "a sequence") -> dict[str, Any]:
     return obj
 
 
+def add_fanout(parser: argparse.ArgumentParser) -> None:
+    """``--jobs N`` and ``--scheduler ADDRESS``: where a command's independent tasks run (read by
+    :func:`amdvi.frontend.fanout.runner`)."""
+    g = parser.add_argument_group("fanning out (Dask distributed)")
+    g.add_argument("--jobs", type=int, metavar="N",
+                   help="run the independent tasks on a local Dask cluster of N worker processes")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run them on a running Dask cluster (e.g. tcp://host:8786); its workers need amdvi-spec "
+                        "installed at the same version")
+
+
 def add_choices(parser: argparse.ArgumentParser) -> None:
     """``--choice NAME=VALUE`` (repeatable) and ``--preset NAME``: which readings and faults a model runs with."""
     g = parser.add_argument_group("choices")

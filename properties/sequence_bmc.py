@@ -24,7 +24,7 @@ import dataclasses
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from amdvi.models.iommufd import uapi
 from amdvi.models.system import Call, Scenario, StepError
@@ -131,49 +131,122 @@ def _check(ex: sequence_check.Execution, windows: Any, props: Sequence[str], sin
     return None
 
 
-def search(scenario: Scenario, depth: int, *, bounds: Bounds = Bounds(), steps: Iterable[Any] | None = None,
-           properties: Sequence[str] = sequence_check.ALL_PROPERTIES,
-           progress: Callable[[Depth], None] | None = None) -> Result:
-    """Every sequence of up to ``depth`` steps of ``steps`` (default: :func:`alphabet`) after the prefix."""
+@dataclass(frozen=True)
+class Tree:
+    """What every node of a search shares: the steps tried after the prefix, the requests checked, the
+    properties, and the root (the prefix run and checked)."""
+
+    actions: tuple[Any, ...]
+    properties: tuple[str, ...]
+    root: sequence_check.Execution
+    windows: Any
+
+
+def tree(scenario: Scenario, bounds: Bounds = Bounds(), steps: Iterable[Any] | None = None,
+         properties: Sequence[str] = sequence_check.ALL_PROPERTIES) -> Tree:
     actions = tuple(alphabet(scenario, bounds) if steps is None else steps)
     pages = sorted({p for iova in bounds.iovas for n in bounds.lengths
                     for p in range(iova, iova + n + PAGE, PAGE)})
     reqs = [r for d in scenario.devices
             for r in requests_for(d.requester_ids, pages, ats_ids=d.requester_ids if d.ats else ())]
-    result = Result()
     root = sequence_check.execute(scenario, prefix(scenario))
-    windows = Windows(root.run, reqs, in_flight=in_flight(root.run), ats_control=True)
-    found = _check(root, windows, properties, 0)
+    return Tree(actions, tuple(properties), root, Windows(root.run, reqs, in_flight=in_flight(root.run), ats_control=True))
+
+
+def _step(node: sequence_check.Execution, node_windows: Any, action: Any) -> tuple[Any, Any, int] | None:
+    """``node`` after ``action`` (None when the step cannot be carried out), its windows, and the
+    boundary its new points start at."""
+    child = sequence_check.fork(node)
+    since = child.run.now
+    try:
+        sequence_check.advance(child, action)
+    except StepError:
+        return None
+    return child, node_windows.fork(child.run).extend(in_flight(child.run)), since
+
+
+# A node's child: its action's index, its state key (None when it shows a violation), the violation
+# (property, what, the steps that show it) or None, and what the expansion keeps of it (the node itself
+# when the search runs in one process; None when nodes are named by their paths, see ``expand_paths``)
+Child = tuple[int, Any, "tuple[str, Violation, tuple[Any, ...]] | None", Any]
+Frontier = list[tuple[tuple[int, ...], Any]]  # (path of action indices after the prefix, what the expansion kept)
+
+
+def children(t: Tree, node: sequence_check.Execution, node_windows: Any, *, keep: bool = True) -> list[Child]:
+    """Each child of ``node`` the search counts, in action order, up to the first that shows a violation."""
+    out: list[Child] = []
+    for i, action in enumerate(t.actions):
+        made = _step(node, node_windows, action)
+        if made is None:
+            continue
+        child, windows, since = made
+        found = _check(child, windows, t.properties, since)
+        if found:
+            out.append((i, None, (found[0], found[1], child.steps), None))
+            break
+        out.append((i, _key(child, windows), None, (child, windows) if keep else None))
+    return out
+
+
+def expand_paths(t: Tree, paths: Sequence[tuple[int, ...]]) -> list[list[Child]]:
+    """The children of each node named by its path (replayed from the root: plain data, so the nodes of
+    one depth can be expanded in other processes); stops after the first violation."""
+    out: list[list[Child]] = []
+    for path in paths:
+        node, windows = t.root, t.windows
+        for i in path:
+            made = _step(node, windows, t.actions[i])
+            assert made is not None, f"path {path}: step {i} cannot be carried out"
+            node, windows, _ = made
+        out.append(children(t, node, windows, keep=False))
+        if out[-1] and out[-1][-1][2] is not None:
+            break
+    return out
+
+
+def _in_memory(t: Tree) -> Callable[[Frontier], Iterator[list[Child]]]:
+    def expand(frontier: Frontier) -> Iterator[list[Child]]:
+        for _, (node, windows) in frontier:
+            yield children(t, node, windows)
+    return expand
+
+
+def search(scenario: Scenario, depth: int, *, bounds: Bounds = Bounds(), steps: Iterable[Any] | None = None,
+           properties: Sequence[str] = sequence_check.ALL_PROPERTIES,
+           progress: Callable[[Depth], None] | None = None,
+           expand: Callable[[Tree], Callable[[Frontier], Iterable[list[Child]]]] | None = None) -> Result:
+    """Every sequence of up to ``depth`` steps of ``steps`` (default: :func:`alphabet`) after the prefix.
+
+    ``expand(tree)`` gives what expands one depth's nodes, in order (default: here, nodes kept in memory);
+    a fan-out passes one that sends the nodes' paths to :func:`expand_paths` elsewhere. The counts, the
+    states and the violation found do not depend on it: the nodes and their children are met in the same
+    order and deduplicated here."""
+    t = tree(scenario, bounds, steps, properties)
+    result = Result()
+    found = _check(t.root, t.windows, t.properties, 0)
     if found:
-        result.violation = (found[0], found[1], root.steps)
+        result.violation = (found[0], found[1], t.root.steps)
         return result
-    frontier, seen = [(root, windows)], {_key(root, windows)}
+    expand_level = (expand or _in_memory)(t)
+    frontier: Frontier = [((), (t.root, t.windows))]
+    seen = {_key(t.root, t.windows)}
     for d in range(1, depth + 1):
         level = Depth(d)
-        t = time.perf_counter()
-        next_frontier = []
-        for node, node_windows in frontier:
-            for action in actions:
-                child = sequence_check.fork(node)
-                since = child.run.now
-                try:
-                    sequence_check.advance(child, action)
-                except StepError:
-                    continue
+        start = time.perf_counter()
+        next_frontier: Frontier = []
+        for (path, _), kids in zip(frontier, expand_level(frontier)):
+            for i, key, violation, kept in kids:
                 level.checked += 1
-                windows = node_windows.fork(child.run).extend(in_flight(child.run))
-                found = _check(child, windows, properties, since)
-                if found:
-                    result.violation = (found[0], found[1], child.steps)
-                    level.seconds = time.perf_counter() - t
+                if violation is not None:
+                    result.violation = violation
+                    level.seconds = time.perf_counter() - start
                     result.depths.append(level)
                     return result
-                key = _key(child, windows)
                 if key not in seen:
                     seen.add(key)
-                    next_frontier.append((child, windows))
+                    next_frontier.append((path + (i,), kept))
         level.states = len(next_frontier)
-        level.seconds = time.perf_counter() - t
+        level.seconds = time.perf_counter() - start
         result.depths.append(level)
         if progress:
             progress(level)

@@ -16,6 +16,7 @@ not (a correct sequence is refuted, or a bug example holds), 2 bad input.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from amdvi.frontend import exit_codes, options
+from amdvi.frontend import exit_codes, fanout, options, tasks
 from amdvi.frontend.errors import InputError
 from amdvi.frontend.report import Report
 
@@ -54,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --depth: the scenario (a sequence file; its steps are ignored); default: two "
                         "devices, one with ATS, one behind a bridge alias")
     options.add_trace_output(parser)
+    options.add_fanout(parser)  # a task per sequence; --depth: each depth's nodes in chunks
 
 
 def _library() -> list[tuple[str, Any]]:
@@ -62,8 +64,17 @@ def _library() -> list[tuple[str, Any]]:
     return sequence_library.entries()
 
 
+def _library_documents() -> list[tuple[str, Any]]:
+    """(source, JSON object) of every library file, in the library's order."""
+    from importlib import resources
+
+    folder = resources.files("amdvi.examples")
+    return [(source, json.loads(folder.joinpath(*source.split("/")).read_text(encoding="utf-8")))
+            for source, _ in _library()]
+
+
 def run(args: argparse.Namespace) -> Report:
-    from amdvi.frontend import sequence_format, sequence_trace
+    from amdvi.frontend import sequence_format
     from amdvi.properties import sequence_check
 
     props = tuple(args.properties or sequence_check.ALL_PROPERTIES)
@@ -72,43 +83,21 @@ def run(args: argparse.Namespace) -> Report:
             raise InputError(f"unknown property {p!r}; properties: {', '.join(sequence_check.ALL_PROPERTIES)}")
     if args.list:
         return _listing()
+    runner = fanout.runner(args)
     if args.depth is not None:
-        return _bounded(args, props)
+        return _bounded(args, props, runner)
     if args.sequences:
-        loaded = [(path, sequence_format.load(options.read_json(path), path)) for path in args.sequences]
+        documents = [(path, options.read_json(path)) for path in args.sequences]
     else:
-        loaded = _library()
-    loaded = [(source, options.with_layer_choices(seq, args.choice)) for source, seq in loaded]
-    rows, results = [], []
-    for n, (source, seq) in enumerate(loaded, 1):
-        if not args.json and len(loaded) > 1:  # long work shows progress (standard error: the table stays clean)
-            print(f"[{n}/{len(loaded)}] {Path(source).stem}", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        try:
-            ex = sequence_check.execute(seq.scenario, seq.steps, probes=seq.probes)
-        except sequence_check.StepError as e:
-            raise InputError(f"{source}: {e}") from None
-        verdicts = sequence_check.check(ex, props)
-        proofs = _guest_proofs(ex) if args.prove else []
-        failed = [v for v in verdicts if not v.holds]
-        counterexample = None
-        if failed:
-            shown = next((v for v in failed if v.property == seq.claimed), failed[0])
-            steps = seq.steps if args.no_minimise else sequence_check.minimise(seq.scenario, seq.steps, shown.property,
-                                                                               seq.probes)
-            counterexample = sequence_trace.counterexample(seq, steps, shown.property)
-        expected_ok = seq.claimed is None
-        as_expected = (not failed) if expected_ok else any(v.property == seq.claimed for v in failed)
-        if expected_ok and any(p["status"] != "proved" for p in proofs):
-            as_expected = False  # a correct sequence's guest-isolation proof must come out proved
-        seconds = time.perf_counter() - t0
-        for v in verdicts:
-            rows.append({"sequence": seq.title, "source": source, "property": v.property,
-                         "verdict": "holds" if v.holds else "REFUTED", "checked": v.checked,
-                         "seconds": round(v.seconds, 3), "why": None if v.holds else v.violation.what})
-        results.append({"sequence": seq.title, "source": source, "expected": seq.claimed or "holds",
-                        "as_expected": as_expected, "seconds": round(seconds, 3), "counterexample": counterexample,
-                        "refuted": [v.property for v in failed], "properties": len(verdicts), "proofs": proofs})
+        documents = _library_documents()
+    for source, document in documents:  # bad files and choices: one line before any work starts
+        options.with_layer_choices(sequence_format.load(document, source), args.choice)
+    with runner:
+        checked = runner.map([tasks.SequenceTask(source, json.dumps(document), tuple(args.choice), props, args.prove,
+                                                 not args.no_minimise) for source, document in documents],
+                             "checking sequences")
+    rows = [row for sequence_rows, _ in checked for row in sequence_rows]
+    results = [result for _, result in checked]
     if args.trace_out:
         _write_traces(args.trace_out, results)
     ok = all(r["as_expected"] for r in results)
@@ -149,6 +138,38 @@ def run(args: argparse.Namespace) -> Report:
                                            {"steps": r["counterexample"]["steps"], "lines": r["counterexample"]["lines"]}}
                                         for r in results]}
     return Report(data, show, exit_codes.OK if ok else exit_codes.PROPERTY_FAILS)
+
+
+def check_one(source: str, seq: Any, props: tuple[str, ...], *, prove: bool, minimise: bool
+              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One sequence checked: a row per property, and its result (verdicts, counterexample, proofs)."""
+    from amdvi.frontend import sequence_trace
+    from amdvi.properties import sequence_check
+
+    t0 = time.perf_counter()
+    try:
+        ex = sequence_check.execute(seq.scenario, seq.steps, probes=seq.probes)
+    except sequence_check.StepError as e:
+        raise InputError(f"{source}: {e}") from None
+    verdicts = sequence_check.check(ex, props)
+    proofs = _guest_proofs(ex) if prove else []
+    failed = [v for v in verdicts if not v.holds]
+    counterexample = None
+    if failed:
+        shown = next((v for v in failed if v.property == seq.claimed), failed[0])
+        steps = sequence_check.minimise(seq.scenario, seq.steps, shown.property, seq.probes) if minimise else seq.steps
+        counterexample = sequence_trace.counterexample(seq, steps, shown.property)
+    expected_ok = seq.claimed is None
+    as_expected = (not failed) if expected_ok else any(v.property == seq.claimed for v in failed)
+    if expected_ok and any(p["status"] != "proved" for p in proofs):
+        as_expected = False  # a correct sequence's guest-isolation proof must come out proved
+    seconds = time.perf_counter() - t0
+    rows = [{"sequence": seq.title, "source": source, "property": v.property,
+             "verdict": "holds" if v.holds else "REFUTED", "checked": v.checked,
+             "seconds": round(v.seconds, 3), "why": None if v.holds else v.violation.what} for v in verdicts]
+    return rows, {"sequence": seq.title, "source": source, "expected": seq.claimed or "holds",
+                  "as_expected": as_expected, "seconds": round(seconds, 3), "counterexample": counterexample,
+                  "refuted": [v.property for v in failed], "properties": len(verdicts), "proofs": proofs}
 
 
 def _write_traces(target: str, results: list[dict[str, Any]]) -> None:
@@ -213,23 +234,34 @@ def _guest_proofs(ex: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _bounded(args: argparse.Namespace, props: tuple[str, ...]) -> Report:
-    """Bounded model checking: every sequence of up to ``--depth`` steps within the bounds."""
-    from amdvi.frontend import sequence_format, sequence_trace
+DEFAULT_SCENARIO = "default scenario"
+
+
+def bounded_sequence(document: dict[str, Any] | None, source: str, choices: tuple[str, ...]) -> Any:
+    """The sequence whose scenario and bounds ``--depth`` explores: the file's (``document``) or the
+    default scenario, under ``--choice``."""
+    from amdvi.frontend import sequence_format
     from amdvi.models import system
     from amdvi.models.iommufd.driver_api import PciDevice
+
+    if document is not None:
+        seq = sequence_format.load(document, source)
+    else:
+        scenario = system.Scenario(devices=(PciDevice("nic", 0x10, ats=True), PciDevice("disk", 0x18, aliases=(0x19,))))
+        seq = sequence_format.LoadedSequence(DEFAULT_SCENARIO, scenario, (), ())
+    return options.with_layer_choices(seq, list(choices))
+
+
+def _bounded(args: argparse.Namespace, props: tuple[str, ...], runner: fanout.Runner) -> Report:
+    """Bounded model checking: every sequence of up to ``--depth`` steps within the bounds."""
+    from amdvi.frontend import sequence_format, sequence_trace
     from amdvi.properties import sequence_bmc
 
     if args.depth < 0 or args.depth > 16:
         raise InputError(f"--depth {args.depth}: give a depth from 0 to 16")
-    if args.scenario:
-        seq = sequence_format.load(options.read_json(args.scenario), args.scenario)
-        source = args.scenario
-    else:
-        scenario = system.Scenario(devices=(PciDevice("nic", 0x10, ats=True), PciDevice("disk", 0x18, aliases=(0x19,))))
-        seq = sequence_format.LoadedSequence("default scenario", scenario, (), ())
-        source = "default scenario"
-    seq = options.with_layer_choices(seq, args.choice)
+    document = options.read_json(args.scenario) if args.scenario else None
+    source = args.scenario or DEFAULT_SCENARIO
+    seq = bounded_sequence(document, source, tuple(args.choice))
     bounds = getattr(seq, "bounds", None) or sequence_bmc.Bounds()
 
     def progress(d: Any) -> None:
@@ -238,7 +270,24 @@ def _bounded(args: argparse.Namespace, props: tuple[str, ...]) -> Report:
                   file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    result = sequence_bmc.search(seq.scenario, args.depth, bounds=bounds, properties=props, progress=progress)
+    if not runner.parallel:
+        result = sequence_bmc.search(seq.scenario, args.depth, bounds=bounds, properties=props, progress=progress)
+    else:  # each depth's nodes in chunks, expanded by the workers; deduplicated and counted here
+        text = None if document is None else json.dumps(document)
+
+        def expand(_: Any) -> Any:
+            def level(frontier: list[Any]) -> Any:
+                paths = [path for path, _ in frontier]
+                size = -(-len(paths) // (4 * runner.workers))  # a few chunks per worker: even finishing times
+                chunks = [tuple(paths[k:k + size]) for k in range(0, len(paths), size)]
+                for nodes in runner.map([tasks.BmcNodesTask(source, text, tuple(args.choice), props, chunk)
+                                         for chunk in chunks], f"depth {len(paths[0]) + 1}"):
+                    yield from nodes
+            return level
+
+        with runner:
+            result = sequence_bmc.search(seq.scenario, args.depth, bounds=bounds, properties=props,
+                                         progress=progress, expand=expand)
     seconds = time.perf_counter() - t0
     depths = [{"depth": d.depth, "checked": d.checked, "states": d.states, "seconds": round(d.seconds, 3)}
               for d in result.depths]

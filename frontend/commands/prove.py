@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from amdvi.frontend import exit_codes, options
+from amdvi.frontend import exit_codes, fanout, options, tasks
 from amdvi.frontend.errors import InputError
 from amdvi.frontend.report import Report
 
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_trace_output(parser)
     parser.add_argument("--verbose", action="store_true", help="show every query as it finishes")
     parser.add_argument("--list", action="store_true", help="list the properties, readings and broken models; prove nothing")
+    options.add_fanout(parser)  # a task per property
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -46,7 +47,18 @@ def run(args: argparse.Namespace) -> Report:
     choices = options.apply_choices(args, SPEC, {p.name: p.choices for p in PRESETS.values()})
     if args.timeout <= 0:
         raise InputError("--timeout must be a positive number of seconds")
-    outcomes = [_recorded(_prove(n, choices, args), choices) for n in names]
+    runner = fanout.runner(args)
+    if runner.parallel:
+        with runner:
+            outcomes = runner.map([tasks.ProveTask(n, tuple(choices.as_assignments()), int(args.timeout * 1000))
+                                   for n in names], "proving")
+        if args.verbose:  # each query, once its property is in
+            err = Console(stderr=True, highlight=False)
+            for item in (p for o in outcomes for p in o.parts):
+                err.print(f"  {item.name}: {item.status} ({item.seconds:.1f} s) {item.detail}", soft_wrap=True)
+    else:
+        outcomes = [_prove(n, choices, args) for n in names]
+    outcomes = [_recorded(o, choices) for o in outcomes]
     if args.trace_out:
         _save_first_trace(outcomes, Path(args.trace_out))
     return _report(outcomes, choices)

@@ -1,0 +1,132 @@
+"""The independent tasks the commands fan out (:mod:`amdvi.frontend.fanout`), as plain data.
+
+Each task names what to run (a property, a state machine, a sequence file's JSON text, a bounded search
+slice) and the choices to run it under as ``NAME=VALUE`` strings; ``run()`` rebuilds the model, the Z3
+queries and the search where it runs, and returns only picklable results: Z3 models and the queries
+behind a refutation stay in the worker (the trace and its replay, plain data, come back).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+def _portable(outcome: Any) -> Any:
+    """``outcome`` without its Z3 model and query (not picklable; the trace and replay carry what they showed)."""
+    def bare(result: Any) -> Any:
+        return replace(result, model=None, evidence=None)
+
+    return replace(outcome, result=bare(outcome.result), parts=tuple(bare(p) for p in outcome.parts))
+
+
+@dataclass(frozen=True)
+class ProveTask:
+    """One ``amdvi prove`` property under hardware choices (``Hardware.as_assignments()``)."""
+
+    property: str
+    choices: tuple[str, ...] = ()
+    timeout_ms: int = 300_000
+
+    @property
+    def title(self) -> str:
+        return self.property + (f" [{', '.join(self.choices)}]" if self.choices else "")
+
+    def run(self) -> Any:
+        from amdvi.properties import catalog
+        from amdvi.spec.choices import Hardware
+
+        return _portable(catalog.run_property(self.property, Hardware().assign(self.choices), self.timeout_ms))
+
+    def summary(self, outcome: Any) -> str:
+        return outcome.result.status
+
+
+@dataclass(frozen=True)
+class MachineTask:
+    """One Hypothesis state machine (``presets.IOMMU_MACHINE`` or ``ATTACH_DETACH_MACHINE``) under hardware
+    choices, derandomized with its default budget: the same examples wherever it runs."""
+
+    machine: str
+    choices: tuple[str, ...] = ()
+    examples: int = 100
+
+    @property
+    def title(self) -> str:
+        return self.machine + (f" [{', '.join(self.choices)}]" if self.choices else "")
+
+    def run(self) -> dict[str, Any]:
+        from amdvi.properties import stateful
+        from amdvi.spec.choices import Hardware
+
+        base = {cls.__name__: cls for cls in (stateful.IommuMachine, stateful.AttachDetachMachine)}[self.machine]
+        failure = stateful.run_machine(machine_class=stateful.machine(Hardware().assign(self.choices), base),
+                                       max_examples=self.examples, derandomize=True, shrink=False)
+        return {"caught": isinstance(failure, stateful.StaleTranslation),
+                "failure": None if failure is None else f"{type(failure).__name__}: {str(failure).splitlines()[0]}"}
+
+    def summary(self, result: dict[str, Any]) -> str:
+        return "caught" if result["caught"] else ("passes" if result["failure"] is None else result["failure"])
+
+
+@dataclass(frozen=True)
+class SequenceTask:
+    """One ``amdvi check`` sequence: its file's JSON text, checked under layer choices (``LAYER.NAME=VALUE``)."""
+
+    source: str
+    document: str
+    choices: tuple[str, ...]
+    properties: tuple[str, ...]
+    prove: bool = False
+    minimise: bool = True
+
+    @property
+    def title(self) -> str:
+        return self.source.rsplit("/", 1)[-1].removesuffix(".json")
+
+    def run(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        from amdvi.frontend import options, sequence_format
+        from amdvi.frontend.commands import check
+
+        seq = options.with_layer_choices(sequence_format.load(json.loads(self.document), self.source),
+                                         list(self.choices))
+        return check.check_one(self.source, seq, self.properties, prove=self.prove, minimise=self.minimise)
+
+    def summary(self, result: tuple[list[dict[str, Any]], dict[str, Any]]) -> str:
+        checked = result[1]
+        verdict = "holds" if not checked["refuted"] else f"{', '.join(checked['refuted'])} refuted"
+        return verdict + ("" if checked["as_expected"] else " (NOT AS EXPECTED)")
+
+
+@dataclass(frozen=True)
+class BmcNodesTask:
+    """Some nodes of one depth of ``amdvi check --depth``, each named by its path (indices into the
+    scenario's alphabet): their children, checked, with their state keys (``sequence_bmc.expand_paths``).
+    The scenario comes as its file's JSON text (None: the default scenario)."""
+
+    source: str
+    document: str | None
+    choices: tuple[str, ...]
+    properties: tuple[str, ...]
+    paths: tuple[tuple[int, ...], ...]
+
+    @property
+    def title(self) -> str:
+        depth = len(self.paths[0]) + 1 if self.paths else 0
+        return f"depth {depth}: {len(self.paths)} node{'s' if len(self.paths) != 1 else ''}"
+
+    def run(self) -> Any:
+        from amdvi.frontend.commands import check
+        from amdvi.properties import sequence_bmc
+
+        seq = check.bounded_sequence(None if self.document is None else json.loads(self.document), self.source,
+                                     self.choices)
+        bounds = getattr(seq, "bounds", None) or sequence_bmc.Bounds()
+        return sequence_bmc.expand_paths(sequence_bmc.tree(seq.scenario, bounds, properties=self.properties),
+                                         self.paths)
+
+    def summary(self, result: Any) -> str:
+        kids = [c for node in result for c in node]
+        found = [c[2][0] for c in kids if c[2] is not None]
+        return f"{len(kids)} sequences, " + (f"{found[0]} refuted" if found else "hold")
