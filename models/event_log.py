@@ -59,6 +59,8 @@ def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = Tru
     ILLEGAL_COMMAND_ERROR only for an illegal command); where it is false nothing changes. ``ring``:
     by default the IOMMU's event log; a HW-vIOMMU guest's log is another descriptor.
     """
+    if b.known_false(when):  # nothing to log: what the steps below give, without copying memory twice
+        return memory, regs
     s = event_log_state(b, regs, ring)
     attempt = b.all_of(when, s["enabled"], b.lnot(s["overflowed"]))
     write = b.all_of(attempt, b.lnot(s["full"]))
@@ -67,10 +69,13 @@ def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = Tru
         drop = b.all_of(drop, regs.flag(b, "control", "EventIntEn"))
 
     addr = s["address"]
-    written = b.write64(memory, addr, b.extract(record, WORD_WIDTH - 1, 0))
-    written = b.write64(written, b.add(addr, b.const(8, WORD_WIDTH), WORD_WIDTH),
-                        b.extract(record, 2 * WORD_WIDTH - 1, WORD_WIDTH))
-    memory_out = b.ite(write, written, memory)
+    if b.known_false(write):  # full, overflowed or disabled: memory stays (no copies on Python ints)
+        memory_out = memory
+    else:
+        written = b.write64(memory, addr, b.extract(record, WORD_WIDTH - 1, 0))
+        written = b.write64(written, b.add(addr, b.const(8, WORD_WIDTH), WORD_WIDTH),
+                            b.extract(record, 2 * WORD_WIDTH - 1, WORD_WIDTH))
+        memory_out = b.ite(write, written, memory)
 
     out = rings.with_tail(b, regs, ring, b.ite(write, s["next_tail"], s["tail"], RING_WIDTH))
     out = out.set_flag_when(b, "status", "EventLogInt", write)

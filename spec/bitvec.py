@@ -145,6 +145,10 @@ class IntBackend:
         """The value of ``x`` when it is known on every input, else None."""
         return x
 
+    def speculate(self, x: Any) -> Any:
+        """``x``: a value that takes few values in a run (a DTE), which a staged engine specialises on."""
+        return x
+
     def bit(self, c: bool, width: int = 1) -> int:
         """1 or 0 as a ``width``-bit vector."""
         return 1 if c else 0
@@ -450,6 +454,10 @@ class Z3Backend:
 
     def constant(self, x: Any) -> int | None:
         return self._c(x)
+
+    def speculate(self, x: Any) -> Any:
+        """``x`` itself (see :meth:`IntBackend.speculate`)."""
+        return x
 
     def bit(self, c: Any, width: int = 1) -> z3.BitVecRef:
         v = self._cb(c)

@@ -44,7 +44,7 @@ from .walk_types import (
     WalkStep,
 )
 
-__all__ = ["Request", "Outcome", "WalkStep", "translate", "read_dte", "DIMENSION_NAMES",
+__all__ = ["Request", "Outcome", "WalkStep", "translate", "walk_request", "read_dte", "DIMENSION_NAMES",
            "NO_FAULT", "DEVICE_TABLE", "GUEST", "HOST"]
 
 MEMORY_SCOPES = ("all", "memory")
@@ -97,11 +97,12 @@ class Outcome:
 
 def read_dte(b: Any, memory: Any, dev_tab_bar: Any, device_id: Any) -> tuple[Any, Any, Any]:
     """(the 256-bit DTE, whether it lies inside the table, its address) for ``device_id``."""
-    bar = DEV_TAB_BAR.view(dev_tab_bar, b)
+    # the register and the entry are few in a run: a staged engine specialises on them (identity elsewhere)
+    bar = DEV_TAB_BAR.view(b.speculate(dev_tab_bar), b)
     base = b.shl(b.zext(bar["DevTabBase"], 64), DEV_TAB_BASE.unit_shift, 64)
     dev = b.zext(device_id, 64)
     address = b.add(base, b.shl(dev, DTE_SHIFT, 64), 64)
-    words = [b.read64(memory, b.add(address, 8 * i, 64)) for i in range(ENTRY_BYTES // 8)]
+    words = [b.speculate(b.read64(memory, b.add(address, 8 * i, 64))) for i in range(ENTRY_BYTES // 8)]
     dte = b.concat(*[(w, 64) for w in reversed(words)])
     # (Size + 1) * 4 KiB holds (Size + 1) * 128 entries
     inside = b.ule(b.lshr(dev, PAGE_SHIFT - DTE_SHIFT, 64), b.zext(bar["Size"], 64))
@@ -152,6 +153,8 @@ def _violated(b: Any, view_bits: Any, event: str, context: Mapping[str, Any] | N
     """
     if b is INT:
         return _violated_concrete(view_bits, event, tuple(sorted((context or {}).items())))
+    if getattr(b, "staged", False):
+        return b.call(_violated_concrete, "bool", view_bits, event, tuple(sorted((context or {}).items())))
     return b.any_of(*[v.condition for v in DTE.check(view_bits, b, context)
                       if v.rule.event == event and v.rule.scope in MEMORY_SCOPES])
 
@@ -169,13 +172,25 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
     ``context`` holds register fields (``{"EFR.GATS": 1, ...}``, see ``mmio.register_context``) for the
     DTE rules that depend on features, such as a 5-level guest table without EFR.GATS = 1;
     ``choices``: the hardware's readings and fault switches (``spec.choices``); ``cached``: parts supplied by translation caches (:class:`CachedStart`).
+    On Python ints this runs the compiled form of :func:`walk_request` (``spec.staged_translation``)
+    unless the reference engine is selected (``spec.staged.use_reference``).
     """
+    if b is INT and _staged.enabled():
+        return _staged_translation.translate(memory, dev_tab_bar, request, context=context, choices=choices,
+                                             cached=cached)
+    return walk_request(b, memory, dev_tab_bar, request, context=context, choices=choices, cached=cached)
+
+
+def walk_request(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *,
+                 context: Mapping[str, Any] | None = None, choices: Hardware = SPEC,
+                 cached: CachedStart | None = None) -> Outcome:
+    """The semantics of :func:`translate`, on any backend (the reference engine on ``INT``)."""
     choices = hardware(choices)
     cached = cached or CachedStart()
     r = request
     dte, inside, dte_address = read_dte(b, memory, dev_tab_bar, r.device_id)
     if cached.dte is not None:
-        dte = cached.dte
+        dte = b.speculate(cached.dte)
     v = DTE.view(dte, b)
     valid, tv = b.eq(v.v, 1), b.eq(v.tv, 1)
     ir, iw = b.eq(v.ir, 1), b.eq(v.iw, 1)
@@ -261,3 +276,7 @@ def translate(b: Any, memory: Any, dev_tab_bar: Any, request: Request, *, contex
         guest=b.all_of(translated, use_guest),
         walked=b.all_of(translated, b.any_of(use_guest, nested)),
     )
+
+
+from . import staged as _staged  # noqa: E402 - the compiled engine stages walk_request, defined above
+from . import staged_translation as _staged_translation  # noqa: E402

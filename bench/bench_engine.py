@@ -1,0 +1,157 @@
+"""The staged engine against the reference and against hand-written ceilings, in one run (issue 15.1).
+
+Measured in one process, on this machine:
+
+* walks per second of a v1 4-level and a nested 4x4 translation: the benchmark-only ceilings
+  (``ceiling_walks.py``), the reference engine (``walk_request`` on Python ints) and the staged engine
+  (``translate``, compiled paths), with the ratios staged / ceiling and staged / reference;
+* Hypothesis rule steps per second of the IOMMU state machine (``properties.stateful``, derandomized),
+  on the reference and on the staged engine;
+* a long replay: the built-in sequence library as ``amdvi check`` executes and checks it, both ways;
+* where the time goes (cProfile, top functions by own time) for the machine and the replay, both ways.
+
+Run from this folder: ``../.venv/bin/python bench_engine.py [--seconds 3] [--examples 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+from pathlib import Path
+
+from amdvi.frontend import sequence_library
+from amdvi.properties import sequence_check
+from amdvi.properties.stateful import machine, run_machine
+from amdvi.spec import staged
+from amdvi.spec.bitvec import INT
+from amdvi.spec.staged_translation import STAGER
+from amdvi.spec.translation import translate, walk_request
+
+from bench_translation import BAR, images  # bench/: these scripts run from this folder
+from ceiling_walks import nested_walk, v1_walk
+from record import write_results
+
+CEILINGS = {"v1_4level": v1_walk, "nested_4x4": nested_walk}
+
+
+def rate(fn, seconds: float) -> float:
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(50):
+            fn()
+        n += 50
+    return n / (time.perf_counter() - start)
+
+
+def walks(seconds: float) -> dict:
+    out = {}
+    for name, (mem, req) in images().items():
+        if name not in CEILINGS:
+            continue
+        ceiling = CEILINGS[name]
+        want = walk_request(INT, mem, BAR, req)
+        got = ceiling(mem, BAR, req.device_id, req.address, req.write)
+        assert staged.same(translate(INT, mem, BAR, req), want), name
+        assert got[1] == want.spa and len(got[9]) == len(want.active_steps()), name  # the ceiling walks the same path
+        row = {
+            "ceiling": rate(lambda: ceiling(mem, BAR, req.device_id, req.address, req.write), seconds),
+            "reference": rate(lambda: walk_request(INT, mem, BAR, req), seconds),
+            "staged": rate(lambda: translate(INT, mem, BAR, req), seconds),
+        }
+        row = {k: round(v, 1) for k, v in row.items()}
+        row["staged_over_ceiling"] = round(row["staged"] / row["ceiling"], 3)
+        row["staged_over_reference"] = round(row["staged"] / row["reference"], 1)
+        out[name] = row
+        print(name, row, flush=True)
+    return out
+
+
+class _Steps:
+    count = 0
+
+
+def counting_machine():
+    base = machine()
+
+    class Counting(base):  # type: ignore[valid-type, misc]
+        def check_invariants(self, *args, **kw):  # called once after initialisation and after every rule
+            _Steps.count += 1
+            return super().check_invariants(*args, **kw)
+
+    return Counting
+
+
+def machine_steps(examples: int) -> dict:
+    cls = counting_machine()
+    _Steps.count = 0
+    start = time.perf_counter()
+    failure = run_machine(max_examples=examples, derandomize=True, machine_class=cls)
+    seconds = time.perf_counter() - start
+    assert failure is None, failure
+    return {"steps": _Steps.count, "seconds": round(seconds, 2), "steps_per_second": round(_Steps.count / seconds, 1)}
+
+
+def replay() -> dict:
+    start, points = time.perf_counter(), 0
+    for entry in sequence_library.ENTRIES:
+        seq = entry.loaded()
+        ex = sequence_check.execute(seq.scenario, seq.steps)
+        sequence_check.check(ex)
+        points += len(ex.run.boundaries)
+    seconds = time.perf_counter() - start
+    return {"sequences": len(sequence_library.ENTRIES), "points": points, "seconds": round(seconds, 2)}
+
+
+def profile(fn, top: int = 8) -> list[dict]:
+    """The ``top`` functions by own time, with their share of the run."""
+    pr = cProfile.Profile()
+    pr.enable()
+    fn()
+    pr.disable()
+    stats = pstats.Stats(pr).stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.values()) or 1.0
+    rows = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    return [{"function": f"{Path(file).name}:{line}({name})", "own_share": round(v[2] / total, 3)}
+            for (file, line, name), v in rows]
+
+
+def both_ways(fn) -> dict:
+    out = {}
+    for engine in ("reference", "staged"):
+        staged.use(engine == "staged")
+        STAGER.reset()
+        out[engine] = fn()
+        print(engine, out[engine], flush=True)
+    staged.use(True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="per walk measurement")
+    ap.add_argument("--examples", type=int, default=20, help="Hypothesis examples of the IOMMU machine")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine.json"))
+    args = ap.parse_args()
+
+    results: dict = {"walks_per_second": walks(args.seconds)}
+    m = both_ways(lambda: machine_steps(args.examples))
+    m["speedup"] = round(m["staged"]["steps_per_second"] / m["reference"]["steps_per_second"], 2)
+    results["iommu_machine"] = {"examples": args.examples, **m}
+    r = both_ways(replay)
+    r["speedup"] = round(r["reference"]["seconds"] / r["staged"]["seconds"], 2)
+    results["library_replay"] = r
+    if not args.no_profile:
+        results["profile"] = {
+            "iommu_machine": both_ways(lambda: profile(lambda: machine_steps(max(args.examples // 4, 2)))),
+            "library_replay": both_ways(lambda: profile(replay)),
+        }
+    results["staged_paths"] = {"configurations": len(STAGER.functions), "traces": STAGER.traces}
+    write_results("engine", results, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
