@@ -142,7 +142,9 @@ class DaskRunner(Runner):
                     progress.done(tasks[n], results[n], seconds)
         except InputError:
             raise  # bad input a task found (e.g. a sequence step that cannot run): the same line as serially
-        except Exception as e:  # noqa: BLE001 - a task's error on a worker, or the engine's: one line
+        except Exception as e:
+            if type(e).__name__ == "SolverDisagreement":
+                raise  # two solvers disagreed in a worker: reported as serially (exit 3)
             raise FanOutError(f"{tasks[n].title + ': ' if n is not None else ''}{_one_line(e)}") from None
         finally:
             self.client.cancel([f for f in futures if not f.done()])

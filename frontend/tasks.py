@@ -28,6 +28,7 @@ class ProveTask:
     property: str
     choices: tuple[str, ...] = ()
     timeout_ms: int = 300_000
+    solver: str | None = None  # --solver (None: each obligation's recorded choice)
 
     @property
     def title(self) -> str:
@@ -37,7 +38,10 @@ class ProveTask:
         from amdvi.properties import catalog
         from amdvi.spec.choices import Hardware
 
-        return _portable(catalog.run_property(self.property, Hardware().assign(self.choices), self.timeout_ms))
+        from amdvi.properties import solvers
+
+        with solvers.using(solvers.Settings(solver=self.solver)):
+            return _portable(catalog.run_property(self.property, Hardware().assign(self.choices), self.timeout_ms))
 
     def summary(self, outcome: Any) -> str:
         return outcome.result.status

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 import z3
 
+from . import solvers
+
 PROVED, REFUTED, UNKNOWN, VACUOUS = "proved", "refuted", "unknown", "vacuous"
 
 
@@ -84,22 +86,20 @@ def prove(name: str, assumptions: Sequence[Any], claim: Any, *, witnesses: Seque
         label, extra = w.label, w.condition
         if w.assignment and _holds_under(w.assignment, z3.And(*assumptions, extra)):
             continue  # shown by evaluation; otherwise the solver must find one
-        s = _solver(timeout_ms, strategy)
         question = z3.And(*assumptions, extra)
-        s.add(z3.substitute(question, *w.narrowing) if w.narrowing else question)
-        r = s.check()
-        if r == z3.unsat:
+        a = solvers.check(solvers.Question(name, f"witness: {label}", (z3.substitute(question, *w.narrowing)
+                                           if w.narrowing else question,), strategy), timeout_ms)
+        if a.verdict == solvers.UNSAT:
             narrowed = " (with its narrowing)" if w.narrowing else ""
             return ProofResult(name, VACUOUS, time.perf_counter() - start, f"{label} cannot hold{narrowed}")
-        if r == z3.unknown:
+        if a.verdict == solvers.UNKNOWN:
             return ProofResult(name, UNKNOWN, time.perf_counter() - start,
-                               f"could not show {label} satisfiable: {s.reason_unknown()}")
-    s = _solver(timeout_ms, strategy)
-    s.add(*assumptions, z3.Not(claim))
-    r = s.check()
+                               f"could not show {label} satisfiable: {a.reason}")
+    a = solvers.check(solvers.Question(name, "counterexample", (*assumptions, z3.Not(claim)), strategy,
+                                       want_model=True), timeout_ms)
     elapsed = time.perf_counter() - start
-    if r == z3.unsat:
+    if a.verdict == solvers.UNSAT:
         return ProofResult(name, PROVED, elapsed)
-    if r == z3.sat:
-        return ProofResult(name, REFUTED, elapsed, "counterexample found", s.model())
-    return ProofResult(name, UNKNOWN, elapsed, s.reason_unknown())
+    if a.verdict == solvers.SAT:
+        return ProofResult(name, REFUTED, elapsed, "counterexample found", a.model)
+    return ProofResult(name, UNKNOWN, elapsed, a.reason)

@@ -25,6 +25,7 @@ def test_wheel_holds_only_the_amdvi_namespace(tmp_path):
     assert "amdvi = amdvi.frontend.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "amdvi/frontend/commands/__init__.py" in names and "amdvi/__init__.py" not in names
     assert "amdvi/frontend/trace.schema.json" in names  # amdvi replay validates against the shipped schema
+    assert "amdvi/properties/solver_choice.json" in names  # amdvi prove's default solver per obligation
 
 
 def test_no_folder_at_the_checkout_root_shadows_the_installed_packages():

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="also the minimality properties (each required "
                                                            "invalidation is needed)")
     parser.add_argument("--timeout", type=float, default=300.0, help="solver time limit per query, seconds")
+    parser.add_argument("--solver", metavar="z3|bitwuzla|cvc5|portfolio",
+                        help="the solver for every query (portfolio: those installed race, the first definite "
+                             "answer wins); default: per obligation the fastest that agreed in bench/bench_solvers.py, "
+                             "else z3")
+    parser.add_argument("--smtlib", metavar="DIR", help="also write every query as an SMT-LIB 2 file under DIR "
+                                                        "(DIR/property/obligation/NN-query.smt2), while proving")
     options.add_choices(parser)
     options.add_trace_output(parser)
     parser.add_argument("--verbose", action="store_true", help="show every query as it finishes")
@@ -47,21 +53,68 @@ def run(args: argparse.Namespace) -> Report:
     choices = options.apply_choices(args, SPEC, {p.name: p.choices for p in PRESETS.values()})
     if args.timeout <= 0:
         raise InputError("--timeout must be a positive number of seconds")
+    from amdvi.properties import solvers
+
+    solver = _solver(args)
     runner = fanout.runner(args)
-    if runner.parallel:
-        with runner:
-            outcomes = runner.map([tasks.ProveTask(n, tuple(choices.as_assignments()), int(args.timeout * 1000))
-                                   for n in names], "proving")
-        if args.verbose:  # each query, once its property is in
-            err = Console(stderr=True, highlight=False)
-            for item in (p for o in outcomes for p in o.parts):
-                err.print(f"  {item.name}: {item.status} ({item.seconds:.1f} s) {item.detail}", soft_wrap=True)
-    else:
-        outcomes = [_prove(n, choices, args) for n in names]
+    if runner.parallel and args.smtlib is not None:
+        raise InputError("--smtlib writes the queries as they are asked: run it without --jobs or --scheduler")
+    export = _smtlib_export(args)
+    try:
+        if runner.parallel:
+            with runner:
+                outcomes = runner.map([tasks.ProveTask(n, tuple(choices.as_assignments()), int(args.timeout * 1000),
+                                                       solver) for n in names], "proving")
+            if args.verbose:  # each query, once its property is in
+                err = Console(stderr=True, highlight=False)
+                for item in (p for o in outcomes for p in o.parts):
+                    err.print(f"  {item.name}: {item.status} ({item.seconds:.1f} s) {item.detail}", soft_wrap=True)
+        else:
+            with solvers.using(solvers.Settings(solver=solver, on_script=export)):
+                outcomes = [_prove(n, choices, args, export) for n in names]
+    except solvers.SolverDisagreement as e:
+        return _disagreement(e)
     outcomes = [_recorded(o, choices) for o in outcomes]
     if args.trace_out:
         _save_first_trace(outcomes, Path(args.trace_out))
     return _report(outcomes, choices)
+
+
+def _solver(args: argparse.Namespace) -> str | None:
+    """The solver named by ``--solver``, checked known and installed (None: the recorded choice)."""
+    from amdvi.properties import solvers
+
+    if args.solver is None:
+        return None
+    if args.solver not in solvers.CHOICES:
+        raise InputError(f"unknown solver {args.solver!r}; known: {', '.join(solvers.CHOICES)}")
+    if args.solver == solvers.PORTFOLIO:
+        members = [s for s in solvers.PORTFOLIO_MEMBERS if solvers.installed(s)]
+        if len(members) < 2:
+            raise InputError(f"--solver portfolio needs two solvers, only {', '.join(members)} installed "
+                             "(pip install 'amdvi-spec[solvers]')")
+    elif not solvers.installed(args.solver):
+        raise InputError(f"--solver {args.solver}: not installed (pip install 'amdvi-spec[solvers]')")
+    return args.solver
+
+
+def _smtlib_export(args: argparse.Namespace) -> Any:
+    if args.smtlib is None:
+        return None
+    from amdvi.frontend.smtlib_export import SmtlibExport
+
+    return SmtlibExport(Path(args.smtlib))
+
+
+def _disagreement(e: Any) -> Report:
+    """Two solvers gave different definite answers: an error naming the query, never a verdict."""
+    q = e.question
+
+    def show(console: Console) -> None:
+        Console(stderr=True, highlight=False).print(f"amdvi: error: {e}", soft_wrap=True, markup=False)
+
+    return Report({"error": "solvers disagree", "obligation": q.obligation, "query": q.label, "answers": e.answers},
+                  show, exit_codes.SOLVERS_DISAGREE)
 
 
 def _recorded(outcome: Any, choices: Any) -> Any:
@@ -105,10 +158,13 @@ def _listing() -> Report:
                    "readings": readings, "presets": presets}, show)
 
 
-def _prove(name: str, choices: Any, args: argparse.Namespace) -> Any:
+def _prove(name: str, choices: Any, args: argparse.Namespace, export: Any = None) -> Any:
     """Run one property, showing each query's status on standard error as it finishes; return its outcome."""
     from amdvi.properties import catalog as props
     from amdvi.properties.proof import ProofResult
+
+    if export is not None:
+        export.property = name  # the folder its SMT-LIB files go in
 
     err = Console(stderr=True, highlight=False)
     outcome = None
