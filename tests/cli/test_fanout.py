@@ -64,6 +64,14 @@ def test_prove_on_the_cluster_gives_the_serial_verdicts(capsys, scheduler):
     assert prove_verdicts(serial[1]) == prove_verdicts(parallel[1])
 
 
+def test_the_chosen_solver_proves_on_the_workers(capsys, scheduler):
+    argv = ["prove", "--property", "completion-wait-ordering", "--solver", "bitwuzla"]
+    serial = run_json(capsys, *argv)
+    parallel = run_json(capsys, *argv, "--scheduler", scheduler)
+    assert serial[0] == parallel[0] == 0
+    assert prove_verdicts(serial[1]) == prove_verdicts(parallel[1])
+
+
 def test_a_broken_model_is_refuted_on_the_cluster_as_serially(capsys, scheduler, tmp_path):
     argv = ["prove", "--preset", "completion-wait-early", "--property", "viommu-guest-wait-ordering",
             "--property", "completion-wait-ordering"]
@@ -155,6 +163,7 @@ def test_jobs_starts_a_local_cluster_with_the_serial_verdicts(capsys):
     (["prove", "--jobs", "2", "--scheduler", "tcp://127.0.0.1:8786"], "not both"),
     (["mutants", "--preset", "no-such", "--jobs", "2"], "unknown preset"),
     (["check", "--scheduler", "not an address"], "cannot reach the Dask scheduler"),
+    (["prove", "--jobs", "2", "--smtlib", "out"], "without --jobs"),
 ])
 def test_bad_fanout_values_are_one_line_exit_2(capsys, argv, message):
     assert main(argv) == 2
