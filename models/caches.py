@@ -201,8 +201,13 @@ def pde_fill(b: Any, request: Request, fresh: Outcome, step_index: int = 0, choi
         return PdeSlot()
     s = host_steps[step_index]
     ent = host_entry(b, s.entry, s.level)
+    # the walk went on below the entry: it did not fault there (a level skip with the skipped levels'
+    # address bits set faults, 48882 §2.2.3; such an entry is not cached)
+    below = host_steps[step_index + 1].active if step_index + 1 < len(host_steps) else b.false()
+    if choices.pde_cache_fills_faulting_skip:
+        below = b.true()
     is_pde = b.all_of(s.active, ent.present, b.lnot(ent.leaf), b.lnot(ent.reserved_set), b.lnot(ent.bad_encoding),
-                      b.lnot(fresh.guest), fresh.walked)
+                      b.lnot(fresh.guest), fresh.walked, below)
     shift = _level_span(b, ent.next_level)
     return PdeSlot(valid=is_pde, domain_id=fresh.domain_id,
                    base=b.band(request.address, b.bnot(low_mask(b, shift), 64)), shift=shift,

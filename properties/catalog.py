@@ -11,6 +11,7 @@
   fresh slots give only fresh DMA).
 * ``completion-wait-ordering``: ``ordering.wait_after_invalidations``.
 
+* ``every-host-depth`` (``--all``): the two above on host tables of 1 and 3..6 levels.
 * ``nested-isolation``: ``isolation.nested_isolation`` (no guest leads its device outside the v1 mapping).
 * ``viommu-command-isolation``, ``viommu-invalidation-scope``, ``viommu-guest-wait-ordering``: the
   HW-vIOMMU's guest commands (``viommu_isolation``, ``viommu_invalidation``), for any GuestID;
@@ -158,6 +159,33 @@ def _serving(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterator[Pr
     yield Outcome(ProofResult("fresh-slots-serve-fresh", PROVED, sum(p.seconds for p in parts)), parts=tuple(parts))
 
 
+def _host_depths(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
+    """``fresh-slots-serve-fresh`` and ``v1-entry-invalidation``'s v1 queries again, on host tables of
+    every other depth (``invalidation.HOST_DEPTHS``): together with Mode 2 in those two properties,
+    every depth 1..6. Serving first: a broken cache fill shows there soonest."""
+    name, parts = "every-host-depth", []
+    for cache, profile in serving.DEPTH_QUERIES:
+        r = serving.serves_fresh(cache, profile, choices=choices, timeout_ms=timeout_ms)
+        parts.append(r)
+        yield r
+        if r.status != PROVED:
+            yield _refutation(replace(r, name=name, seconds=sum(p.seconds for p in parts)), choices,
+                              lambda: serving.serves_fresh(cache, profile, choices=choices, timeout_ms=timeout_ms,
+                                                           observe=True))
+            return
+    for change, cache, profile, stale in invalidation.DEPTH_QUERIES:
+        r = invalidation.fresh_after_change(change, cache, profile, choices=choices, timeout_ms=timeout_ms,
+                                            stale_possible=stale)
+        parts.append(r)
+        yield r
+        if r.status != PROVED:
+            yield _refutation(replace(r, name=name, seconds=sum(p.seconds for p in parts)), choices, lambda: (
+                invalidation.fresh_after_change(change, cache, profile, choices=choices, timeout_ms=timeout_ms,
+                                                stale_possible=False, observe=True)))
+            return
+    yield Outcome(ProofResult(name, PROVED, sum(p.seconds for p in parts)), parts=tuple(parts))
+
+
 def _isolation(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
     q = isolation.nested_isolation(choices, timeout_ms)
     yield q.result
@@ -226,12 +254,17 @@ PROPERTIES["viommu-map-write-isolation"] = Property(
     "viommu-map-write-isolation", "a hypervisor's HW-vIOMMU map write for one guest installs exactly that entry "
     "and changes no other guest's DeviceID or DomainID map",
     _viommu(viommu_maps.prove_map_write_isolation, "viommu-map-write-isolation"))
+PROPERTIES["every-host-depth"] = Property(
+    "every-host-depth", "fresh slots serve fresh and a v1 entry change with its invalidations leaves no slot stale, "
+    "on host tables of 1 and 3 to 6 levels (the other properties use 2)", _host_depths)
 for _change in invalidation.CHANGES:
     PROPERTIES[f"{_change}-minimal"] = Property(
         f"{_change}-minimal", f"each invalidation a {_change} change requires is needed (weakenings give stale DMA)",
         _minimal(_change))
 
-DEFAULT = tuple(n for n in PROPERTIES if not n.endswith("-minimal"))
+# --all only: the minimality properties, and the host tables of the other depths (minutes on 2 cores)
+EXTENDED = ("every-host-depth",)
+DEFAULT = tuple(n for n in PROPERTIES if not n.endswith("-minimal") and n not in EXTENDED)
 
 STATUSES = (PROVED, REFUTED, UNKNOWN, VACUOUS)
 

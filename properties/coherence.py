@@ -21,6 +21,7 @@ from amdvi.models.caches import CACHE_NAMES, Caches
 from amdvi.models.dma import DmaResult
 from amdvi.models.iommu import IommuState, fill
 from amdvi.models.registers import Registers
+from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.translation import Outcome, Request
 
 
@@ -37,12 +38,12 @@ def reaches_only_fresh(b: Any, served: DmaResult, fresh: Outcome) -> Any:
 
 
 def filled_slot(b: Any, memory: Any, regs: Registers, cache: str, request: Request, step: int = 0,
-                context: Any = None, walk: Outcome | None = None) -> Any:
-    """The slot a fill from ``request`` produces on ``memory`` (the model's own fill; ``walk``: the
-    fresh walk of ``request`` on ``memory``, when already made)."""
+                context: Any = None, walk: Outcome | None = None, choices: Hardware = SPEC) -> Any:
+    """The slot a fill from ``request`` produces on ``memory`` (the model's own fill, under ``choices``;
+    ``walk``: the fresh walk of ``request`` on ``memory``, when already made)."""
     one = Caches.empty(**{name: 1 for name in CACHE_NAMES})
     state = fill(b, IommuState(memory=memory, regs=regs, caches=one), cache, 0, request, step, context=context,
-                 walk=walk)
+                 walk=walk, choices=choices)
     return state.caches.slots(cache)[0]
 
 

@@ -81,6 +81,13 @@ PROFILES = {
     "any": Profile("any", {}, COMMON_FREE + GCR3_PARTS + SHAPE),
 }
 
+# Host (v1) tables of every depth Linux builds (48882 §2.2.3: DTE.Mode 1..6 levels; Linux grows a v1
+# table up to EFR.HATS + 4 levels, shared/reference/page-tables.md §2): "v1" above is Mode 2, these are
+# the others. A table of three or more levels can skip levels, which Mode 2 cannot show.
+HOST_DEPTHS = (1, 3, 4, 5, 6)
+PROFILES.update({f"v1-mode{m}": Profile(f"v1-mode{m}", {"V": 1, "TV": 1, "Mode": m}, COMMON_FREE)
+                 for m in HOST_DEPTHS})
+
 # Shapes of a DTE, as values of SHAPE (the rest 0), for the witnesses of the "any" profile
 SHAPES = {
     "V = 0": {"V": 0},
@@ -301,14 +308,14 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
     fresh = translate(b, v.memory, REGS.dev_tab_bar, g)
     situation = CHANGES[change](v, fresh)
     # a fresh slot is what a fill from the ghost gives (an invalid slot cannot go stale)
-    slot = filled_slot(b, v.memory, REGS, cache, g, step, walk=fresh)
+    slot = filled_slot(b, v.memory, REGS, cache, g, step, walk=fresh, choices=choices)
     after_memory = _apply(v.memory, situation.writes)
     caches = Caches(**{n: (slot,) if n == cache else () for n in CACHE_NAMES})
     sent = tuple((corrupt(r) if corrupt else r) for r in situation.required if r.label != drop)
     for r in sent:
         caches = invalidate(b, caches, r.command, when=r.when, choices=choices)
     survivor = caches.slots(cache)[0]
-    refill = filled_slot(b, after_memory, REGS, cache, g, step)
+    refill = filled_slot(b, after_memory, REGS, cache, g, step, choices=choices)
     assumptions = (slot.valid, situation.owns, *situation.assumptions, _apart_from_rings(fresh, situation))
     claim = b.implies(survivor.valid, same_slot(b, slot, refill))
     served = None
@@ -457,6 +464,14 @@ QUERIES: tuple[tuple[str, str, str, bool], ...] = (
     ("dte", "gcr3", "any", True),
     ("dte", "guest_pde", "any", True),
 )
+
+
+# The v1-entry queries on host tables of every other depth (``HOST_DEPTHS``; a one-level table has
+# no directory to cache). The DTE change is covered at every depth by its "any" profile above.
+DEPTH_QUERIES: tuple[tuple[str, str, str, bool], ...] = tuple(
+    ("v1-entry", cache, f"v1-mode{m}", stale) for m in HOST_DEPTHS
+    for cache, stale in (("iotlb", True), ("pde", True), ("device_iotlb", True), ("dte", False))
+    if not (cache == "pde" and m == 1))
 
 
 def required_labels(change: str, profile: str = "v1") -> tuple[str, ...]:

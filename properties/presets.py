@@ -48,6 +48,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("invalidate-pages-keeps-pde-cache", _EVERY_CHANGE, (IOMMU_MACHINE,)),
     _preset("iotlb-hit-ignores-permissions", ("fresh-slots-serve-fresh",), (),
             "the machine would need a read-only remap, a read filling the IOTLB and then a write, in order"),
+    _preset("pde-cache-fills-faulting-skip", ("every-host-depth",), (),
+            "the machine's tables are two levels deep, where no level can be skipped"),
     _preset("guest-pde-hit-ignores-pasid", ("fresh-slots-serve-fresh",), (IOMMU_MACHINE,)),
     _preset("viommu-domain-map-shared", ("viommu-command-isolation", "viommu-invalidation-scope",
                                          "viommu-map-write-isolation")),

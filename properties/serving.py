@@ -29,7 +29,7 @@ from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.translation import Request, translate
 
 from .coherence import agrees, filled_slot, reaches_only_fresh
-from .invalidation import DEVICE, PROFILES, REGS, b, slot_steps, symbols
+from .invalidation import DEVICE, HOST_DEPTHS, PROFILES, REGS, b, slot_steps, symbols
 from .proof import PROVED, ProofResult, Witness, prove
 
 
@@ -50,6 +50,11 @@ QUERIES: tuple[tuple[str, str], ...] = (
     ("iotlb", "v2"), ("guest_pde", "v2"), ("gcr3", "v2"), ("device_iotlb", "v2"),
     ("iotlb", "nested"), ("guest_pde", "nested"), ("gcr3", "nested"),
 )
+
+# the same on host tables of every other depth (``invalidation.HOST_DEPTHS``; Mode 2 is "v1" above)
+DEPTH_QUERIES: tuple[tuple[str, str], ...] = tuple(
+    (cache, f"v1-mode{m}") for m in HOST_DEPTHS for cache in ("iotlb", "pde", "device_iotlb")
+    if not (cache == "pde" and m == 1))
 
 
 FINAL_TRANSLATIONS = ("iotlb", "device_iotlb")  # caches whose slot answers without any walk
@@ -85,7 +90,7 @@ def serves_fresh(cache: str, profile: str, *, choices: Hardware = SPEC,
     ghost_walk = translate(b, v.memory, REGS.dev_tab_bar, v.ghost)
     results = []
     for k in slot_steps(cache, profile):
-        slot = filled_slot(b, v.memory, REGS, cache, v.ghost, k)
+        slot = filled_slot(b, v.memory, REGS, cache, v.ghost, k, choices=choices)
         caches = Caches(**{n: (slot,) if n == cache else () for n in CACHE_NAMES})
         request = dataclasses.replace(r, ats=True) if cache == "device_iotlb" else r
         if cache == "device_iotlb":

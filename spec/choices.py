@@ -208,6 +208,10 @@ class Hardware(Choices):
     invalidate_pages_keeps_pde_cache: bool = fault(
         "INVALIDATE_IOMMU_PAGES with PDE = 1 leaves cached page-directory (host and guest) and GCR3 "
         "entries in place", section="§2.4.3")
+    pde_cache_fills_faulting_skip: bool = fault(
+        "a host page-directory entry that skips levels is cached from a walk that faults on it (the "
+        "request's skipped-level address bits are not zero), so the cached entry serves requests a walk "
+        "faults on", section="§2.2.3")
     guest_pde_hit_ignores_pasid: bool = fault(
         "a cached guest page-directory entry is used for a request of any PASID of its DomainID, so one "
         "process's guest table serves another's", section="§2.2")

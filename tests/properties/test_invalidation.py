@@ -91,6 +91,29 @@ def test_a_fresh_slot_serves_every_request_as_the_fresh_walk(cache, profile):
     assert r.status == PROVED, r.detail
 
 
+def test_a_cached_host_directory_serves_fresh_on_a_table_that_can_skip_levels():
+    # three levels: the root may skip to level 1; the fill refuses an entry the walk faults on
+    # (skipped-level address bits set), which the pde-cache-fills-faulting-skip preset caches
+    broken = PRESETS["pde-cache-fills-faulting-skip"].choices
+    assert serving.serves_fresh("pde", "v1-mode3").status == PROVED
+    assert serving.serves_fresh("pde", "v1-mode3", choices=broken).status == REFUTED
+    # two levels leave nothing to skip: the Mode 2 queries alone hold on the broken fill too
+    assert serving.serves_fresh("pde", "v1", choices=broken).status == PROVED
+
+
+def test_every_host_depth_is_covered_once():
+    depths = {int(p.removeprefix("v1-mode")) for _, p in serving.DEPTH_QUERIES}
+    assert depths | {invalidation.PROFILES["v1"].fixed["Mode"]} == set(range(1, 7))
+    assert {p for *_, p, _ in invalidation.DEPTH_QUERIES} == {p for _, p in serving.DEPTH_QUERIES}
+    assert "every-host-depth" in catalog.PROPERTIES and "every-host-depth" not in catalog.DEFAULT
+
+
+@pytest.mark.deep
+def test_every_host_depth_proved():
+    outcome = catalog.run_property("every-host-depth")
+    assert outcome.result.status == PROVED, outcome.result.detail
+
+
 def test_a_gcr3_entry_the_walk_faults_on_is_not_cached():
     # found by the serving query: a cached entry with reserved bits set used to skip the walk's check
     from amdvi.models.caches import gcr3_fill
