@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Protocol
 
-from amdvi.frontend.commands import check, decode, demo, docs, explain, graph, listing, mutants, prove, replay, walk
+from amdvi.frontend.commands import (check, decode, demo, diff_qemu, docs, explain, graph, listing, mutants, prove,
+                                     replay, walk)
 from amdvi.frontend.report import Report
 
 
@@ -23,4 +24,5 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> Report: ...
 
 
-COMMANDS: tuple[Command, ...] = (check, decode, explain, listing, docs, demo, walk, graph, prove, mutants, replay)  # `amdvi --help` order
+COMMANDS: tuple[Command, ...] = (check, decode, explain, listing, docs, demo, walk, graph, prove, mutants, replay,
+                                 diff_qemu)  # `amdvi --help` order

@@ -1,0 +1,547 @@
+"""Known divergences of a QEMU version: the facts as data (``known/qemu-<major>.<minor>.json``: each with
+its class, 48882 section and QEMU source line), the recognisers as code (:data:`RECOGNISERS`).
+
+A recogniser says whether one mismatch is that divergence, by asking the model a what-if question
+with the same functions the comparison uses: "does QEMU's result equal the walk with the leaf's PR
+bit set?", "... of the address cut to the mode's range?", "... under the reading
+``illegal_command=continue``?". The walk divergences are *transforms* of the memory image or the address
+(:data:`TRANSFORMS`); a DMA may need several at once (an address beyond the mode's range that reaches a
+non-present leaf), so the smallest set that explains it is searched. A DMA served from QEMU's IOTLB with
+what an earlier, divergent, walk found is attributed to that walk's divergence. A mismatch nothing
+claims is new.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Callable
+
+from amdvi.models.software import registers
+from amdvi.spec.bitvec import INT
+from amdvi.spec.device_table import DTE
+from amdvi.spec.host_page_table import PDE, PTE
+from amdvi.spec.host_translation import host_entry
+from amdvi.spec.levels import level_shift
+from amdvi.spec.mmio import STATUS
+from amdvi.spec.translation import Request, translate
+
+from .case import Case, Commands, DeviceDma, RegisterWrite
+from .compare import Mismatch, dma_consistent
+from .layout import LAYOUT, device_id, pattern_address
+from .model_side import Allowed, DmaExpected, Expectation, expect
+from .qemu_side import Observation
+
+CLASSES = {
+    "qemu-differs": "QEMU differs from the spec",
+    "model-differs": "the model differs from the spec",
+    "spec-silent": "the spec is silent",
+    "qemu-hangs": "QEMU hangs (whatever the spec says, the machine stops)",
+}
+PR, IR, IW = PDE.field("PR").mask, PDE.field("IR").mask, PDE.field("IW").mask
+
+
+@dataclass(frozen=True)
+class Known:
+    id: str
+    title: str
+    classification: str
+    section: str
+    qemu_source: str
+    summary: str
+    recogniser: str
+    study: str = ""  # the feasibility study's name for it (B1..B11)
+
+
+@dataclass
+class Context:
+    case: Case
+    expectation: Expectation
+    observation: Observation
+
+    @functools.cached_property
+    def continuing(self) -> Expectation:
+        """The case under the reading QEMU implements for illegal commands (processing goes on)."""
+        choices = dataclasses.replace(self.expectation.choices, illegal_command="continue")
+        return expect(self.case, choices)
+
+
+def _walk(dma: DmaExpected, memory: dict[int, int], address: int) -> Any:
+    request = Request(device_id=device_id(dma.device), address=address, write=dma.write)
+    return translate(INT, memory, registers(LAYOUT).dev_tab_bar, request)
+
+
+def _allowed(outcome: Any) -> Allowed:
+    ok = bool(outcome.ok)
+    return Allowed(ok, int(outcome.spa) if ok else 0, bool(outcome.logged), int(outcome.event), "what-if walk")
+
+
+def _host_steps(outcome: Any) -> list[Any]:
+    return [s for s in outcome.steps if s.active and s.table == "PDE/PTE"]
+
+
+def _dma(m: Mismatch) -> bool:
+    return m.observable == "dma" and m.step is not None
+
+
+# -- what-if transforms of a DMA: (ctx, dma, memory, address, walk) -> (memory, address) or None -------------
+
+Transform = Callable[[Context, DmaExpected, dict[int, int], int, Any], "tuple[dict[int, int], int] | None"]
+
+
+def address_beyond_mode(ctx: Context, dma: DmaExpected, memory: dict[int, int], address: int,
+                        walk: Any) -> tuple[dict[int, int], int] | None:
+    """The address cut to the range of DTE.Mode (QEMU ignores the bits above it)."""
+    mode = DTE.view(memory.get(LAYOUT.dte_address(device_id(dma.device)), 0))["Mode"]
+    if not 1 <= mode <= 5 or address >> level_shift(mode + 1) == 0:
+        return None
+    return memory, address & ((1 << level_shift(mode + 1)) - 1)
+
+
+def reserved_bits_ignored(ctx: Context, dma: DmaExpected, memory: dict[int, int], address: int,
+                          walk: Any) -> tuple[dict[int, int], int] | None:
+    """The walk's entries with their reserved bits cleared (QEMU does not check them)."""
+    def reserved(entry: int) -> int:
+        return PTE.reserved_mask if (entry >> 9) & 7 in (0, 7) else PDE.reserved_mask
+
+    changed = False
+    for _ in range(6):  # the walk goes one level further each time a cleared entry lets it
+        steps = [s for s in _host_steps(walk) if s.entry & reserved(s.entry)]
+        if not steps:
+            break
+        memory, changed = dict(memory), True
+        for s in steps:
+            memory[s.entry_address] = s.entry & ~reserved(s.entry)
+        walk = _walk(dma, memory, address)
+    return (memory, address) if changed else None
+
+
+def skipped_levels_unchecked(ctx: Context, dma: DmaExpected, memory: dict[int, int], address: int,
+                             walk: Any) -> tuple[dict[int, int], int] | None:
+    """The address with the index bits of levels a PDE skips cleared (QEMU does not check them)."""
+    cut = address
+    for s in _host_steps(walk):
+        nl = (s.entry >> 9) & 7
+        if s.entry & PR and 1 <= nl < s.level - 1:
+            cut &= ~(((1 << level_shift(s.level)) - 1) & ~((1 << level_shift(nl + 1)) - 1))
+    return (memory, cut) if cut != address else None
+
+
+def leaf_present_ignored(ctx: Context, dma: DmaExpected, memory: dict[int, int], address: int,
+                         walk: Any) -> tuple[dict[int, int], int] | None:
+    """The non-present entry the walk stopped at, made present (QEMU does not check a leaf's PR)."""
+    steps = _host_steps(walk)
+    if not steps or steps[-1].entry & PR or not steps[-1].entry:
+        return None
+    memory = dict(memory)
+    memory[steps[-1].entry_address] = steps[-1].entry | PR
+    return memory, address
+
+
+def permissions_from_leaf(ctx: Context, dma: DmaExpected, memory: dict[int, int], address: int,
+                          walk: Any) -> tuple[dict[int, int], int] | None:
+    """The DTE's and directory entries' IR/IW set, once the device has accessed the page before (QEMU's
+    IOTLB keeps the leaf's permissions from that walk, whether the access itself was let through)."""
+    earlier = [i for i, s in enumerate(ctx.case.steps[:dma.step]) if isinstance(s, DeviceDma)
+               and s.device == dma.device and s.address >> 12 == dma.address >> 12 and i in ctx.observation.dmas]
+    if not earlier or seen_word(ctx.observation.dmas[dma.step]) is None:
+        return None  # it widens: only an access QEMU let through
+    if memory == dma.memory and not any(isinstance(s, Commands) for s in ctx.case.steps[earlier[-1]:dma.step]):
+        # no command since QEMU filled its entry: the tables as they were then (a stale entry is allowed)
+        memory = ctx.expectation.dmas[earlier[-1]].memory if earlier[-1] in ctx.expectation.dmas else memory
+    memory = dict(memory)
+    dte_at = LAYOUT.dte_address(device_id(dma.device))
+    memory[dte_at] = memory.get(dte_at, 0) | DTE.field("IR").mask | DTE.field("IW").mask
+    for s in _host_steps(walk)[:-1]:
+        memory[s.entry_address] = s.entry | IR | IW
+    return memory, address
+
+
+TRANSFORMS: dict[str, Transform] = {f.__name__.replace("_", "-"): f for f in (
+    address_beyond_mode, reserved_bits_ignored, skipped_levels_unchecked,
+    leaf_present_ignored, permissions_from_leaf)}
+
+
+def explain_dma(ctx: Context, m: Mismatch, names: list[str]) -> tuple[str, ...] | None:
+    """The smallest set of the ``names`` transforms (each applied, on the walk the others leave, until none
+    applies any more) under which QEMU's result is the walk's; None when no set explains it."""
+    if not _dma(m):
+        return None
+    dma = ctx.expectation.dmas[m.step]
+    seen = ctx.observation.dmas[m.step]
+    usable = [n for n in TRANSFORMS if n in names]
+    for size in range(1, len(usable) + 1):
+        for combo in itertools.combinations(usable, size):
+            # apply the set's transforms until none applies: one may only become applicable after another
+            # (a level skip followed, then the reserved bits of the entry it leads to)
+            memory, address, used = dma.memory, dma.address, set()
+            for _ in range(2 * len(combo) + 2):
+                progressed = False
+                for name in combo:
+                    changed = TRANSFORMS[name](ctx, dma, memory, address, _walk(dma, memory, address))
+                    if changed is not None and changed != (memory, address):
+                        memory, address = changed
+                        used.add(name)
+                        progressed = True
+                if not progressed:
+                    break
+            if used == set(combo) and dma_consistent(ctx.case, dma.memory, (_allowed(_walk(dma, memory, address)),), seen):
+                return combo
+    return None
+
+
+def translation_not_valid_identity(ctx: Context, m: Mismatch) -> bool:
+    """DTE V = 1, TV = 0: QEMU passes the address through, filtered by the DTE's IR/IW."""
+    if not _dma(m):
+        return False
+    dma = ctx.expectation.dmas[m.step]
+    dte = DTE.view(dma.memory.get(LAYOUT.dte_address(device_id(dma.device)), 0) & ((1 << 64) - 1))
+    if dte["V"] != 1 or dte["TV"] != 0:
+        return False
+    permitted = dte["IW"] if dma.write else dte["IR"]
+    alternative = Allowed(bool(permitted), dma.address if permitted else 0, False, 0, "identity")
+    return dma_consistent(ctx.case, dma.memory, (alternative,), ctx.observation.dmas[m.step])
+
+
+def _dte_words(memory: Any, device: int) -> tuple[int, ...]:
+    base = LAYOUT.dte_address(device_id(device))
+    return tuple(memory.get(base + 8 * k, 0) for k in range(4))
+
+
+def iotlb_before_dte(ctx: Context, m: Mismatch) -> bool:
+    """QEMU gave what an earlier DMA of the same device and IOVA page got, although the device's DTE
+    changed in between (and was invalidated): its IOTLB, keyed by DeviceID, answers before the DTE is read."""
+    if not _dma(m):
+        return False
+    dma = ctx.expectation.dmas[m.step]
+    seen = ctx.observation.dmas[m.step]
+    got = seen_word(seen)
+    blocked = (seen.landed is None) if seen.write else (seen.value == 0)
+    for j in range(m.step - 1, -1, -1):  # the latest earlier access that gave the same, under another DTE
+        s = ctx.case.steps[j]
+        before = ctx.observation.dmas.get(j)
+        if not isinstance(s, DeviceDma) or s.device != dma.device or s.address >> 12 != dma.address >> 12 or before is None:
+            continue
+        had = seen_word(before)
+        same = (got is None and had is None and blocked) or (got is not None and had is not None and got >> 12 == had >> 12)
+        if not same:
+            return False
+        if _dte_words(ctx.expectation.dmas[j].memory, dma.device) != _dte_words(dma.memory, dma.device):
+            return True
+    return False
+
+
+def cached_permission_fault(ctx: Context, m: Mismatch) -> bool:
+    """QEMU blocked an access the current tables allow, and a walk of the memory of an earlier access by
+    the same device to the same page (when QEMU filled its IOTLB) reaches the page without this access's
+    permission: QEMU faults on the cached permissions, the model re-walks (its IOTLB hit needs the
+    permission: models/caches.py _iotlb_hit)."""
+    if not _dma(m):
+        return False
+    dma = ctx.expectation.dmas[m.step]
+    seen = ctx.observation.dmas[m.step]
+    if not ((seen.landed is None) if seen.write else seen.value == 0):
+        return False
+    for j in range(m.step - 1, -1, -1):
+        s = ctx.case.steps[j]
+        if isinstance(s, DeviceDma) and s.device == dma.device and s.address >> 12 == dma.address >> 12:
+            before = ctx.expectation.dmas.get(j)
+            if before is None:
+                return False
+            walk = _walk(dma, dict(before.memory), dma.address)
+            other = _walk(dataclasses.replace(dma, write=not dma.write), dict(before.memory), dma.address)
+            return not walk.ok and bool(other.ok)  # a translation without this access's permission
+    return False
+
+
+QEMU_IOTLB_DEVID_SHIFT = 36  # QEMU 7.2 hw/i386/amd_iommu.h AMDVI_DEVID_SHIFT: key = IOVA frame | DeviceID << 36
+
+
+def iotlb_key_aliasing(ctx: Context, m: Mismatch) -> bool:
+    """QEMU gave what an earlier access of another (device, IOVA page) reached whose IOTLB key is the same:
+    QEMU 7.2 keys its IOTLB by ``frame | DeviceID << 36``, so IOVA bits 48 and up collide with the
+    DeviceID."""
+    if not _dma(m):
+        return False
+    dma = ctx.expectation.dmas[m.step]
+    word = seen_word(ctx.observation.dmas[m.step])
+
+    def key(device: int, address: int) -> int:
+        return ((address >> 12) | (device_id(device) << QEMU_IOTLB_DEVID_SHIFT)) & ((1 << 64) - 1)
+
+    for j in range(m.step - 1, -1, -1):
+        s = ctx.case.steps[j]
+        before = ctx.observation.dmas.get(j)
+        if not isinstance(s, DeviceDma) or before is None or (s.device, s.address >> 12) == (dma.device, dma.address >> 12):
+            continue
+        if key(s.device, s.address) == key(dma.device, dma.address):
+            had = seen_word(before)
+            fresh = ctx.expectation.dmas[j].fresh
+            if had is None and fresh.ok:  # a word the harness cannot name: the walk's, which QEMU agreed with
+                had = int(fresh.spa)
+            return (had is None and word is None) or (had is not None and word is not None and had >> 12 == word >> 12)
+    return False
+
+
+def next_level_7_size_unchecked(ctx: Context, m: Mismatch) -> bool:
+    """The walk faulted at a Next Level 7 leaf whose encoded size the model refuses (not above the level's
+    default, or above the next level's), and QEMU reached the page that size gives: the leaf's page and
+    size as the spec's own entry decoding reads them (spec.host_translation.host_entry), the offset from
+    the whole address. Also when the address is beyond the mode's range and QEMU's cut-down walk (see
+    address-beyond-mode) meets such a leaf."""
+    if not _dma(m):
+        return False
+    dma = ctx.expectation.dmas[m.step]
+    walks = [dma.fresh]
+    cut = address_beyond_mode(ctx, dma, dict(dma.memory), dma.address, dma.fresh)
+    if cut is not None:
+        walks.append(_walk(dma, cut[0], cut[1]))
+    for walk in walks:
+        steps = _host_steps(walk)
+        if not steps or (steps[-1].entry >> 9) & 7 != 7:
+            continue
+        entry = host_entry(INT, steps[-1].entry, steps[-1].level)
+        if not entry.bad_encoding:
+            continue
+        spa = entry.address | (dma.address & ((1 << entry.page_shift) - 1))
+        if dma_consistent(ctx.case, dma.memory, (Allowed(True, spa, False, 0, "as encoded"),),
+                          ctx.observation.dmas[m.step]):
+            return True
+    return False
+
+
+def dte_reserved_bits_when_invalid(ctx: Context, m: Mismatch) -> bool:
+    """DTE V = 0 with a reserved bit set: QEMU blocks (it validates the reserved bits before it looks at
+    V); the spec does not use an entry whose V = 0, so the access passes untranslated."""
+    if not _dma(m):
+        return False
+    dma = ctx.expectation.dmas[m.step]
+    base = LAYOUT.dte_address(device_id(dma.device))
+    dte = sum(dma.memory.get(base + 8 * k, 0) << (64 * k) for k in range(4))
+    seen = ctx.observation.dmas[m.step]
+    blocked = seen.landed is None if seen.write else seen.value == 0
+    return blocked and dte & 1 == 0 and bool(dte & DTE.reserved_mask)
+
+
+def next_level_not_below(ctx: Context, m: Mismatch) -> bool:
+    """The walk met a present directory entry whose Next Level is not below its own level (the spec: an
+    invalid level encoding, IO_PAGE_FAULT with RZ = 1) and QEMU's access went through: QEMU walks on to
+    a table of that level. Recognised by the walk alone (QEMU's page is not recomputed: no spec walk
+    takes such a step)."""
+    if not _dma(m):
+        return False
+    dma = ctx.expectation.dmas[m.step]
+    steps = _host_steps(dma.fresh)
+    if not steps or dma.fresh.ok:
+        return False
+    last = steps[-1]
+    nl = (last.entry >> 9) & 7
+    return bool(last.entry & PR) and 1 <= nl <= 6 and nl >= last.level and seen_word(ctx.observation.dmas[m.step]) is not None
+
+
+def illegal_command_continues(ctx: Context, m: Mismatch) -> bool:
+    """After an illegal command QEMU goes on with the next one: the mismatch vanishes under the reading
+    ``illegal_command=continue`` (the event it would log aside: see the event-log entry)."""
+    if m.step is None or m.observable.startswith("event") or m.observable == "status.EventLogInt":
+        return False
+    if not any(b.status.get("CmdBufRun") == 0 for i, b in ctx.expectation.batches.items() if i <= m.step):
+        return False  # the model's processor never stopped: the reading cannot make a difference
+    cont = ctx.continuing
+    seen = ctx.observation
+    if m.observable == "head":
+        want = cont.batches.get(m.step)
+        return want is not None and want.head is not None and seen.batches[m.step].head == want.head
+    if m.observable.startswith("status."):
+        name = m.observable.split(".", 1)[1]
+        want = cont.batches.get(m.step)
+        return want is not None and seen.batches[m.step].status.get(name) == want.status[name]
+    if m.observable == "store":
+        want = cont.batches.get(m.step)
+        return want is not None and all(seen.batches[m.step].stores.get(a) == v for a, v in want.stores.items())
+    return False
+
+
+def head_written_before_wrap(ctx: Context, m: Mismatch) -> bool:
+    """CMD_BUF_HEAD reads as the ring's size where the head wrapped to 0 (either reading of illegal
+    commands)."""
+    if m.observable != "head":
+        return False
+    if ctx.observation.batches[m.step].head != LAYOUT.ring_bytes:
+        return False
+    for expectation in (lambda: ctx.expectation, lambda: ctx.continuing):  # the second only when needed
+        want = expectation().batches.get(m.step)
+        if want is not None and want.head == 0:
+            return True
+    return False
+
+
+def status_not_writable(ctx: Context, m: Mismatch) -> bool:
+    """Writing 1 to an RW1C Status bit leaves it set (and it stays set at the later batches)."""
+    if m.observable == "register.STATUS":
+        return True
+    if not m.observable.startswith("status.") or m.step is None:
+        return False
+    name = m.observable.split(".", 1)[1]
+    field = STATUS.field(name)
+    cleared = any(isinstance(s, RegisterWrite) and s.name == "STATUS" and s.value & field.mask
+                  for s in ctx.case.steps[:m.step])
+    return cleared and ctx.observation.batches[m.step].status.get(name) == 1
+
+
+def exclusion_base_not_writable(ctx: Context, m: Mismatch) -> bool:
+    return m.observable == "register.EXCL_BASE" and ctx.observation.registers[m.step].value == 0
+
+
+def event_log_dead(ctx: Context, m: Mismatch) -> bool:
+    """No record is ever written: the missing records, and EventLogInt never set."""
+    if m.observable == "event-missing":
+        return not ctx.observation.events
+    if m.observable == "status.EventLogInt":
+        return ctx.observation.batches[m.step].status.get("EventLogInt") == 0
+    return False
+
+
+def walk_loop_hang(ctx: Context, m: Mismatch) -> bool:
+    """QEMU stopped answering during a DMA whose walk meets a directory entry with Next Level not below its
+    own level."""
+    if m.observable != "hang" or m.step is None or not isinstance(ctx.case.steps[m.step], DeviceDma):
+        return False
+    dma = ctx.expectation.dmas.get(m.step)
+    if dma is None:
+        return False
+    for s in _host_steps(dma.fresh):
+        nl = (s.entry >> 9) & 7
+        if s.entry & PR and 1 <= nl <= 6 and nl >= s.level:
+            return True
+    return False
+
+
+def tail_beyond_ring_hang(ctx: Context, m: Mismatch) -> bool:
+    if m.observable != "hang" or m.step is None:
+        return False
+    s = ctx.case.steps[m.step]
+    return isinstance(s, RegisterWrite) and s.name == "CMD_BUF_TAIL" and s.value >= LAYOUT.ring_bytes
+
+
+RECOGNISERS: dict[str, Callable[[Context, Mismatch], bool]] = {
+    f.__name__.replace("_", "-"): f for f in (
+        translation_not_valid_identity, iotlb_before_dte, dte_reserved_bits_when_invalid, next_level_not_below,
+        cached_permission_fault, iotlb_key_aliasing, next_level_7_size_unchecked,
+        illegal_command_continues, head_written_before_wrap, status_not_writable,
+        exclusion_base_not_writable, event_log_dead, walk_loop_hang, tail_beyond_ring_hang)
+}
+KNOWN_NAMES = set(RECOGNISERS) | set(TRANSFORMS)
+
+
+def series(version: str) -> str:
+    """``7.2.22`` -> ``7.2``: known lists are kept per major.minor release."""
+    return ".".join(version.split(".")[:2])
+
+
+def load(version: str) -> list[Known]:
+    """The known divergences of QEMU ``version`` (empty when no list exists for its series)."""
+    name = f"qemu-{series(version)}.json"
+    try:
+        text = resources.files("amdvi.difftest").joinpath("known", name).read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return []
+    return parse(json.loads(text), name)
+
+
+def parse(obj: Any, source: str) -> list[Known]:
+    out = []
+    for i, entry in enumerate(obj.get("divergences", [])):
+        known = Known(**entry)
+        if known.recogniser not in KNOWN_NAMES:
+            raise ValueError(f"{source}: divergence {known.id}: unknown recogniser {known.recogniser!r}")
+        if known.classification not in CLASSES:
+            raise ValueError(f"{source}: divergence {known.id}: unknown class {known.classification!r}")
+        out.append(known)
+    return out
+
+
+def not_reproduced(version: str) -> list[dict[str, str]]:
+    """The study's items the harness does not show as divergences, each with the reason."""
+    name = f"qemu-{series(version)}.json"
+    try:
+        text = resources.files("amdvi.difftest").joinpath("known", name).read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return []
+    return list(json.loads(text).get("not_reproduced", []))
+
+
+def classify(ctx: Context, mismatches: list[Mismatch], known: list[Known]) -> list[tuple[Mismatch, Known | None]]:
+    """Each mismatch with the known divergence that explains it (None: new). A DMA may need several
+    walk divergences together (an address beyond the mode's range reaching a non-present leaf): it is
+    attributed to the first of the set, and :func:`explained_by` lists them all."""
+    out = []
+    by_recogniser = {k.recogniser: k for k in known}
+    for m in mismatches:
+        match = next((k for k in known if k.recogniser in RECOGNISERS and RECOGNISERS[k.recogniser](ctx, m)), None)
+        if match is None and _dma(m):
+            combo = explain_dma(ctx, m, [k.recogniser for k in known])
+            match = by_recogniser[combo[0]] if combo else None
+            match = match or _served_from_divergent_fill(ctx, m, known)
+        out.append((m, match))
+    return out
+
+
+def seen_word(seen: Any) -> int | None:
+    """The system word QEMU's DMA reached, when the harness can name it."""
+    if seen.write:
+        return seen.landed
+    return pattern_address(seen.value) if seen.value is not None else None
+
+
+def _served_from_divergent_fill(ctx: Context, m: Mismatch, known: list[Known]) -> Known | None:
+    """QEMU served the DMA with the page an earlier access of the same device and IOVA page reached, and
+    that earlier result is itself a known divergence of the walk (whether or not the model's caches made
+    it look allowed then): QEMU's IOTLB keeps what its walk found, so this is a consequence of it."""
+    dma = ctx.expectation.dmas[m.step]
+    word = seen_word(ctx.observation.dmas[m.step])
+    if word is None:
+        return None
+    by_recogniser = {k.recogniser: k for k in known}
+    names = [k.recogniser for k in known]
+    for j in range(m.step - 1, -1, -1):
+        s = ctx.case.steps[j]
+        before = ctx.observation.dmas.get(j)
+        if not isinstance(s, DeviceDma) or s.device != dma.device or s.address >> 12 != dma.address >> 12:
+            continue
+        had = seen_word(before) if before is not None else None
+        if had is None or had >> 12 != word >> 12:
+            continue
+        earlier = Mismatch(j, "dma", "", "", "")
+        combo = explain_dma(ctx, earlier, names)
+        if combo:
+            return by_recogniser[combo[0]]
+        walk_fault = next((k for k in known if k.recogniser in ("next-level-not-below",)
+                           and RECOGNISERS[k.recogniser](ctx, earlier)), None)
+        if walk_fault is not None:
+            return walk_fault
+    return None
+
+
+def explained_by(ctx: Context, m: Mismatch, known: list[Known]) -> list[Known]:
+    """Every known divergence that takes part in explaining ``m``."""
+    by_recogniser = {k.recogniser: k for k in known}
+    combo = explain_dma(ctx, m, [k.recogniser for k in known]) if _dma(m) else None
+    if combo:
+        return [by_recogniser[n] for n in combo]
+    return [k for k in known if k.recogniser in RECOGNISERS and RECOGNISERS[k.recogniser](ctx, m)]
+
+
+def explained_ids(ctx: Context, classified: list[tuple[Mismatch, Known | None]], known: list[Known]) -> set[str]:
+    """Every known divergence that takes part in explaining the mismatches (a DMA may need several)."""
+    out: set[str] = set()
+    for m, k in classified:
+        if k is None:
+            continue
+        out.add(k.id)
+        if _dma(m):
+            out.update(x.id for x in explained_by(ctx, m, known))
+    return out
