@@ -118,8 +118,10 @@ class DaskRunner(Runner):
         err.print(f"Dask: {where}, {self.workers} worker{'s' if self.workers != 1 else ''}", markup=False)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any = None, *exc: Any) -> None:
         client, cluster, self.client, self.cluster = self.client, self.cluster, None, None
+        if cluster is not None and exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            _kill_local_workers()  # a worker inside a solver call would hold a graceful close for its whole query
         for closing in (client, cluster):
             if closing is not None:
                 try:
@@ -194,3 +196,14 @@ def runner(args: argparse.Namespace) -> Runner:
     if jobs is None and scheduler is None:
         return Runner()
     return DaskRunner(jobs=jobs, scheduler=scheduler)
+
+
+def _kill_local_workers() -> None:
+    """Kill this process's children (the local cluster's nannies and workers): nothing they hold is kept."""
+    import psutil  # a dependency of distributed
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
