@@ -199,11 +199,13 @@ def runner(args: argparse.Namespace) -> Runner:
 
 
 def _kill_local_workers() -> None:
-    """Kill this process's children (the local cluster's nannies and workers): nothing they hold is kept."""
+    """Kill this process's children (the local cluster's nannies and workers; not multiprocessing's resource
+    tracker, which cleans up after them): nothing they hold is kept."""
     import psutil  # a dependency of distributed
 
     for child in psutil.Process().children(recursive=True):
         try:
-            child.kill()
+            if not any("resource_tracker" in part for part in child.cmdline()):  # multiprocessing's own
+                child.kill()
         except psutil.Error:
             pass

@@ -210,7 +210,9 @@ def test_ctrl_c_leaves_no_file_and_no_worker(tmp_path):
     psutil = pytest.importorskip("psutil")
     out = tmp_path / "cex.json"
     proc = subprocess.Popen([AMDVI, "prove", "--all", "--preset", "invalidate-pages-ignores-size", "--jobs", "2",
-                             "--trace-out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                             "--trace-out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            # an xdist worker ignores SIGINT, and a child inherits that: give it Python's own
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert "Dask: a local cluster, 2 workers" in proc.stderr.readline()  # the cluster is up
         time.sleep(1.0)  # the tasks are on the workers
