@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import multiprocessing.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,7 @@ _WORKER: Worker | None = None
 def _init(binary: str, timeout: float, version: str) -> None:
     global _WORKER
     _WORKER = Worker(binary, timeout, version)
+    multiprocessing.util.Finalize(_WORKER, _WORKER.close, exitpriority=10)  # its QEMU goes with the worker
 
 
 def _chunk(job: tuple[int, int, int, int]) -> tuple[list[CaseResult], int]:
@@ -165,6 +167,8 @@ def run(binary: str, version: str, *, cases_wanted: int, seed: int, workers: int
                 result.restarts += restarts
                 if progress:
                     progress(len(result.results), cases_wanted)
+            pool.close()  # workers exit normally, closing their QEMU (a terminate would kill them first)
+            pool.join()
     result.results.sort(key=lambda r: r.index)
     result.seconds = time.perf_counter() - started
     return result

@@ -34,7 +34,7 @@ class Qtest:
         self.timeout = timeout
         self._err = open(stderr_path or os.devnull, "wb")
         self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
-                                     bufsize=0)
+                                     bufsize=0, preexec_fn=_die_with_parent)
         self._out = self.proc.stdout.fileno()
         self._buffer = b""
         self.commands = 0
@@ -129,3 +129,16 @@ class Qtest:
             if stream is not None:
                 stream.close()
         self._err.close()
+
+
+def _die_with_parent() -> None:
+    """In the QEMU child before exec: SIGKILL it when the process that started it dies (Linux
+    PR_SET_PDEATHSIG), since QEMU does not exit when qtest's input closes; a campaign worker killed by
+    its pool would otherwise leave its QEMU running."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # not Linux: close() still stops it on every normal path
