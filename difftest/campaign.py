@@ -7,13 +7,14 @@ A worker keeps one QEMU for all its cases (reset between them) and starts a new 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import multiprocessing.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from hypothesis import HealthCheck, Phase, given, seed as hypothesis_seed, settings
 
@@ -31,6 +32,24 @@ __all__ = ["AGREE", "KNOWN", "NEW", "run", "shrink_findings", "generate", "Worke
 CHUNK = 50
 
 
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis mixes in literal constants harvested from the "local" modules loaded so far (files
+    outside site-packages: an editable install's, not a regular install's), so the same seed would give
+    other cases in another install or after other imports; a seed must name one campaign everywhere."""
+    from hypothesis.internal.conjecture import providers
+
+    harvest = getattr(providers, "_get_local_constants", None)
+    if harvest is None or not hasattr(providers, "Constants"):
+        yield  # a Hypothesis without the harvest
+        return
+    providers._get_local_constants = providers.Constants
+    try:
+        yield
+    finally:
+        providers._get_local_constants = harvest
+
+
 def generate(seed: int, chunk: int, count: int) -> list[Case]:
     """The cases of ``chunk`` (``count`` of them, fewer if Hypothesis finds no more distinct ones)."""
     out: list[Case] = []
@@ -42,7 +61,8 @@ def generate(seed: int, chunk: int, count: int) -> list[Case]:
     def draw(c: Case) -> None:
         out.append(c)
 
-    draw()
+    with _no_local_constants():
+        draw()
     return out[:count]
 
 

@@ -69,3 +69,27 @@ def test_firmware_halts_at_the_reset_vector():
     image = firmware.image()
     assert len(image) == 64 * 1024
     assert image[0xFFF0:0xFFF3] == bytes((0xF4, 0xEB, 0xFD))  # hlt; jmp back to the hlt
+
+
+def test_a_seed_gives_the_same_cases_whatever_local_modules_are_loaded(tmp_path, monkeypatch):
+    """Hypothesis harvests literal constants from 'local' modules (an editable install's, not a regular
+    one's); the campaign's cases must not depend on them, or a seed names different cases elsewhere."""
+    import hashlib
+    import importlib
+    import sys
+
+    from amdvi.difftest import campaign, case as case_format
+
+    def digest() -> str:
+        return hashlib.md5("".join(case_format.dumps(c) for c in campaign.generate(7, 0, 30)).encode()).hexdigest()
+
+    before = digest()
+    words = ", ".join(hex(v) for k in range(200) for v in (k, 0x1000 * k + 8 * k, 0x20_0000 + 0x1008 * k,
+                                                           0x6000_0000_0020_0003 + (k << 12)))
+    (tmp_path / "amdvi_local_constants_probe.py").write_text(f"WORDS = [{words}]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("amdvi_local_constants_probe")
+    try:
+        assert digest() == before
+    finally:
+        sys.modules.pop("amdvi_local_constants_probe", None)
