@@ -172,9 +172,13 @@ Child = tuple[int, Any, "tuple[str, Violation, tuple[Any, ...]] | None", Any]
 Frontier = list[tuple[tuple[int, ...], Any]]  # (path of action indices after the prefix, what the expansion kept)
 
 
-def children(t: Tree, node: sequence_check.Execution, node_windows: Any, *, keep: bool = True) -> list[Child]:
-    """Each child of ``node`` the search counts, in action order, up to the first that shows a violation."""
-    out: list[Child] = []
+def iter_children(t: Tree, node: sequence_check.Execution, node_windows: Any, *, keep: bool = True
+                  ) -> Iterator[Child]:
+    """Each child of ``node`` the search counts, in action order, up to the first that shows a violation.
+
+    A generator, so that a search in one process drops a child it has seen before the next is made:
+    holding a node's every child until the node is done let them outlive the young garbage-collector
+    generations, and the full collections that followed doubled the time of a deep search."""
     for i, action in enumerate(t.actions):
         made = _step(node, node_windows, action)
         if made is None:
@@ -182,10 +186,14 @@ def children(t: Tree, node: sequence_check.Execution, node_windows: Any, *, keep
         child, windows, since = made
         found = _check(child, windows, t.properties, since)
         if found:
-            out.append((i, None, (found[0], found[1], child.steps), None))
-            break
-        out.append((i, _key(child, windows), None, (child, windows) if keep else None))
-    return out
+            yield (i, None, (found[0], found[1], child.steps), None)
+            return
+        yield (i, _key(child, windows), None, (child, windows) if keep else None)
+
+
+def children(t: Tree, node: sequence_check.Execution, node_windows: Any, *, keep: bool = True) -> list[Child]:
+    """:func:`iter_children` as a list (what a worker sends back)."""
+    return list(iter_children(t, node, node_windows, keep=keep))
 
 
 def expand_paths(t: Tree, paths: Sequence[tuple[int, ...]]) -> list[list[Child]]:
@@ -204,17 +212,17 @@ def expand_paths(t: Tree, paths: Sequence[tuple[int, ...]]) -> list[list[Child]]
     return out
 
 
-def _in_memory(t: Tree) -> Callable[[Frontier], Iterator[list[Child]]]:
-    def expand(frontier: Frontier) -> Iterator[list[Child]]:
+def _in_memory(t: Tree) -> Callable[[Frontier], Iterator[Iterable[Child]]]:
+    def expand(frontier: Frontier) -> Iterator[Iterable[Child]]:
         for _, (node, windows) in frontier:
-            yield children(t, node, windows)
+            yield iter_children(t, node, windows)
     return expand
 
 
 def search(scenario: Scenario, depth: int, *, bounds: Bounds = Bounds(), steps: Iterable[Any] | None = None,
            properties: Sequence[str] = sequence_check.ALL_PROPERTIES,
            progress: Callable[[Depth], None] | None = None,
-           expand: Callable[[Tree], Callable[[Frontier], Iterable[list[Child]]]] | None = None) -> Result:
+           expand: Callable[[Tree], Callable[[Frontier], Iterable[Iterable[Child]]]] | None = None) -> Result:
     """Every sequence of up to ``depth`` steps of ``steps`` (default: :func:`alphabet`) after the prefix.
 
     ``expand(tree)`` gives what expands one depth's nodes, in order (default: here, nodes kept in memory);
