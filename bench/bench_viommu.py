@@ -16,7 +16,7 @@ import time
 
 from record import write_results  # bench/record.py: these scripts run from this folder
 
-from amdvi.properties import viommu_invalidation, viommu_isolation, viommu_maps
+from amdvi.properties import viommu_events, viommu_invalidation, viommu_isolation, viommu_maps
 from amdvi.spec.choices import Hardware
 
 from bench_check import walk_seconds
@@ -29,6 +29,7 @@ PROOFS = {
                                   ("viommu-domain-map-shared", "viommu-device-id-untranslated")),
     "viommu-guest-wait-ordering": (viommu_invalidation.prove_wait_ordering, ("completion-wait-early",)),
     "viommu-map-write-isolation": (viommu_maps.prove_map_write_isolation, ("viommu-domain-map-shared",)),
+    "viommu-guest-event-isolation": (viommu_events.prove_event_isolation, ("viommu-guest-event-log-untranslated",)),
 }
 
 

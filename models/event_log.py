@@ -26,6 +26,7 @@ QEMU and the reference's description); under ``"with-interrupt"`` only when Cont
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from amdvi.spec.bitvec import WORD_WIDTH
@@ -51,33 +52,58 @@ def event_log_state(b: Any, regs: Registers, ring: Ring = EVENT_LOG) -> dict[str
     }
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What the writer decided for one record (backend values): ``write`` it at ``address`` (the ring's
+    base + tail), or ``drop`` it (the log is full: EventOverflow is set)."""
+
+    write: Any
+    drop: Any
+    address: Any
+    tail: Any
+    next_tail: Any
+
+
+def attempt(b: Any, regs: Any, when: Any = True, choices: Hardware = SPEC, ring: Ring = EVENT_LOG) -> Attempt:
+    """The decision of :func:`log_event`, before anything is written (``regs``: any register file with
+    ``control`` and ``status`` registers holding the §3.4.4/§3.4.13 event bits, and ``ring``'s registers)."""
+    s = event_log_state(b, regs, ring)
+    tried = b.all_of(when, s["enabled"], b.lnot(s["overflowed"]))
+    drop = b.all_of(tried, s["full"])
+    if choices.event_overflow == "with-interrupt":
+        drop = b.all_of(drop, regs.flag(b, "control", "EventIntEn"))
+    return Attempt(b.all_of(tried, b.lnot(s["full"])), drop, s["address"], s["tail"], s["next_tail"])
+
+
+def settle(b: Any, regs: Any, a: Attempt, written: Any, ring: Ring = EVENT_LOG) -> Any:
+    """The registers after an attempt whose record was ``written``: the tail past it and EventLogInt
+    set; EventOverflow set where it was dropped."""
+    out = rings.with_tail(b, regs, ring, b.ite(written, a.next_tail, a.tail, RING_WIDTH))
+    out = out.set_flag_when(b, "status", "EventLogInt", written)
+    return out.set_flag_when(b, "status", "EventOverflow", a.drop)
+
+
 def log_event(b: Any, memory: Any, regs: Registers, record: Any, when: Any = True,
               choices: Hardware = SPEC, ring: Ring = EVENT_LOG) -> tuple[Any, Registers]:
     """Log the 128-bit ``record`` into ``ring`` (when ``when`` holds): ``(memory', regs')``.
 
     ``when`` lets a caller log conditionally without branching (the command processor logs
     ILLEGAL_COMMAND_ERROR only for an illegal command); where it is false nothing changes. ``ring``:
-    by default the IOMMU's event log; a HW-vIOMMU guest's log is another descriptor.
+    by default the IOMMU's event log at system addresses (a HW-vIOMMU guest's log, at guest physical
+    addresses, is written by ``models.viommu`` from :func:`attempt` and :func:`settle`).
     """
     if b.known_false(when):  # nothing to log: what the steps below give, without copying memory twice
         return memory, regs
-    s = event_log_state(b, regs, ring)
-    attempt = b.all_of(when, s["enabled"], b.lnot(s["overflowed"]))
-    write = b.all_of(attempt, b.lnot(s["full"]))
-    drop = b.all_of(attempt, s["full"])
-    if choices.event_overflow == "with-interrupt":
-        drop = b.all_of(drop, regs.flag(b, "control", "EventIntEn"))
-
-    addr = s["address"]
-    if b.known_false(write):  # full, overflowed or disabled: memory stays (no copies on Python ints)
+    a = attempt(b, regs, when, choices, ring)
+    if b.known_false(a.write):  # full, overflowed or disabled: memory stays (no copies on Python ints)
         memory_out = memory
     else:
-        written = b.write64(memory, addr, b.extract(record, WORD_WIDTH - 1, 0))
-        written = b.write64(written, b.add(addr, b.const(8, WORD_WIDTH), WORD_WIDTH),
-                            b.extract(record, 2 * WORD_WIDTH - 1, WORD_WIDTH))
-        memory_out = b.ite(write, written, memory)
+        memory_out = b.ite(a.write, write_record(b, memory, a.address, record), memory)
+    return memory_out, settle(b, regs, a, a.write, ring)
 
-    out = rings.with_tail(b, regs, ring, b.ite(write, s["next_tail"], s["tail"], RING_WIDTH))
-    out = out.set_flag_when(b, "status", "EventLogInt", write)
-    out = out.set_flag_when(b, "status", "EventOverflow", drop)
-    return memory_out, out
+
+def write_record(b: Any, memory: Any, address: Any, record: Any) -> Any:
+    """``memory`` with the 128-bit ``record`` at ``address``: Q0 (bits 63:0) at the lower word."""
+    written = b.write64(memory, address, b.extract(record, WORD_WIDTH - 1, 0))
+    return b.write64(written, b.add(address, b.const(8, WORD_WIDTH), WORD_WIDTH),
+                     b.extract(record, 2 * WORD_WIDTH - 1, WORD_WIDTH))

@@ -29,7 +29,7 @@ TABLE_MODE = 3  # the private table and each stage 2 are 3-level v1 tables: addr
 @dataclass(frozen=True)
 class GuestSetup:
     """One guest: its GuestID, the DeviceID whose DTE is its stage 2, the guest pages (GPA -> system
-    page), its device and domain maps (guest ID -> host ID) and where its command buffer is (GPA)."""
+    page), its device and domain maps (guest ID -> host ID) and where its command buffer and event log are (GPA)."""
 
     guest_id: int
     translate_device_id: int
@@ -38,6 +38,8 @@ class GuestSetup:
     domains: Mapping[int, int] = field(default_factory=dict)
     command_buffer: int = 0
     com_len: int = 8
+    event_log: int | None = None  # GPA of its event log (None: the guest has not enabled one)
+    event_len: int = 8
     stage2_domain_id: int = 0  # 0: the translate DeviceID's own number
 
 
@@ -99,6 +101,8 @@ def build(guests: tuple[GuestSetup, ...], host: HostSetup = HostSetup(), memory:
             s = write(0x08, V.DOMID_MAP_CONTROL.encode(V=1, HostDomainID=hdom, GuestDomainID=gdom, Write=1))
         s = write(0x10, V.MISC_CONTROL.encode(TranslateDeviceID=g.translate_device_id))
         s = write(0x20, V.CMD_CONTROL.encode(ComLen=g.com_len, CmdBufEn=1, Base=g.command_buffer >> 12))
+        if g.event_log is not None:  # the HW queue of type EVT: its GPA and length, enabled (viommu.md §9)
+            s = write(0x28, V.EVT_CONTROL.encode(EventLen=g.event_len, EventLogEn=1, Base=g.event_log >> 12))
         state = s
     return state
 

@@ -15,7 +15,8 @@
 * ``nested-isolation``: ``isolation.nested_isolation`` (no guest leads its device outside the v1 mapping).
 * ``viommu-command-isolation``, ``viommu-invalidation-scope``, ``viommu-guest-wait-ordering``: the
   HW-vIOMMU's guest commands (``viommu_isolation``, ``viommu_invalidation``), for any GuestID;
-  ``viommu-map-write-isolation``: the hypervisor's map writes (``viommu_maps``).
+  ``viommu-map-write-isolation``: the hypervisor's map writes (``viommu_maps``);
+  ``viommu-guest-event-isolation``: the guest event log's writes (``viommu_events``).
 
 Run under a preset of broken choices (``presets.PRESETS``) the properties it names must come out
 refuted; the counterexample is replayed under the same choices. A property always checks the same
@@ -31,7 +32,8 @@ from typing import Any, Callable, Iterator
 
 from amdvi.spec.choices import SPEC, Hardware
 
-from . import bmc, invalidation, isolation, ordering, serving, viommu_invalidation, viommu_isolation, viommu_maps
+from . import (bmc, invalidation, isolation, ordering, serving, viommu_events, viommu_invalidation, viommu_isolation,
+               viommu_maps)
 from .counterexample import Replay, Trace, isolation_trace, ordering_trace, replay, trace_of
 from .proof import PROVED, REFUTED, UNKNOWN, VACUOUS, ProofResult
 
@@ -254,6 +256,10 @@ PROPERTIES["viommu-map-write-isolation"] = Property(
     "viommu-map-write-isolation", "a hypervisor's HW-vIOMMU map write for one guest installs exactly that entry "
     "and changes no other guest's DeviceID or DomainID map",
     _viommu(viommu_maps.prove_map_write_isolation, "viommu-map-write-isolation"))
+PROPERTIES["viommu-guest-event-isolation"] = Property(
+    "viommu-guest-event-isolation", "a HW-vIOMMU guest's event-log writes (a refused command's event, an "
+    "INSERT_GUEST_EVENT) land only in frames its own stage 2 gives, whatever it writes to its registers and tables",
+    _viommu(viommu_events.prove_event_isolation, "viommu-guest-event-isolation"))
 PROPERTIES["every-host-depth"] = Property(
     "every-host-depth", "fresh slots serve fresh and a v1 entry change with its invalidations leaves no slot stale, "
     "on host tables of 1 and 3 to 6 levels (the other properties use 2)", _host_depths)

@@ -54,6 +54,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("viommu-domain-map-shared", ("viommu-command-isolation", "viommu-invalidation-scope",
                                          "viommu-map-write-isolation")),
     _preset("viommu-device-id-untranslated", ("viommu-command-isolation", "viommu-invalidation-scope")),
+    _preset("viommu-guest-event-log-untranslated", ("viommu-guest-event-isolation",)),
 )}
 
 

@@ -87,7 +87,8 @@ def _owner_of_entry(address: Any, region: V.Region) -> tuple[Any, Any]:
     return inside, owner
 
 
-def _invariant(reads: list[tuple[Any, Any]], owns_device: Any, owns_domain: Any, owns_translate: Any) -> list[Any]:
+def hypervisor_invariant(reads: list[tuple[Any, Any]], owns_device: Any, owns_domain: Any,
+                         owns_translate: Any) -> list[Any]:
     """The hypervisor's invariant at each private word read (see the module docstring)."""
     out = []
     for ipa, value in reads:
@@ -134,8 +135,8 @@ def build(guests: int, choices: Hardware = SPEC) -> tuple[list[Any], Any, Query]
                        in_flight=in_flight)
     private, guest = AdversarialPrivateSpace(), AdversarialGuestSpace()
     _, effect = vi.process_guest_command(Z3, state, g, private=private, guest=guest, choices=choices)
-    assumptions = [z3.UGE(g, 1), z3.ULE(g, guests)] + _invariant(private.reads, owns_device, owns_domain,
-                                                                  owns_translate)
+    assumptions = [z3.UGE(g, 1), z3.ULE(g, guests)] + hypervisor_invariant(private.reads, owns_device, owns_domain,
+                                                                           owns_translate)
     carried = z3.Or(effect.processed, effect.blocked)
     claim = z3.And(
         z3.Implies(z3.And(carried, effect.names_device), owns_device(effect.device) == g),
@@ -166,7 +167,7 @@ def prove_command_isolation(guests: int = 8, *, choices: Hardware = SPEC, timeou
 
 
 @dataclass
-class _ConcretePrivate:
+class ConcretePrivateSpace:
     words: dict[int, int]
 
     def read(self, b: Any, state: Any, ipa: int, choices: Hardware) -> tuple[bool, int]:
@@ -177,7 +178,7 @@ class _ConcretePrivate:
 
 
 @dataclass
-class _ConcreteGuest:
+class ConcreteGuestSpace:
     answers: list[tuple[bool, int]]
     uses: list[int] = field(default_factory=list)
 
@@ -191,10 +192,10 @@ def replay(model: z3.ModelRef, q: Query, choices: Hardware) -> bool:
     the other backend) and say whether the claim fails there too."""
     value = lambda x: model.eval(x, model_completion=True)  # noqa: E731
     number = lambda x: value(x).as_long()  # noqa: E731
-    private = _ConcretePrivate({number(a): number(Z3.read64(q.private_memory, a)) for a in q.private_reads})
+    private = ConcretePrivateSpace({number(a): number(Z3.read64(q.private_memory, a)) for a in q.private_reads})
     answers = [(z3.is_true(value(z3.Bool(f"gpa_ok_{n}"))), number(z3.BitVec(f"gpa_spa_{n}", 64)))
                for n in range(len(q.guest_uses))]
-    guest = _ConcreteGuest(answers)
+    guest = ConcreteGuestSpace(answers)
     spa = answers[0][1]
     memory = {a: number(Z3.read64(q.state.memory, z3.BitVecVal(a, 64))) for a in (spa, (spa + 8) % (1 << 64))}
     in_flight = tuple(InFlight(valid=z3.is_true(value(e.valid)), command=number(e.command)) for e in q.state.in_flight)

@@ -173,7 +173,7 @@ class Hardware(Choices):
                 "host's processor does with an illegal command",
         "skip": "the vIOMMU skips the refused command and goes on with the next",
     }, section="§vIOMMU", doc="what the HW-vIOMMU does with a guest command it does not carry out (no public "
-       "source says; the event the guest would see is not modelled)")
+       "source says; the event the guest sees: viommu-refused-command-event)")
 
     viommu_devid_zero: str = reading("unmapped", {
         "unmapped": "a DeviceID map entry naming host DeviceID 0 maps nothing: AMD's drivers clear an entry by "
@@ -189,6 +189,32 @@ class Hardware(Choices):
                    "+ GuestID x 512 KiB, where the host maps the guest's ring pages (the June-2023 RFC's "
                    "VIOMMU_CMDBUF_UPDATE, viommu.md §3 [RFC-19]; the Base field is not used)",
     }, section="§vIOMMU", doc="where the HW-vIOMMU reads a guest's command buffer (the RFC's guests need private)")
+
+    viommu_refused_command_event: str = reading("guest-log", {
+        "guest-log": "a guest command the vIOMMU refuses is reported in the guest's own event log as "
+                     "ILLEGAL_COMMAND_ERROR with the command's guest physical address, as the host's processor "
+                     "reports an illegal command in its log (§2.4; AMD's later code says an unmapped guest "
+                     "DomainID makes the hardware 'generate error in the event log', viommu-amdese-facts.md §6, "
+                     "without naming the event or the log)",
+        "none": "a refused guest command is reported nowhere (the model before the guest event log)",
+    }, section="§vIOMMU, §2.4", doc="whether and how the HW-vIOMMU reports a refused guest command to the guest")
+
+    viommu_insert_guest_event: str = reading("host-log-head", {
+        "host-log-head": "INSERT_GUEST_EVENT appends the record at the head of the host's event log (the oldest one "
+                         "host software has not consumed) to the guest's event log; with the host's log empty "
+                         "nothing is inserted (the command has only a GuestID, FreeBSD's layout, so the record "
+                         "must come from a place the IOMMU already knows; no source says which)",
+        "none": "INSERT_GUEST_EVENT is accepted and changes nothing (what it copies is not public)",
+    }, section="§2.4.9, §vIOMMU", doc="what INSERT_GUEST_EVENT puts into the guest's event log")
+
+    viommu_guest_event_device_id: str = reading("dte-guest-device", {
+        "dte-guest-device": "an inserted event that names a device (DeviceID at Q0[15:0]) carries the guest DeviceID "
+                            "its host DTE records (GDeviceID, DTE bits 223:208), and is inserted only when that DTE "
+                            "has vImuEn = 1 and names the guest (GuestID, bits 239:224): the DTE fields AMD's code "
+                            "writes for a vIOMMU device are the only host-to-guest DeviceID map in the sources "
+                            "(viommu-amdese-facts.md §9.1)",
+        "unchanged": "an inserted event is copied unchanged: the guest sees the host DeviceID",
+    }, section="§vIOMMU, §2.2.2.1", doc="which DeviceID an event inserted into a guest's log carries")
 
     # -- fault switches (deliberately broken behaviour) --------------------------------------------
     guest_table_pointer_untranslated: bool = fault(
@@ -227,6 +253,10 @@ class Hardware(Choices):
         "HW-vIOMMU: a guest command's DeviceID is used as a host DeviceID instead of being looked up in the "
         "guest's DeviceID map", section="§vIOMMU")
 
+    viommu_guest_event_log_untranslated: bool = fault(
+        "HW-vIOMMU: a guest's event log base (GUEST_EVT_CONTROL.Base, a guest physical address) is used as a system "
+        "address instead of being translated through the guest's stage 2, so a guest aims its events anywhere",
+        section="§vIOMMU")
 
 SPEC = Hardware()  # the specification: every reading at its default, no fault
 

@@ -13,7 +13,10 @@ What is declared:
 
 * the **VFCtrl** block (64 bytes per guest in the VFCtrl BAR), through which the hypervisor installs
   DeviceID and DomainID map entries and programs the guest's command buffer, event log and PPR log;
-* the **VF** page (4 KiB per guest in the VF BAR), the guest's own command-buffer head and tail;
+* the **VF** page (4 KiB per guest in the VF BAR), the guest's own command-buffer head and tail, its
+  event-log head and its Status (the last two inferred);
+* the guest's event-log tail and Status bits, kept in its MMIO block (:data:`GUEST_EVT_STATE`, the model's
+  own);
 * the **DeviceID map** (16 bytes per guest DeviceID) and **DomainID map** (8 bytes per guest
   DomainID) entries, which the hardware reads to translate a guest command's IDs;
 * the **private address space** (:data:`REGIONS`): where the IOMMU keeps all of that, reached through
@@ -142,7 +145,7 @@ PPR_CONTROL = _log_control("GUEST_PPR_CONTROL", "PPR log", "PPRLogLen", "PPRLogE
                            16, 55)
 
 
-def _pointer(name: str, title: str, what: str) -> Structure:
+def _pointer(name: str, title: str, what: str, note: str = "") -> Structure:
     return Structure(
         name=name,
         title=title,
@@ -150,13 +153,48 @@ def _pointer(name: str, title: str, what: str) -> Structure:
         section=SECTION,
         description=f"The guest's {what} (a byte offset into its ring, 16-byte aligned).",
         fields=(reserved(3, 0), Field("Pointer", 18, 4, f"{what}, in 16-byte entries", unit_shift=4,
-                                      sources=("AMD-RFC",)), reserved(63, 19)),
+                                      sources=() if note else ("AMD-RFC",), note=note), reserved(63, 19)),
         note=SECTION_NOTE,
     )
 
 
 VF_CMD_HEAD = _pointer("VF_CMD_HEAD", "VF guest command buffer head", "command buffer head")
 VF_CMD_TAIL = _pointer("VF_CMD_TAIL", "VF guest command buffer tail", "command buffer tail")
+_VF_INFERRED = ("inferred, not read in any source: the VF page is mapped 1:1 over the guest's IOMMU MMIO page at "
+                "0x2000, where the event log head and tail are at 0x2010/0x2018 and Status at 0x2020 (48882 "
+                "§3.4.11-§3.4.13; viommu-amdese-facts.md §2)")
+VF_EVT_HEAD = _pointer("VF_EVT_HEAD", "VF guest event log head", "event log head", note=_VF_INFERRED)
+
+VF_STATUS = Structure(
+    name="VF_STATUS",
+    title="VF guest status",
+    width=64,
+    section=SECTION,
+    description=("The guest's Status register in its VF page: the guest clears its event-log bits by writing 1s "
+                 "(RW1C, as the host's Status, 48882 §3.4.13); the model keeps only the two event-log bits."),
+    fields=(flag("EventOverflow", 0, "The guest's event log overflowed; no event is written while it is set",
+                 sources=(), note=_VF_INFERRED),
+            flag("EventLogInt", 1, "An event was written to the guest's event log", sources=(), note=_VF_INFERRED),
+            ignored(63, 2, note="the guest's other Status bits are not modelled")),
+    note=SECTION_NOTE,
+)
+
+GUEST_EVT_STATE = Structure(
+    name="GUEST_EVT_STATE",
+    title="Guest event log state (the model's own)",
+    width=64,
+    section=SECTION,
+    description=("What the model keeps of a guest's event log beyond its VFCtrl control register, in one word of "
+                 "the guest's MMIO block: the tail the IOMMU advances and the guest's two event Status bits."),
+    fields=(flag("EventOverflow", 0, "The guest's event log overflowed (a full log dropped an event)", sources=()),
+            flag("EventLogInt", 1, "An event was written to the guest's event log", sources=()),
+            reserved(3, 2),
+            Field("Pointer", 18, 4, "event log tail, in 16-byte entries", unit_shift=4, sources=()),
+            reserved(63, 19)),
+    note=("the model's own: what the hardware keeps of a guest's event log is not public; the guest's 64-byte block "
+          "has eight words and this is the last free one, so the tail and the Status bits (at their host Status "
+          "positions, §3.4.13) share it"),
+)
 
 DEVID_MAP_ENTRY = Structure(
     name="DEVID_MAP_ENTRY",
@@ -195,15 +233,17 @@ DOMID_MAP_ENTRY = Structure(
 )
 
 STRUCTURES: tuple[Structure, ...] = (DID_MAP_CONTROL, DOMID_MAP_CONTROL, MISC_CONTROL, CMD_CONTROL, EVT_CONTROL,
-                                     PPR_CONTROL, VF_CMD_HEAD, VF_CMD_TAIL, DEVID_MAP_ENTRY, DOMID_MAP_ENTRY)
+                                     PPR_CONTROL, VF_CMD_HEAD, VF_CMD_TAIL, VF_EVT_HEAD, VF_STATUS, GUEST_EVT_STATE,
+                                     DEVID_MAP_ENTRY, DOMID_MAP_ENTRY)
 
 # the VFCtrl block's registers by offset (viommu.md §2.1), and the VF page's (§2.2)
 VFCTRL_OFFSETS: Mapping[int, Structure] = MappingProxyType({
     0x00: DID_MAP_CONTROL, 0x08: DOMID_MAP_CONTROL, 0x10: MISC_CONTROL, 0x20: CMD_CONTROL, 0x28: EVT_CONTROL,
     0x30: PPR_CONTROL})
-# (the event and PPR log head and tail at 0x10/0x18 and 0x30/0x38 are inferred from the page's 1:1 place
-# at guest MMIO 0x2000, not modelled)
-VF_OFFSETS: Mapping[int, Structure] = MappingProxyType({0x00: VF_CMD_HEAD, 0x08: VF_CMD_TAIL})
+# (the event log head and Status at 0x10/0x20 are inferred from the page's 1:1 place at guest MMIO 0x2000; the
+# event log tail at 0x18 is the IOMMU's to write, and the PPR log's head and tail at 0x30/0x38 are not modelled)
+VF_OFFSETS: Mapping[int, Structure] = MappingProxyType({0x00: VF_CMD_HEAD, 0x08: VF_CMD_TAIL, 0x10: VF_EVT_HEAD,
+                                                        0x20: VF_STATUS})
 
 
 @dataclass(frozen=True)

@@ -30,3 +30,13 @@ def test_regions_are_per_guest_and_do_not_overlap_for_every_guest_id():
 def test_the_structures_are_in_the_catalog():
     assert catalog.find_structure("GUEST_CMD_CONTROL") is V.CMD_CONTROL
     assert catalog.resolve("DEVID_MAP_ENTRY.HostDeviceID")
+
+
+def test_the_guest_event_log_registers_are_inferred_or_the_models_own_and_say_so():
+    assert V.VF_OFFSETS[0x10] is V.VF_EVT_HEAD and V.VF_OFFSETS[0x20] is V.VF_STATUS and 0x18 not in V.VF_OFFSETS
+    assert V.VF_EVT_HEAD.field("Pointer").sources == () and "inferred" in V.VF_EVT_HEAD.field("Pointer").note
+    assert "model's own" in V.GUEST_EVT_STATE.note
+    # the Status bits sit where the host's Status has them (§3.4.13), so one writer serves both logs
+    from amdvi.spec.mmio import STATUS
+    for name in ("EventOverflow", "EventLogInt"):
+        assert V.GUEST_EVT_STATE.field(name).lo == V.VF_STATUS.field(name).lo == STATUS.field(name).lo
