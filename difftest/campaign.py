@@ -11,6 +11,7 @@ import contextlib
 import json
 import multiprocessing
 import multiprocessing.util
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from amdvi.frontend.files import write_atomically
 from . import case as case_format, known, report, shrink
 from .case import Case
 from .machine import Machine
-from .qtest import QemuError
+from .qtest import QemuError, die_with_parent
 from .strategies import cases
 from .verdict import AGREE, KNOWN, NEW, judge
 
@@ -136,17 +137,23 @@ class Worker:
 
 
 def case_result(index: int, v: Any) -> CaseResult:
-    known_ids = tuple(sorted({k.id for _, k in v.classified if k is not None}))
+    known_ids = tuple(sorted(known.explained_ids(v.classified)))
     return CaseResult(index, v.status, known_ids, tuple(v.shapes()),
-                      tuple(f"[{k.id if k else 'NEW'}] {m.line()}" for m, k in v.classified),
+                      tuple(f"[{' + '.join(k.id for k in ks) or 'NEW'}] {m.line()}" for m, ks in v.classified),
                       case_format.to_json(v.case) if v.status == NEW else None)
 
 
 _WORKER: Worker | None = None
 
 
-def _init(binary: str, timeout: float, version: str) -> None:
+def _init(binary: str, timeout: float, version: str, campaign_pid: int | None = None) -> None:
+    """A worker's set-up; in a pool worker (``campaign_pid`` given) it dies with the campaign, so a killed
+    campaign leaves no worker and, through QEMU's own death signal, no QEMU."""
     global _WORKER
+    if campaign_pid is not None:
+        die_with_parent()
+        if os.getppid() != campaign_pid:  # the campaign died before the death signal was armed
+            os._exit(1)
     _WORKER = Worker(binary, timeout, version)
     multiprocessing.util.Finalize(_WORKER, _WORKER.close, exitpriority=10)  # its QEMU goes with the worker
 
@@ -181,7 +188,7 @@ def run(binary: str, version: str, *, cases_wanted: int, seed: int, workers: int
             _WORKER.close()
     else:
         context = multiprocessing.get_context("fork")
-        with context.Pool(workers, initializer=_init, initargs=(binary, timeout, version)) as pool:
+        with context.Pool(workers, initializer=_init, initargs=(binary, timeout, version, os.getpid())) as pool:
             for results, restarts in pool.imap(_chunk, jobs):
                 result.results += results
                 result.restarts += restarts
@@ -212,8 +219,8 @@ def shrink_findings(result: CampaignResult, binary: str, out_dir: Path, *, timeo
                 except (QemuError, ValueError, KeyError, IndexError, OverflowError):
                     return False
 
-            first = min((m.step for m, k in worker.judge(original).classified
-                         if k is None and m.shape == shape and m.step is not None), default=None)
+            first = min((m.step for m, ks in worker.judge(original).classified
+                         if not ks and m.shape == shape and m.step is not None), default=None)
             small = shrink.shrink(original, still, first)
             v = worker.judge(small)
             name = f"finding-{n + 1}-{shape.replace(':', '-').replace('>', '').replace('/', '-')}"
@@ -221,7 +228,7 @@ def shrink_findings(result: CampaignResult, binary: str, out_dir: Path, *, timeo
             title = f"new divergence {shape} (case {indices[0]} of seed {result.seed}, shrunk)"
             finding = {"qemu": result.version, "shape": shape, "seed": result.seed, "case_index": indices[0],
                        "cases_with_this_shape": len(indices),
-                       "mismatches": [m.line() for m, k in v.classified if k is None]}
+                       "mismatches": [m.line() for m in v.new]}
             small = small.with_(title=title, finding=finding)
             write_atomically(path, case_format.dumps(small))
             v.case = small

@@ -2,8 +2,8 @@
 
 Steps (each a point where the harness observes something):
 
-* :class:`Store` -- a CPU store of one 64-bit word (a DTE word, a page-table entry);
-* :class:`DeviceDma` -- ``edu`` device ``device`` reads or writes the 64-bit word at ``address``
+* :class:`CpuStore` -- a CPU store of one 64-bit word (a DTE word, a page-table entry);
+* :class:`EduDma` -- ``edu`` device ``device`` reads or writes the 64-bit word at ``address``
   (an IOVA, or a system address when untranslated); observed: blocked, or the system word reached;
 * :class:`Commands` -- commands (128 bits each, 48882 §2.4) written at the tail and handed over with one
   CMD_BUF_TAIL write; observed: the head, Status, every COMPLETION_WAIT store word of the case;
@@ -50,13 +50,13 @@ class CaseError(ValueError):
 
 
 @dataclass(frozen=True)
-class Store:
+class CpuStore:
     address: int
     value: int
 
 
 @dataclass(frozen=True)
-class DeviceDma:
+class EduDma:
     device: int
     address: int
     write: bool = False
@@ -73,7 +73,7 @@ class RegisterWrite:
     value: int
 
 
-Step = Union[Store, DeviceDma, Commands, RegisterWrite]
+Step = Union[CpuStore, EduDma, Commands, RegisterWrite]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def _step(obj: Any, where: str, devices: int) -> Step:
     if missing:
         raise CaseError(f"{where}: op {op} needs {sorted(missing)[0]!r}")
     if op == "store":
-        return Store(_word_address(obj["address"], f"{where}.address"), _number(obj["value"], f"{where}.value", 64))
+        return CpuStore(_word_address(obj["address"], f"{where}.address"), _number(obj["value"], f"{where}.value", 64))
     if op == "dma":
         device = _number(obj["device"], f"{where}.device", 8)
         if device >= devices:
@@ -150,7 +150,7 @@ def _step(obj: Any, where: str, devices: int) -> Step:
                             f"would reach QEMU's devices)")
         if address % 8:
             raise CaseError(f"{where}.address: {address:#x} is not 8-byte aligned (a DMA moves one 64-bit word)")
-        return DeviceDma(device, address, obj["access"] == "write")
+        return EduDma(device, address, obj["access"] == "write")
     if op == "commands":
         commands = obj["commands"]
         if not isinstance(commands, list) or not 1 <= len(commands) <= MAX_BATCH:
@@ -183,7 +183,7 @@ def from_json(obj: Any, source: str = "case") -> Case:
         raise CaseError(f"{source}.steps: expected a list")
     parsed = tuple(_step(s, f"{source}.steps[{i}]", devices) for i, s in enumerate(steps))
     for device in range(devices):
-        if sum(isinstance(s, DeviceDma) and s.device == device for s in parsed) > MAX_DMAS:
+        if sum(isinstance(s, EduDma) and s.device == device for s in parsed) > MAX_DMAS:
             raise CaseError(f"{source}.steps: device {device} has more than {MAX_DMAS} DMAs (one buffer word each)")
     finding = obj.get("finding")
     ring_start = _number(obj.get("ring_start", 0), f"{source}.ring_start", 32)
@@ -195,9 +195,9 @@ def from_json(obj: Any, source: str = "case") -> Case:
 
 
 def step_json(step: Step) -> dict[str, Any]:
-    if isinstance(step, Store):
+    if isinstance(step, CpuStore):
         return {"op": "store", "address": hex(step.address), "value": hex(step.value)}
-    if isinstance(step, DeviceDma):
+    if isinstance(step, EduDma):
         return {"op": "dma", "device": step.device, "address": hex(step.address),
                 "access": "write" if step.write else "read"}
     if isinstance(step, Commands):

@@ -2,8 +2,9 @@
 
 Each :class:`Mismatch` names one observable (``dma``, ``head``, ``status.<bit>``, ``store``,
 ``register.<name>``, ``event-missing``, ``event-unexpected``, ``hang``), what QEMU showed and what the
-spec allows, and a ``shape`` (e.g. ``dma:ok->blocked``: QEMU reached a page where every allowed outcome
-is blocked) that groups the same kind of divergence across cases.
+spec allows, and a ``shape`` (e.g. ``dma-read:qemu-ok/spec-blocked``: QEMU reached a page where every
+allowed outcome is blocked; ``hang:<op>``, the case file's name of the step QEMU hung at) that groups the
+same kind of divergence across cases.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Iterable, Mapping
 
 from amdvi.spec.mmio import STATUS, STATUS_RW1C_MASK
 
-from .case import Case, DeviceDma
+from .case import Case, CpuStore, EduDma, step_json
 from .layout import EMPTY, RAM_BYTES, pattern, pattern_address
 from .model_side import Allowed, Expectation
 from .qemu_side import DATA_REGIONS, DmaSeen, Observation
@@ -42,8 +43,7 @@ def expected_word(case: Case, memory: Mapping[int, int], spa: int) -> object:
     """The value a read of system address ``spa`` gives on the harness's machine (UNOBSERVABLE when the
     harness put nothing recognisable there)."""
     word = spa & ~7
-    owned = {a for a, _ in case.memory} | {getattr(s, "address", -1) for s in case.steps
-                                           if type(s).__name__ == "Store"}
+    owned = {a for a, _ in case.memory} | {s.address for s in case.steps if isinstance(s, CpuStore)}
     if word in owned:
         return memory.get(word, 0)
     if word < RAM_BYTES and _in_data(word):
@@ -158,10 +158,10 @@ def compare(case: Case, expectation: Expectation, observation: Observation) -> l
                                 "no such record", "event-unexpected"))
     if observation.hang is not None:
         step, message = observation.hang
-        kind = type(case.steps[step]).__name__ if step is not None and 0 <= step < len(case.steps) else "?"
+        kind = step_json(case.steps[step])["op"] if step is not None and 0 <= step < len(case.steps) else "?"
         out.append(Mismatch(step, "hang", f"stopped answering ({message})", "an answer", f"hang:{kind}"))
     return out
 
 
 def dma_steps(case: Case) -> list[int]:
-    return [i for i, s in enumerate(case.steps) if isinstance(s, DeviceDma)]
+    return [i for i, s in enumerate(case.steps) if isinstance(s, EduDma)]

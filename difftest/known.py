@@ -5,10 +5,13 @@ A recogniser says whether one mismatch is that divergence, by asking the model a
 with the same functions the comparison uses: "does QEMU's result equal the walk with the leaf's PR
 bit set?", "... of the address cut to the mode's range?", "... under the reading
 ``illegal_command=continue``?". The walk divergences are *transforms* of the memory image or the address
-(:data:`TRANSFORMS`); a DMA may need several at once (an address beyond the mode's range that reaches a
-non-present leaf), so the smallest set that explains it is searched. A DMA served from QEMU's IOTLB with
-what an earlier, divergent, walk found is attributed to that walk's divergence. A mismatch nothing
-claims is new.
+(:data:`TRANSFORMS`), and a walk may end at a step no spec walk takes (:data:`TERMINALS`: a Next Level 7
+size the model refuses, a Next Level not below its level); a DMA may need several at once (an address
+beyond the mode's range that reaches a non-present leaf, a level skip to a refused Next Level 7 leaf), so
+the smallest set that explains it is searched. A DMA served from QEMU's IOTLB with what an earlier,
+divergent, walk found is attributed to that walk's divergences. A recogniser may name partners too (a
+cached entry lacking the access's permission that outlived a DTE change). A mismatch is reported with
+every divergence that takes part in explaining it; one nothing claims is new.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from amdvi.spec.levels import level_shift
 from amdvi.spec.mmio import STATUS
 from amdvi.spec.translation import Request, translate
 
-from .case import Case, Commands, DeviceDma, RegisterWrite
+from .case import Case, Commands, EduDma, RegisterWrite
 from .compare import Mismatch, dma_consistent
 from .layout import LAYOUT, device_id, pattern_address
 from .model_side import Allowed, DmaExpected, Expectation, expect
@@ -146,7 +149,7 @@ def permissions_from_leaf(ctx: Context, dma: DmaExpected, memory: dict[int, int]
                           walk: Any) -> tuple[dict[int, int], int] | None:
     """The DTE's and directory entries' IR/IW set, once the device has accessed the page before (QEMU's
     IOTLB keeps the leaf's permissions from that walk, whether the access itself was let through)."""
-    earlier = [i for i, s in enumerate(ctx.case.steps[:dma.step]) if isinstance(s, DeviceDma)
+    earlier = [i for i, s in enumerate(ctx.case.steps[:dma.step]) if isinstance(s, EduDma)
                and s.device == dma.device and s.address >> 12 == dma.address >> 12 and i in ctx.observation.dmas]
     if not earlier or seen_word(ctx.observation.dmas[dma.step]) is None:
         return None  # it widens: only an access QEMU let through
@@ -168,20 +171,26 @@ TRANSFORMS: dict[str, Transform] = {f.__name__.replace("_", "-"): f for f in (
 
 def explain_dma(ctx: Context, m: Mismatch, names: list[str]) -> tuple[str, ...] | None:
     """The smallest set of the ``names`` transforms (each applied, on the walk the others leave, until none
-    applies any more) under which QEMU's result is the walk's; None when no set explains it."""
+    applies any more), with at most one of the :data:`TERMINALS` judging the walk they leave, under which
+    QEMU's result is explained; None when no set explains it. (A transform leads QEMU's walk somewhere the
+    spec's walk does not go; a terminal is where QEMU then takes a step no spec walk takes.)"""
     if not _dma(m):
         return None
     dma = ctx.expectation.dmas[m.step]
     seen = ctx.observation.dmas[m.step]
-    usable = [n for n in TRANSFORMS if n in names]
+    usable = [n for n in TRANSFORMS if n in names] + [n for n in TERMINALS if n in names]
     for size in range(1, len(usable) + 1):
         for combo in itertools.combinations(usable, size):
+            terminals = [n for n in combo if n in TERMINALS]
+            transforms = [n for n in combo if n in TRANSFORMS]
+            if len(terminals) > 1:
+                continue
             # apply the set's transforms until none applies: one may only become applicable after another
             # (a level skip followed, then the reserved bits of the entry it leads to)
             memory, address, used = dma.memory, dma.address, set()
-            for _ in range(2 * len(combo) + 2):
+            for _ in range(2 * len(transforms) + 2):
                 progressed = False
-                for name in combo:
+                for name in transforms:
                     changed = TRANSFORMS[name](ctx, dma, memory, address, _walk(dma, memory, address))
                     if changed is not None and changed != (memory, address):
                         memory, address = changed
@@ -189,7 +198,13 @@ def explain_dma(ctx: Context, m: Mismatch, names: list[str]) -> tuple[str, ...] 
                         progressed = True
                 if not progressed:
                     break
-            if used == set(combo) and dma_consistent(ctx.case, dma.memory, (_allowed(_walk(dma, memory, address)),), seen):
+            if used != set(transforms):
+                continue
+            walk = _walk(dma, memory, address)
+            if terminals:
+                if TERMINALS[terminals[0]](ctx, dma, walk, seen):
+                    return combo
+            elif dma_consistent(ctx.case, dma.memory, (_allowed(walk),), seen):
                 return combo
     return None
 
@@ -224,7 +239,7 @@ def iotlb_before_dte(ctx: Context, m: Mismatch) -> bool:
     for j in range(m.step - 1, -1, -1):  # the latest earlier access that gave the same, under another DTE
         s = ctx.case.steps[j]
         before = ctx.observation.dmas.get(j)
-        if not isinstance(s, DeviceDma) or s.device != dma.device or s.address >> 12 != dma.address >> 12 or before is None:
+        if not isinstance(s, EduDma) or s.device != dma.device or s.address >> 12 != dma.address >> 12 or before is None:
             continue
         had = seen_word(before)
         same = (got is None and had is None and blocked) or (got is not None and had is not None and got >> 12 == had >> 12)
@@ -235,26 +250,44 @@ def iotlb_before_dte(ctx: Context, m: Mismatch) -> bool:
     return False
 
 
-def cached_permission_fault(ctx: Context, m: Mismatch) -> bool:
-    """QEMU blocked an access the current tables allow, and a walk of the memory of an earlier access by
+def _blocked(seen: Any) -> bool:
+    return (seen.landed is None) if seen.write else seen.value == 0
+
+
+def _served_by(ctx: Context, step: int, memory: dict[int, int]) -> bool:
+    """QEMU's result at DMA ``step`` is what a walk of ``memory`` gives that access."""
+    d = ctx.expectation.dmas[step]
+    return dma_consistent(ctx.case, d.memory, (_allowed(_walk(d, memory, d.address)),), ctx.observation.dmas[step])
+
+
+def cached_permission_fault(ctx: Context, m: Mismatch) -> bool | tuple[str, ...]:
+    """QEMU blocked an access the current tables allow, and a walk of the memory at an earlier access by
     the same device to the same page (when QEMU filled its IOTLB) reaches the page without this access's
     permission: QEMU faults on the cached permissions, the model re-walks (its IOTLB hit needs the
-    permission: models/caches.py _iotlb_hit)."""
+    permission: models/caches.py _iotlb_hit). The fill is the latest such access, or an earlier one when
+    QEMU's results at the accesses since are all what that fill gives (its entry served them); when the
+    device's DTE changed since the fill, the entry outlived the change and iotlb-before-dte takes part."""
     if not _dma(m):
         return False
     dma = ctx.expectation.dmas[m.step]
-    seen = ctx.observation.dmas[m.step]
-    if not ((seen.landed is None) if seen.write else seen.value == 0):
+    if not _blocked(ctx.observation.dmas[m.step]):
         return False
+    since: list[int] = []  # the same page's accesses after the candidate fill
     for j in range(m.step - 1, -1, -1):
         s = ctx.case.steps[j]
-        if isinstance(s, DeviceDma) and s.device == dma.device and s.address >> 12 == dma.address >> 12:
-            before = ctx.expectation.dmas.get(j)
-            if before is None:
-                return False
-            walk = _walk(dma, dict(before.memory), dma.address)
-            other = _walk(dataclasses.replace(dma, write=not dma.write), dict(before.memory), dma.address)
-            return not walk.ok and bool(other.ok)  # a translation without this access's permission
+        if not (isinstance(s, EduDma) and s.device == dma.device and s.address >> 12 == dma.address >> 12):
+            continue
+        before = ctx.expectation.dmas.get(j)
+        if before is None or j not in ctx.observation.dmas:
+            return False
+        fill = dict(before.memory)
+        walk = _walk(dma, fill, dma.address)
+        other = _walk(dataclasses.replace(dma, write=not dma.write), fill, dma.address)
+        if not walk.ok and bool(other.ok) and all(_served_by(ctx, i, fill) for i in since):
+            if _dte_words(before.memory, dma.device) != _dte_words(dma.memory, dma.device):
+                return ("cached-permission-fault", "iotlb-before-dte")
+            return True
+        since.append(j)
     return False
 
 
@@ -276,7 +309,7 @@ def iotlb_key_aliasing(ctx: Context, m: Mismatch) -> bool:
     for j in range(m.step - 1, -1, -1):
         s = ctx.case.steps[j]
         before = ctx.observation.dmas.get(j)
-        if not isinstance(s, DeviceDma) or before is None or (s.device, s.address >> 12) == (dma.device, dma.address >> 12):
+        if not isinstance(s, EduDma) or before is None or (s.device, s.address >> 12) == (dma.device, dma.address >> 12):
             continue
         if key(s.device, s.address) == key(dma.device, dma.address):
             had = seen_word(before)
@@ -287,31 +320,19 @@ def iotlb_key_aliasing(ctx: Context, m: Mismatch) -> bool:
     return False
 
 
-def next_level_7_size_unchecked(ctx: Context, m: Mismatch) -> bool:
+def next_level_7_size_unchecked(ctx: Context, dma: DmaExpected, walk: Any, seen: Any) -> bool:
     """The walk faulted at a Next Level 7 leaf whose encoded size the model refuses (not above the level's
     default, or above the next level's), and QEMU reached the page that size gives: the leaf's page and
     size as the spec's own entry decoding reads them (spec.host_translation.host_entry), the offset from
-    the whole address. Also when the address is beyond the mode's range and QEMU's cut-down walk (see
-    address-beyond-mode) meets such a leaf."""
-    if not _dma(m):
+    the whole address (QEMU adds the untranslated offset bits to the page)."""
+    steps = _host_steps(walk)
+    if walk.ok or not steps or (steps[-1].entry >> 9) & 7 != 7:
         return False
-    dma = ctx.expectation.dmas[m.step]
-    walks = [dma.fresh]
-    cut = address_beyond_mode(ctx, dma, dict(dma.memory), dma.address, dma.fresh)
-    if cut is not None:
-        walks.append(_walk(dma, cut[0], cut[1]))
-    for walk in walks:
-        steps = _host_steps(walk)
-        if not steps or (steps[-1].entry >> 9) & 7 != 7:
-            continue
-        entry = host_entry(INT, steps[-1].entry, steps[-1].level)
-        if not entry.bad_encoding:
-            continue
-        spa = entry.address | (dma.address & ((1 << entry.page_shift) - 1))
-        if dma_consistent(ctx.case, dma.memory, (Allowed(True, spa, False, 0, "as encoded"),),
-                          ctx.observation.dmas[m.step]):
-            return True
-    return False
+    entry = host_entry(INT, steps[-1].entry, steps[-1].level)
+    if not entry.bad_encoding:
+        return False
+    spa = entry.address | (dma.address & ((1 << entry.page_shift) - 1))
+    return dma_consistent(ctx.case, dma.memory, (Allowed(True, spa, False, 0, "as encoded"),), seen)
 
 
 def dte_reserved_bits_when_invalid(ctx: Context, m: Mismatch) -> bool:
@@ -327,20 +348,21 @@ def dte_reserved_bits_when_invalid(ctx: Context, m: Mismatch) -> bool:
     return blocked and dte & 1 == 0 and bool(dte & DTE.reserved_mask)
 
 
-def next_level_not_below(ctx: Context, m: Mismatch) -> bool:
+def next_level_not_below(ctx: Context, dma: DmaExpected, walk: Any, seen: Any) -> bool:
     """The walk met a present directory entry whose Next Level is not below its own level (the spec: an
     invalid level encoding, IO_PAGE_FAULT with RZ = 1) and QEMU's access went through: QEMU walks on to
     a table of that level. Recognised by the walk alone (QEMU's page is not recomputed: no spec walk
     takes such a step)."""
-    if not _dma(m):
-        return False
-    dma = ctx.expectation.dmas[m.step]
-    steps = _host_steps(dma.fresh)
-    if not steps or dma.fresh.ok:
+    steps = _host_steps(walk)
+    if not steps or walk.ok:
         return False
     last = steps[-1]
     nl = (last.entry >> 9) & 7
-    return bool(last.entry & PR) and 1 <= nl <= 6 and nl >= last.level and seen_word(ctx.observation.dmas[m.step]) is not None
+    return bool(last.entry & PR) and 1 <= nl <= 6 and nl >= last.level and seen_word(seen) is not None
+
+
+TERMINALS: dict[str, Callable[[Context, DmaExpected, Any, Any], bool]] = {
+    f.__name__.replace("_", "-"): f for f in (next_level_7_size_unchecked, next_level_not_below)}
 
 
 def illegal_command_continues(ctx: Context, m: Mismatch) -> bool:
@@ -408,7 +430,7 @@ def event_log_dead(ctx: Context, m: Mismatch) -> bool:
 def walk_loop_hang(ctx: Context, m: Mismatch) -> bool:
     """QEMU stopped answering during a DMA whose walk meets a directory entry with Next Level not below its
     own level."""
-    if m.observable != "hang" or m.step is None or not isinstance(ctx.case.steps[m.step], DeviceDma):
+    if m.observable != "hang" or m.step is None or not isinstance(ctx.case.steps[m.step], EduDma):
         return False
     dma = ctx.expectation.dmas.get(m.step)
     if dma is None:
@@ -427,14 +449,16 @@ def tail_beyond_ring_hang(ctx: Context, m: Mismatch) -> bool:
     return isinstance(s, RegisterWrite) and s.name == "CMD_BUF_TAIL" and s.value >= LAYOUT.ring_bytes
 
 
-RECOGNISERS: dict[str, Callable[[Context, Mismatch], bool]] = {
+# a recogniser answers True (that divergence alone explains the mismatch), a tuple of names (these
+# divergences together explain it: its own first) or False
+RECOGNISERS: dict[str, Callable[[Context, Mismatch], "bool | tuple[str, ...]"]] = {
     f.__name__.replace("_", "-"): f for f in (
-        translation_not_valid_identity, iotlb_before_dte, dte_reserved_bits_when_invalid, next_level_not_below,
-        cached_permission_fault, iotlb_key_aliasing, next_level_7_size_unchecked,
+        translation_not_valid_identity, iotlb_before_dte, dte_reserved_bits_when_invalid,
+        cached_permission_fault, iotlb_key_aliasing,
         illegal_command_continues, head_written_before_wrap, status_not_writable,
         exclusion_base_not_writable, event_log_dead, walk_loop_hang, tail_beyond_ring_hang)
 }
-KNOWN_NAMES = set(RECOGNISERS) | set(TRANSFORMS)
+KNOWN_NAMES = set(RECOGNISERS) | set(TRANSFORMS) | set(TERMINALS)
 
 
 def series(version: str) -> str:
@@ -474,20 +498,30 @@ def not_reproduced(version: str) -> list[dict[str, str]]:
     return list(json.loads(text).get("not_reproduced", []))
 
 
-def classify(ctx: Context, mismatches: list[Mismatch], known: list[Known]) -> list[tuple[Mismatch, Known | None]]:
-    """Each mismatch with the known divergence that explains it (None: new). A DMA may need several
-    walk divergences together (an address beyond the mode's range reaching a non-present leaf): it is
-    attributed to the first of the set, and :func:`explained_by` lists them all."""
-    out = []
+def explain(ctx: Context, m: Mismatch, known: list[Known]) -> tuple[Known, ...]:
+    """The known divergences that together explain ``m`` (empty: it is new). A mismatch two divergences
+    explain only together (an address beyond the mode's range reaching a non-present leaf; a cached entry
+    that outlived a DTE change and lacks the access's permission) names both."""
     by_recogniser = {k.recogniser: k for k in known}
-    for m in mismatches:
-        match = next((k for k in known if k.recogniser in RECOGNISERS and RECOGNISERS[k.recogniser](ctx, m)), None)
-        if match is None and _dma(m):
-            combo = explain_dma(ctx, m, [k.recogniser for k in known])
-            match = by_recogniser[combo[0]] if combo else None
-            match = match or _served_from_divergent_fill(ctx, m, known)
-        out.append((m, match))
-    return out
+    for k in known:
+        if k.recogniser not in RECOGNISERS:
+            continue
+        answer = RECOGNISERS[k.recogniser](ctx, m)
+        if answer is True:
+            return (k,)
+        if answer and all(name in by_recogniser for name in answer):
+            return tuple(by_recogniser[name] for name in answer)
+    if _dma(m):
+        names = list(by_recogniser)
+        combo = explain_dma(ctx, m, names) or _served_from_divergent_fill(ctx, m, names)
+        if combo:
+            return tuple(by_recogniser[name] for name in combo)
+    return ()
+
+
+def classify(ctx: Context, mismatches: list[Mismatch], known: list[Known]) -> list[tuple[Mismatch, tuple[Known, ...]]]:
+    """Each mismatch with the known divergences that explain it (none: new)."""
+    return [(m, explain(ctx, m, known)) for m in mismatches]
 
 
 def seen_word(seen: Any) -> int | None:
@@ -497,51 +531,29 @@ def seen_word(seen: Any) -> int | None:
     return pattern_address(seen.value) if seen.value is not None else None
 
 
-def _served_from_divergent_fill(ctx: Context, m: Mismatch, known: list[Known]) -> Known | None:
+def _served_from_divergent_fill(ctx: Context, m: Mismatch, names: list[str]) -> tuple[str, ...] | None:
     """QEMU served the DMA with the page an earlier access of the same device and IOVA page reached, and
-    that earlier result is itself a known divergence of the walk (whether or not the model's caches made
-    it look allowed then): QEMU's IOTLB keeps what its walk found, so this is a consequence of it."""
-    dma = ctx.expectation.dmas[m.step]
+    that earlier result is itself explained by known divergences of the walk (whether or not the model's
+    caches made it look allowed then): QEMU's IOTLB keeps what its walk found, so this is a consequence of
+    them."""
     word = seen_word(ctx.observation.dmas[m.step])
     if word is None:
         return None
-    by_recogniser = {k.recogniser: k for k in known}
-    names = [k.recogniser for k in known]
+    dma = ctx.expectation.dmas[m.step]
     for j in range(m.step - 1, -1, -1):
         s = ctx.case.steps[j]
         before = ctx.observation.dmas.get(j)
-        if not isinstance(s, DeviceDma) or s.device != dma.device or s.address >> 12 != dma.address >> 12:
+        if not isinstance(s, EduDma) or s.device != dma.device or s.address >> 12 != dma.address >> 12:
             continue
         had = seen_word(before) if before is not None else None
         if had is None or had >> 12 != word >> 12:
             continue
-        earlier = Mismatch(j, "dma", "", "", "")
-        combo = explain_dma(ctx, earlier, names)
+        combo = explain_dma(ctx, Mismatch(j, "dma", "", "", ""), names)
         if combo:
-            return by_recogniser[combo[0]]
-        walk_fault = next((k for k in known if k.recogniser in ("next-level-not-below",)
-                           and RECOGNISERS[k.recogniser](ctx, earlier)), None)
-        if walk_fault is not None:
-            return walk_fault
+            return combo
     return None
 
 
-def explained_by(ctx: Context, m: Mismatch, known: list[Known]) -> list[Known]:
-    """Every known divergence that takes part in explaining ``m``."""
-    by_recogniser = {k.recogniser: k for k in known}
-    combo = explain_dma(ctx, m, [k.recogniser for k in known]) if _dma(m) else None
-    if combo:
-        return [by_recogniser[n] for n in combo]
-    return [k for k in known if k.recogniser in RECOGNISERS and RECOGNISERS[k.recogniser](ctx, m)]
-
-
-def explained_ids(ctx: Context, classified: list[tuple[Mismatch, Known | None]], known: list[Known]) -> set[str]:
-    """Every known divergence that takes part in explaining the mismatches (a DMA may need several)."""
-    out: set[str] = set()
-    for m, k in classified:
-        if k is None:
-            continue
-        out.add(k.id)
-        if _dma(m):
-            out.update(x.id for x in explained_by(ctx, m, known))
-    return out
+def explained_ids(classified: list[tuple[Mismatch, tuple[Known, ...]]]) -> set[str]:
+    """Every known divergence that takes part in explaining the mismatches."""
+    return {k.id for _, ks in classified for k in ks}

@@ -35,7 +35,7 @@ from amdvi.spec.commands import COMPLETION_WAIT, command_structure
 from amdvi.spec.mmio import EXCL_BASE, STATUS, status_after_write
 from amdvi.spec.translation import Outcome, Request
 
-from .case import Case, Commands, DeviceDma, RegisterWrite, Store
+from .case import Case, Commands, CpuStore, EduDma, RegisterWrite
 from .layout import LAYOUT, device_id
 
 COMPARED_STATUS = ("EventOverflow", "EventLogInt", "ComWaitInt", "EventLogRun", "CmdBufRun")
@@ -162,11 +162,11 @@ def expect(case: Case, choices: Hardware = SPEC) -> Expectation:
                             case.ring_start)
     run.state = run.state.replace(regs=regs)
     stores = store_words(case)
-    dma_at: list[tuple[int, DeviceDma, int]] = []
+    dma_at: list[tuple[int, EduDma, int]] = []
     for i, s in enumerate(case.steps):
-        if isinstance(s, Store):
+        if isinstance(s, CpuStore):
             timeline_run.perform(run, [TimelineStore(((s.address, s.value),))])
-        elif isinstance(s, DeviceDma):
+        elif isinstance(s, EduDma):
             dma_at.append((i, s, run.now))
         elif isinstance(s, Commands):
             before = _events_in(run.state.memory)
@@ -216,13 +216,13 @@ def requests_of(case: Case) -> list[Request]:
     faults on the cached permissions."""
     seen: dict[Request, None] = {}
     for s in case.steps:
-        if isinstance(s, DeviceDma):
+        if isinstance(s, EduDma):
             for write in (False, True):
                 seen.setdefault(Request(device_id=device_id(s.device), address=s.address, write=write))
     return list(seen)
 
 
-def _serve_dmas(out: Expectation, run: timeline_run.Run, dma_at: list[tuple[int, DeviceDma, int]]) -> None:
+def _serve_dmas(out: Expectation, run: timeline_run.Run, dma_at: list[tuple[int, EduDma, int]]) -> None:
     timeline_run.finish(run)
     windows = Windows(run, requests_of(out.case))
     for i, s, at in dma_at:

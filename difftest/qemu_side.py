@@ -32,7 +32,7 @@ from amdvi.spec.commands import COMMAND_BYTES
 from amdvi.spec.levels import level_shift
 from amdvi.spec.mmio import STATUS
 
-from .case import Case, Commands, DeviceDma, RegisterWrite, Store
+from .case import Case, Commands, CpuStore, EduDma, RegisterWrite
 from .layout import (
     DATA, EMPTY, GIANT_DATA, LARGE_DATA, LAYOUT, RAM_BYTES, pattern, token,
 )
@@ -85,7 +85,7 @@ def _in_data(address: int) -> bool:
 def candidates(case: Case, expectation: Expectation, step: int) -> list[int]:
     """The words a DMA step may reach that the harness watches (see the module docstring)."""
     dma = case.steps[step]
-    assert isinstance(dma, DeviceDma)
+    assert isinstance(dma, EduDma)
     out: dict[int, None] = {}
     expected = expectation.dmas.get(step)
     if expected is not None:
@@ -94,7 +94,7 @@ def candidates(case: Case, expectation: Expectation, step: int) -> list[int]:
     out.setdefault(dma.address & ~7)
     for mode in range(1, 6):
         out.setdefault(dma.address & ((1 << level_shift(mode + 1)) - 1) & ~7)
-    values = [v for _, v in case.memory] + [s.value for s in case.steps if isinstance(s, Store)]
+    values = [v for _, v in case.memory] + [s.value for s in case.steps if isinstance(s, CpuStore)]
     for v in values:  # present or not: QEMU may use an entry the spec would not
         if _in_data(v & PAGE_MASK):
             for size in FRAME_SIZES:
@@ -113,7 +113,7 @@ def run(machine: Machine, case: Case, expectation: Expectation) -> Observation:
 
 
 def _owned_words(case: Case) -> set[int]:
-    return {a for a, _ in case.memory} | {s.address for s in case.steps if isinstance(s, Store)}
+    return {a for a, _ in case.memory} | {s.address for s in case.steps if isinstance(s, CpuStore)}
 
 
 def _run(machine: Machine, case: Case, expectation: Expectation, seen: Observation) -> None:
@@ -121,7 +121,7 @@ def _run(machine: Machine, case: Case, expectation: Expectation, seen: Observati
     memory = case.words()
     machine.store_words(sorted(memory.items()))
     owned = _owned_words(case)
-    watched = {i: candidates(case, expectation, i) for i, s in enumerate(case.steps) if isinstance(s, DeviceDma)}
+    watched = {i: candidates(case, expectation, i) for i, s in enumerate(case.steps) if isinstance(s, EduDma)}
     patterns = sorted({a for words in watched.values() for a in words if a not in owned and _in_data(a)})
     machine.store_words((a, pattern(a)) for a in patterns)
 
@@ -129,7 +129,7 @@ def _run(machine: Machine, case: Case, expectation: Expectation, seen: Observati
     slots: dict[int, int] = {}
     per_device: dict[int, list[int]] = {}
     for i, s in enumerate(case.steps):
-        if isinstance(s, DeviceDma):
+        if isinstance(s, EduDma):
             words = per_device.setdefault(s.device, [])
             slots[i] = len(words)
             words.append(token(i) if s.write else EMPTY)
@@ -146,12 +146,12 @@ def _run(machine: Machine, case: Case, expectation: Expectation, seen: Observati
         if expectation.stopped_at is not None and i > expectation.stopped_at:
             break
         try:
-            if isinstance(s, Store):
+            if isinstance(s, CpuStore):
                 machine.store_words([(s.address, s.value)])
                 memory[s.address] = s.value
-            elif isinstance(s, DeviceDma) and not s.write:
+            elif isinstance(s, EduDma) and not s.write:
                 machine.device_read(s.device, s.address, slots[i])
-            elif isinstance(s, DeviceDma):
+            elif isinstance(s, EduDma):
                 machine.device_write(s.device, s.address, slots[i])
                 words = watched[i]
                 values = machine.read_words(words)
@@ -178,7 +178,7 @@ def _run(machine: Machine, case: Case, expectation: Expectation, seen: Observati
     for device, words in sorted(per_device.items()):
         got = machine.unload_buffer(device, len(words))
         for i, s in enumerate(case.steps):
-            if isinstance(s, DeviceDma) and s.device == device and not s.write and i not in seen.dmas:
+            if isinstance(s, EduDma) and s.device == device and not s.write and i not in seen.dmas:
                 if expectation.stopped_at is None or i <= expectation.stopped_at:
                     seen.dmas[i] = DmaSeen(i, False, value=got[slots[i]])
 

@@ -34,7 +34,7 @@ class Qtest:
         self.timeout = timeout
         self._err = open(stderr_path or os.devnull, "wb")
         self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
-                                     bufsize=0, preexec_fn=_die_with_parent)
+                                     bufsize=0, preexec_fn=die_with_parent)
         self._out = self.proc.stdout.fileno()
         self._buffer = b""
         self.commands = 0
@@ -131,10 +131,11 @@ class Qtest:
         self._err.close()
 
 
-def _die_with_parent() -> None:
-    """In the QEMU child before exec: SIGKILL it when the process that started it dies (Linux
-    PR_SET_PDEATHSIG), since QEMU does not exit when qtest's input closes; a campaign worker killed by
-    its pool would otherwise leave its QEMU running."""
+def die_with_parent() -> None:
+    """SIGKILL this process when the thread that started it dies (Linux PR_SET_PDEATHSIG). Called in the
+    QEMU child before exec, since QEMU does not exit when qtest's input closes (a campaign worker killed by
+    its pool would otherwise leave its QEMU running), and in each campaign worker (an orphaned worker would
+    go on with its chunk, and its QEMU with it)."""
     try:
         import ctypes
         import signal

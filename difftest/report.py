@@ -9,7 +9,7 @@ from amdvi.spec.commands import command_structure
 from amdvi.spec.device_table import DTE, ENTRY_BYTES, device_id_str
 from amdvi.spec.host_page_table import PDE, PTE
 
-from .case import Case, Commands, DeviceDma, RegisterWrite, Store
+from .case import Case, Commands, CpuStore, EduDma, RegisterWrite
 from .known import CLASSES, Known
 from .layout import LAYOUT, TABLE_POOL, TABLE_POOL_PAGES, device_id
 from .verdict import Verdict
@@ -45,9 +45,9 @@ def describe_command(bits: int) -> str:
 
 
 def describe_step(step: object) -> list[str]:
-    if isinstance(step, Store):
+    if isinstance(step, CpuStore):
         return [f"CPU store {step.address:#x} <- {step.value:#x}: {describe_word(step.address, step.value)}"]
-    if isinstance(step, DeviceDma):
+    if isinstance(step, EduDma):
         return [f"edu {step.device} ({device_id_str(device_id(step.device))}) DMA "
                 f"{'write' if step.write else 'read'} of the word at {step.address:#x}"]
     if isinstance(step, Commands):
@@ -73,11 +73,11 @@ def case_lines(case: Case) -> list[str]:
 
 def verdict_lines(v: Verdict) -> list[str]:
     out = []
-    for m, k in v.classified:
-        tag = f"known: {k.id} ({CLASSES[k.classification]}, 48882 {k.section})" if k else "NEW"
+    for m, ks in v.classified:
+        tag = ("known: " + " + ".join(f"{k.id} ({CLASSES[k.classification]}, 48882 {k.section})" for k in ks)
+               if ks else "NEW")
         out.append(f"  [{tag}] {m.line()}")
-        if k is not None:
-            out.append(f"      QEMU: {k.qemu_source}")
+        out += [f"      QEMU ({k.id}): {k.qemu_source}" if len(ks) > 1 else f"      QEMU: {k.qemu_source}" for k in ks]
         if m.step is not None and m.step in v.expectation.dmas:
             dma = v.expectation.dmas[m.step]
             out += [f"      walk: {s.table} level {s.level} at {s.entry_address:#x} = {s.entry:#x}"

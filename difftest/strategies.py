@@ -36,7 +36,7 @@ from amdvi.spec.device_table import DTE, ENTRY_BYTES
 from amdvi.spec.host_page_table import PDE, PTE
 from amdvi.spec.levels import level_shift
 
-from .case import Case, Commands, DeviceDma, RegisterWrite, Store
+from .case import Case, Commands, CpuStore, EduDma, RegisterWrite
 from .layout import (
     DATA, DATA_FRAMES, EDU_SLOTS, GIANT_DATA, LARGE_DATA, LAYOUT, RAM_BYTES, TABLE_POOL, TABLE_POOL_PAGES,
     device_id, semaphore_slot,
@@ -233,7 +233,7 @@ def _address(draw: st.DrawFn, b: Builder, device: int) -> int:
     return _safe(address & WORD)
 
 
-def _change(draw: st.DrawFn, b: Builder) -> Store | None:
+def _change(draw: st.DrawFn, b: Builder) -> CpuStore | None:
     """A CPU store changing a leaf, a directory entry or a DTE word."""
     target = draw(st.integers(0, 5))
     if b.mappings and target <= 2:
@@ -253,7 +253,7 @@ def _change(draw: st.DrawFn, b: Builder) -> Store | None:
         else:
             new = 0
         b.memory[m.leaf_at] = new
-        return Store(m.leaf_at, new)
+        return CpuStore(m.leaf_at, new)
     if b.mappings and target == 3:
         m = draw(st.sampled_from(b.mappings))
         if m.path:
@@ -261,7 +261,7 @@ def _change(draw: st.DrawFn, b: Builder) -> Store | None:
             old = b.memory.get(at, 0)
             new = old ^ draw(st.sampled_from((PDE.field("PR").mask, PDE.field("IW").mask, PDE.field("IR").mask)))
             b.memory[at] = new
-            return Store(at, new)
+            return CpuStore(at, new)
     if b.domains:
         device = draw(st.sampled_from(sorted(b.domains)))
         base = LAYOUT.dte_address(device_id(device))
@@ -270,13 +270,13 @@ def _change(draw: st.DrawFn, b: Builder) -> Store | None:
             flip = draw(st.sampled_from(("V", "TV", "IR", "IW")))
             new = old ^ DTE.field(flip).mask
             b.memory[base] = new
-            return Store(base, new)
+            return CpuStore(base, new)
         new_domain = draw(st.integers(1, 3))
         old = b.memory.get(base + 8, 0)
         new = (old & ~0xFFFF) | new_domain
         b.memory[base + 8] = new
         b.domains[device] = new_domain
-        return Store(base + 8, new)
+        return CpuStore(base + 8, new)
     return None
 
 
@@ -348,7 +348,7 @@ def cases(draw: st.DrawFn, max_devices: int = 3, max_steps: int = 10) -> Case:
         kind = draw(st.integers(0, 14))
         device = draw(st.integers(0, devices - 1))
         if kind <= 5:
-            steps.append(DeviceDma(device, _address(draw, b, device), draw(st.booleans())))
+            steps.append(EduDma(device, _address(draw, b, device), draw(st.booleans())))
         elif kind <= 7:
             change = _change(draw, b)
             if change is not None:
@@ -363,9 +363,9 @@ def cases(draw: st.DrawFn, max_devices: int = 3, max_steps: int = 10) -> Case:
             address = _address(draw, b, device)
             write = draw(st.booleans())
             change = _change(draw, b)
-            steps += [DeviceDma(device, address, write)] + ([change] if change else [])
-            steps += [DeviceDma(device, address, write), _batch(draw, b, counter, focus=address),
-                      DeviceDma(device, address, write)]
+            steps += [EduDma(device, address, write)] + ([change] if change else [])
+            steps += [EduDma(device, address, write), _batch(draw, b, counter, focus=address),
+                      EduDma(device, address, write)]
     ring_start = draw(st.one_of(st.just(0), st.integers(LAYOUT.ring_bytes // 16 - 8, LAYOUT.ring_bytes // 16 - 1),
                                 st.integers(0, LAYOUT.ring_bytes // 16 - 1))) * 16
     return Case(devices, initial, tuple(steps), ring_start=ring_start)

@@ -22,11 +22,11 @@ class Verdict:
     case: Case
     expectation: Expectation
     observation: Observation
-    classified: list[tuple[Mismatch, Known | None]]
+    classified: list[tuple[Mismatch, tuple[Known, ...]]]  # the known divergences explaining each (none: new)
 
     @property
     def new(self) -> list[Mismatch]:
-        return [m for m, k in self.classified if k is None]
+        return [m for m, ks in self.classified if not ks]
 
     @property
     def status(self) -> str:

@@ -118,7 +118,7 @@ def _replay(args: argparse.Namespace, c: Any, binary: str, version: str) -> Repo
         worker.close()
     data = {"qemu": version, "case": args.replay, "status": v.status,
             "mismatches": [{"step": m.step, "observable": m.observable, "qemu": m.seen, "spec_allows": m.allowed,
-                            "shape": m.shape, "known": k.id if k else None} for m, k in v.classified]}
+                            "shape": m.shape, "known": [k.id for k in ks]} for m, ks in v.classified]}
 
     def show(console: Console) -> None:
         console.print(f"QEMU {version}; {args.replay}", markup=False)
@@ -134,7 +134,6 @@ def _study(args: argparse.Namespace, binary: str, version: str) -> Report:
     from amdvi.difftest import known, study
     from amdvi.difftest.campaign import Worker
 
-    entries = known.load(version)
     rows = []
     for sc in study.cases():
         worker = Worker(binary, min(args.timeout, 1.0), version)  # a fresh QEMU: no Status bits left over
@@ -142,7 +141,7 @@ def _study(args: argparse.Namespace, binary: str, version: str) -> Report:
             v = worker.judge(sc.case)
         finally:
             worker.close()
-        shown = known.explained_ids(known.Context(sc.case, v.expectation, v.observation), v.classified, entries)
+        shown = known.explained_ids(v.classified)
         if args.out:
             _write_study_case(Path(args.out), len(rows) + 1, sc, v, version, sorted(shown))
         rows.append({"case": sc.name, "study": sc.study, "expected": sorted(sc.expected), "shown": sorted(shown),

@@ -5,18 +5,36 @@ import json
 import pytest
 
 from amdvi.difftest import case as case_format, firmware
-from amdvi.difftest.case import Case, CaseError, Commands, DeviceDma, RegisterWrite, Store
+from amdvi.difftest.case import Case, CaseError, Commands, CpuStore, EduDma, RegisterWrite
 from amdvi.difftest.layout import LAYOUT, pattern, pattern_address, token
 from amdvi.frontend.main import main
 
 GOOD = Case(2, ((0x100300, 0x6000000000200803), (0x200000, 0x6000000001000001)),
-            (Store(0x200000, 0x6000000001001001), DeviceDma(1, 0x1008, True),
+            (CpuStore(0x200000, 0x6000000001001001), EduDma(1, 0x1008, True),
              Commands((0x3000000100000000, 0x1000000000130001 | (7 << 64))), RegisterWrite("STATUS", 4)),
             title="t", ring_start=0xFE0)
 
 
 def test_round_trip():
     assert case_format.loads(case_format.dumps(GOOD)) == GOOD
+
+
+# a finding as diff-qemu wrote it before the step records were renamed (Store -> CpuStore, DeviceDma ->
+# EduDma): the file format names steps by "op", so old files replay unchanged
+WRITTEN_BEFORE_THE_RENAME = """{"kind": "amdvi-qemu-case", "version": 1, "title": "new divergence", "devices": 2,
+ "ring_start": "0x0", "memory": {"0x100300": "0x6000000000200603", "0x200008": "0x4000000040000001"},
+ "steps": [{"op": "dma", "device": 0, "address": "0x40000008", "access": "write"},
+           {"op": "store", "address": "0x100300", "value": "0x6000000000200602"},
+           {"op": "commands", "commands": ["0x2000000000000018", "0x21000000000130011"]},
+           {"op": "dma", "device": 0, "address": "0x40000018", "access": "read"}],
+ "finding": {"qemu": "7.2.22", "shape": "dma-read:qemu-blocked/spec-ok"}}"""
+
+
+def test_a_case_written_before_the_rename_loads_and_writes_back_the_same_steps():
+    c = case_format.loads(WRITTEN_BEFORE_THE_RENAME)
+    assert c.steps == (EduDma(0, 0x40000008, True), CpuStore(0x100300, 0x6000000000200602),
+                       Commands((0x2000000000000018, 0x21000000000130011)), EduDma(0, 0x40000018))
+    assert case_format.to_json(c)["steps"] == json.loads(WRITTEN_BEFORE_THE_RENAME)["steps"]
 
 
 @pytest.mark.parametrize("change, message", [

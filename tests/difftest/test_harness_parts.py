@@ -7,7 +7,7 @@ import time
 import pytest
 
 from amdvi.difftest import campaign, case as case_format, model_side, shrink
-from amdvi.difftest.case import Commands, DeviceDma, Store
+from amdvi.difftest.case import Commands, CpuStore, EduDma
 from amdvi.difftest.qtest import QemuError, QemuExited, QemuHang, Qtest
 
 FAKE_QEMU = r"""
@@ -57,8 +57,8 @@ def test_an_exit_is_reported():
 
 def test_shrink_keeps_the_property_and_drops_the_rest():
     big = campaign.generate(7, 0, 5)[-1]
-    target = Store(0x20_0000, 0x1234)
-    case = big.with_(steps=big.steps + (target, DeviceDma(0, 0x1000)), memory=big.memory + ((0x7000_0000, 1),))
+    target = CpuStore(0x20_0000, 0x1234)
+    case = big.with_(steps=big.steps + (target, EduDma(0, 0x1000)), memory=big.memory + ((0x7000_0000, 1),))
     small = shrink.shrink(case, lambda c: target in c.steps)
     assert small.steps == (target,) and small.memory == () and small.ring_start == 0
 
@@ -73,5 +73,5 @@ def test_generated_cases_are_valid_files_and_run_on_the_model():
     for c in campaign.generate(11, 0, 10):
         assert case_format.loads(case_format.dumps(c)) == c
         exp = model_side.expect(c)
-        assert set(exp.dmas) <= {i for i, s in enumerate(c.steps) if isinstance(s, DeviceDma)}
+        assert set(exp.dmas) <= {i for i, s in enumerate(c.steps) if isinstance(s, EduDma)}
         assert set(exp.batches) <= {i for i, s in enumerate(c.steps) if isinstance(s, Commands)}
