@@ -116,6 +116,35 @@ def profile_dte(profile: Profile, prefix: str) -> Any:
 
 
 @dataclass(frozen=True)
+class Sizes:
+    """How many devices, DomainIDs and PASIDs one query ranges over (``bench/bench_scale.py`` times the
+    queries against each). The default is the catalog's query: one device (``DEVICE``), any DomainID,
+    any PASID.
+
+    ``devices``: the device table holds that many DTEs of the profile (DeviceIDs ``DEVICE`` onwards, 128
+    to a page), each with its own free fields; the ghost stays ``DEVICE``'s. A DTE change rewrites the
+    DTE of any one of them (a symbolic DeviceID, its old DomainID read from whichever it is), and a
+    table change's DomainID may tag any of them, so software sends INVALIDATE_IOTLB_PAGES to each (one
+    command per device: that part of the query grows with the number). ``domains``: the DomainIDs of
+    every DTE (before and after a DTE change) and of the change lie in 1..domains. ``pasids``: the
+    ghost's PASID and the change's lie in 0..pasids - 1 (PASID 0 is also a request without one), so the
+    guest walk reads one of that many GCR3 table entries."""
+
+    devices: int = 1
+    domains: int | None = None
+    pasids: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.devices <= 128 * LAYOUT.dev_tab_pages - DEVICE:
+            raise ValueError(f"devices: 1 to {128 * LAYOUT.dev_tab_pages - DEVICE} (the device table's DTEs "
+                             f"from DeviceID {DEVICE:#x})")
+        if self.domains is not None and not 1 <= self.domains < 1 << DTE.field("DomainID").width:
+            raise ValueError("domains: 1 to 65535 (DomainIDs 1 to domains)")
+        if self.pasids is not None and not 1 <= self.pasids < 1 << 20:
+            raise ValueError("pasids: 1 to 2^20 - 1 (PASIDs 0 to pasids - 1)")
+
+
+@dataclass(frozen=True)
 class Symbols:
     """The free variables of one query."""
 
@@ -123,26 +152,46 @@ class Symbols:
     dte: Any  # the ghost device's DTE before the change
     address: Any  # the changed word (8-byte aligned)
     value: Any
-    dte_value: Any  # the ghost device's new DTE (the "dte" change)
+    dte_value: Any  # the changed device's new DTE (the "dte" change)
     domain: Any
     pasid: Any
     base: Any  # the changed entry covers [base, base + 2^shift)
     shift: Any
     ghost: Request
+    others: tuple[tuple[int, Any], ...] = ()  # (DeviceID, DTE) of the other devices (``Sizes.devices``)
+    changed_device: Any = DEVICE  # whose DTE the "dte" change rewrites
+    bounds: tuple[Any, ...] = ()  # the ranges ``Sizes`` gives the variables, as assumptions
 
 
-def symbols(profile: Profile) -> Symbols:
+def _dte_domain(dte: Any) -> Any:
+    return b.extract(dte, DTE.field("DomainID").hi, DTE.field("DomainID").lo)
+
+
+def symbols(profile: Profile, sizes: Sizes = Sizes()) -> Symbols:
     v = lambda name, width: z3.BitVec(name, width)  # noqa: E731
     ghost = Request(device_id=b.const(DEVICE, 16), address=v("ghost_address", 64), write=z3.Bool("ghost_write"),
                     pasid=v("ghost_pasid", 20), has_pasid=z3.Bool("ghost_has_pasid"), user=z3.Bool("ghost_user"),
                     execute=z3.Bool("ghost_execute"), ats=z3.Bool("ghost_ats"))
     dte = profile_dte(profile, "dte")
-    words = {LAYOUT.dte_address(DEVICE) + 8 * i: b.extract(dte, 64 * i + 63, 64 * i) for i in range(4)}
+    others = tuple((d, profile_dte(profile, f"dte_{d:#x}")) for d in range(DEVICE + 1, DEVICE + sizes.devices))
+    words = {LAYOUT.dte_address(d) + 8 * i: b.extract(x, 64 * i + 63, 64 * i) for d, x in ((DEVICE, dte), *others)
+             for i in range(4)}
     table = (LAYOUT.dev_tab, LAYOUT.dev_tab + 0x1000 * LAYOUT.dev_tab_pages)
     memory = OverlayMemory(Z3.memory_function("memory"), (table,), words)
+    changed = DEVICE if not others else v("changed_device", 16)
+    domain, pasid, dte_value = v("domain", 16), v("pasid", 20), profile_dte(profile, "new_dte")
+    bounds: list[Any] = []
+    if others:
+        bounds += [b.uge(changed, DEVICE), b.ult(changed, DEVICE + sizes.devices)]
+    if sizes.domains is not None:
+        for d in (domain, *(_dte_domain(x) for x in (dte, dte_value, *(x for _, x in others)))):
+            bounds += [b.uge(d, 1), b.ule(d, sizes.domains)]
+    if sizes.pasids is not None:
+        bounds += [b.ult(p, sizes.pasids) for p in (pasid, ghost.pasid)]
     return Symbols(memory=memory, dte=dte, address=v("changed_address", 64), value=v("new_value", 64),
-                   dte_value=profile_dte(profile, "new_dte"), domain=v("domain", 16), pasid=v("pasid", 20),
-                   base=v("range_base", 64), shift=v("range_shift", 8), ghost=ghost)
+                   dte_value=dte_value, domain=domain, pasid=pasid, base=v("range_base", 64),
+                   shift=v("range_shift", 8), ghost=ghost, others=others, changed_device=changed,
+                   bounds=tuple(bounds))
 
 
 # -- the changes ------------------------------------------------------------------------------------
@@ -181,8 +230,10 @@ def _aligned_range(v: Symbols) -> tuple[Any, ...]:
 
 
 def _ghost_if_in_domain(v: Symbols, fresh: Outcome) -> tuple[AtsDevice, ...]:
-    """The ATS devices of the DomainID: the ghost's device, when the domain is its DTE's."""
-    return (AtsDevice(v.ghost.device_id, when=b.eq(fresh.domain_id, v.domain)),)
+    """The ATS devices of the DomainID: the ghost's device, when the domain is its DTE's, and each
+    other device of the table whose DTE names it."""
+    return (AtsDevice(v.ghost.device_id, when=b.eq(fresh.domain_id, v.domain)),
+            *(AtsDevice(b.const(d, 16), when=b.eq(_dte_domain(dte), v.domain)) for d, dte in v.others))
 
 
 def v1_entry(v: Symbols, fresh: Outcome) -> Situation:
@@ -222,14 +273,24 @@ def gcr3_entry(v: Symbols, fresh: Outcome) -> Situation:
 
 
 def dte_entry(v: Symbols, fresh: Outcome) -> Situation:
-    """The ghost device's DTE is rewritten (to another DTE of the same profile: new DomainID, tables,
-    permissions; on the "any" profile also a new shape: attach, detach, pass-through, another depth);
-    ``domain`` is its DomainID before."""
-    dte_address = LAYOUT.dte_address(DEVICE)
-    writes = tuple((b.const(dte_address + 8 * i, 64), b.extract(v.dte_value, 64 * i + 63, 64 * i)) for i in range(4))
+    """The DTE of the changed device (the ghost's, or with ``Sizes.devices`` any of the table's) is
+    rewritten (to another DTE of the same profile: new DomainID, tables, permissions; on the "any"
+    profile also a new shape: attach, detach, pass-through, another depth); ``domain`` is its DomainID
+    before."""
+    if not v.others:
+        writes = tuple((b.const(LAYOUT.dte_address(DEVICE) + 8 * i, 64), b.extract(v.dte_value, 64 * i + 63, 64 * i))
+                       for i in range(4))
+        old_domain = b.eq(DTE.view(v.dte, b).domainid, v.domain)
+    else:  # every DTE word of the table: the new entry's where it is the changed device's, else kept
+        writes = tuple((b.const(LAYOUT.dte_address(d) + 8 * i, 64),
+                        b.ite(b.eq(v.changed_device, d), b.extract(v.dte_value, 64 * i + 63, 64 * i),
+                              b.extract(x, 64 * i + 63, 64 * i), width=64))
+                       for d, x in ((DEVICE, v.dte), *v.others) for i in range(4))
+        old_domain = b.all_of(*(b.implies(b.eq(v.changed_device, d), b.eq(_dte_domain(x), v.domain))
+                                for d, x in ((DEVICE, v.dte), *v.others)))
     owns = b.lnot(b.any_of(*[_reads(fresh, a, ("GCR3", "GPTE", "PDE/PTE"), dte_too=False) for a, _ in writes]))
-    return Situation(writes, (b.eq(DTE.view(v.dte, b).domainid, v.domain),), owns,
-                     protocol.dte_change(b, DEVICE, {"old DomainID": v.domain}))
+    return Situation(writes, (old_domain,), owns,
+                     protocol.dte_change(b, v.changed_device, {"old DomainID": v.domain}))
 
 
 def _dte_of(fresh: Outcome) -> Any:
@@ -300,10 +361,11 @@ class Query:
 
 def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, choices: Hardware = SPEC,
                 drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
-                observe: bool = False) -> Query:
+                observe: bool = False, sizes: Sizes = Sizes()) -> Query:
     """``observe``: claim only that the ghost's DMA, served from the surviving slot, reaches nothing
-    a fresh walk would not (weaker than freshness; a refutation is then a stale *access*)."""
-    v = symbols(PROFILES[profile])
+    a fresh walk would not (weaker than freshness; a refutation is then a stale *access*);
+    ``sizes``: the devices, DomainIDs and PASIDs the query ranges over."""
+    v = symbols(PROFILES[profile], sizes)
     g = v.ghost
     fresh = translate(b, v.memory, REGS.dev_tab_bar, g)
     situation = CHANGES[change](v, fresh)
@@ -316,7 +378,7 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
         caches = invalidate(b, caches, r.command, when=r.when, choices=choices)
     survivor = caches.slots(cache)[0]
     refill = filled_slot(b, after_memory, REGS, cache, g, step, choices=choices)
-    assumptions = (slot.valid, situation.owns, *situation.assumptions, _apart_from_rings(fresh, situation))
+    assumptions = (slot.valid, situation.owns, *situation.assumptions, _apart_from_rings(fresh, situation), *v.bounds)
     claim = b.implies(survivor.valid, same_slot(b, slot, refill))
     served = None
     if observe:
@@ -375,17 +437,20 @@ def stale_witnesses(q: Query) -> list[Witness]:
 
 def fresh_after_change(change: str, cache: str, profile: str = "v1", *, choices: Hardware = SPEC,
                        drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
-                       timeout_ms: int = 300_000, stale_possible: bool = True, observe: bool = False) -> ProofResult:
+                       timeout_ms: int = 300_000, stale_possible: bool = True, observe: bool = False,
+                       sizes: Sizes = Sizes()) -> ProofResult:
     """The inductive step for one change kind and one cache (see the module docstring).
 
     ``drop``: leave out the required command with that label; ``corrupt``: replace each required
     command by ``corrupt(required)`` (e.g. a wrong DomainID); ``choices``: the hardware's readings and faults (a broken model);
-    ``stale_possible``: the change can make such a slot stale (then that is shown possible first).
+    ``stale_possible``: the change can make such a slot stale (then that is shown possible first);
+    ``sizes``: the devices, DomainIDs and PASIDs it ranges over (default: the catalog's query).
     A refutation carries its :class:`Query` as ``evidence`` (see ``counterexample``).
     """
     results = []
     for k in slot_steps(cache, profile):
-        q = build_query(change, cache, profile, k, choices=choices, drop=drop, corrupt=corrupt, observe=observe)
+        q = build_query(change, cache, profile, k, choices=choices, drop=drop, corrupt=corrupt, observe=observe,
+                        sizes=sizes)
         witnesses = stale_witnesses(q) if stale_possible else []
         name = f"{change}/{cache}/{profile}/{k}"
         r = None

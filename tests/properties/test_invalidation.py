@@ -137,3 +137,38 @@ def test_a_gcr3_entry_the_walk_faults_on_is_not_cached():
 @pytest.mark.parametrize("name", catalog.DEFAULT)
 def test_every_default_property_proved(name):
     assert catalog.run_property(name).result.status == PROVED
+
+
+# --- the sizes a query ranges over (bench/bench_scale.py) -----------------------------------------------
+
+def test_more_devices_put_their_dtes_in_the_table_and_their_iotlb_invalidations_in_the_protocol():
+    one = invalidation.build_query("v1-entry", "device_iotlb", "v1")
+    four = invalidation.build_query("v1-entry", "device_iotlb", "v1", sizes=invalidation.Sizes(devices=4))
+    assert len(four.symbols.memory.words) == 4 * len(one.symbols.memory.words) == 16
+    ats = [r for r in four.situation.required if r.label == invalidation.protocol.EACH_ATS_DEVICE]
+    assert len(ats) == 4 and len(four.situation.required) == len(one.situation.required) + 3
+    dte = invalidation.build_query("dte", "dte", "v1", sizes=invalidation.Sizes(devices=4))
+    assert len(dte.situation.writes) == 16  # the changed DTE may be any of the four
+
+
+@pytest.mark.parametrize("sizes,variable,inside,outside", [
+    (invalidation.Sizes(domains=4), "domain", 4, 5), (invalidation.Sizes(domains=4), "domain", 1, 0),
+    (invalidation.Sizes(pasids=4), "pasid", 3, 4), (invalidation.Sizes(devices=4), "changed_device", 0x13, 0x14)])
+def test_the_sizes_bound_the_query_variables(sizes, variable, inside, outside):
+    import z3
+    v = invalidation.symbols(invalidation.PROFILES["v2" if variable == "pasid" else "v1"], sizes)
+    for value, sat in ((inside, z3.sat), (outside, z3.unsat)):
+        s = z3.Solver()
+        s.add(*v.bounds, getattr(v, variable) == value)
+        assert s.check() == sat
+
+
+def test_a_query_assumes_its_bounds():
+    q = invalidation.build_query("v2-entry", "iotlb", "v2", sizes=invalidation.Sizes(domains=3, pasids=5))
+    assert q.symbols.bounds and all(any(bound.eq(a) for a in q.assumptions) for bound in q.symbols.bounds)
+
+
+def test_sizes_out_of_range_are_refused():
+    for bad in ({"devices": 0}, {"devices": 200}, {"domains": 0}, {"pasids": 1 << 20}):
+        with pytest.raises(ValueError):
+            invalidation.Sizes(**bad)
