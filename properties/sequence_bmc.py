@@ -21,6 +21,7 @@ bounds are small sets, and every argument in them is tried.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -229,6 +230,22 @@ def search(scenario: Scenario, depth: int, *, bounds: Bounds = Bounds(), steps: 
     a fan-out passes one that sends the nodes' paths to :func:`expand_paths` elsewhere. The counts, the
     states and the violation found do not depend on it: the nodes and their children are met in the same
     order and deduplicated here."""
+    collecting = gc.isenabled()
+    gc.disable()  # see _collected_per_depth
+    try:
+        return _search(scenario, depth, bounds, steps, properties, progress, expand)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _search(scenario: Scenario, depth: int, bounds: Bounds, steps: Iterable[Any] | None, properties: Sequence[str],
+            progress: Callable[[Depth], None] | None,
+            expand: Callable[[Tree], Callable[[Frontier], Iterable[Iterable[Child]]]] | None) -> Result:
+    """:func:`search` with the cyclic garbage collector run once per depth rather than whenever enough
+    objects were allocated: a search keeps a large, long-lived web of memoised walks and windows, which
+    every automatic full collection traverses again (a third of the time of a depth-5 search on 2 cores:
+    52.5 s with it, 35.9 s without; the few cycles a depth leaves are collected at its end)."""
     t = tree(scenario, bounds, steps, properties)
     result = Result()
     found = _check(t.root, t.windows, t.properties, 0)
@@ -253,6 +270,7 @@ def search(scenario: Scenario, depth: int, *, bounds: Bounds = Bounds(), steps: 
                 if key not in seen:
                     seen.add(key)
                     next_frontier.append((path + (i,), kept))
+        gc.collect()
         level.states = len(next_frontier)
         level.seconds = time.perf_counter() - start
         result.depths.append(level)
