@@ -9,6 +9,8 @@ Measured in one run, in one process, on this machine:
   depth up to ``--depth`` or until a depth takes more than ``--budget`` seconds;
 * the Z3 guest-isolation proof (``amdvi check --prove``) at the end of the correct nested sequence
   (proved) and of the sequence whose driver takes the guest's stage 2 (refuted);
+* the Z3 isolation proof by induction along the run (``amdvi check --prove``) on two correct sequences
+  (proved at every point) and two bug examples (refuted at the first point that breaks it);
 * the reference in the same run: one fresh v1 4-level translation on Python ints (``translate``),
   so every time is also given as a number of walks, which stays comparable across machines.
 
@@ -24,7 +26,7 @@ from amdvi.frontend import sequence_library, sequence_trace
 from amdvi.models import software as sw
 from amdvi.models.iommufd.driver_api import PciDevice
 from amdvi.models.system import Scenario
-from amdvi.properties import sequence_bmc, sequence_check, sequence_proof
+from amdvi.properties import sequence_bmc, sequence_check, sequence_induction, sequence_proof
 from amdvi.spec.bitvec import INT
 from amdvi.spec.translation import Request, translate
 
@@ -111,6 +113,17 @@ def main() -> int:
                            "seconds": round(g.query.result.seconds, 3)})
             print(proofs[-1])
 
+    induction = []
+    for file in ("plain-device.json", "ats-device.json", "bug-flush-too-small.json", "bug-ats-iotlb-not-flushed.json"):
+        entry = next(e for e in sequence_library.ENTRIES if e.file == file)
+        ex = sequence_check.execute(entry.scenario, entry.steps, probes=entry.probes)
+        proof = sequence_induction.prove_isolation(ex)
+        failed = proof.failed
+        induction.append({"sequence": file, "status": "proved" if proof.proved else failed.result.status,
+                          "points": len({s.at for s in proof.steps}), "queries_seconds": round(
+                              sum(s.result.seconds for s in proof.steps), 3), "seconds": round(proof.seconds, 3)})
+        print(induction[-1])
+
     bugs = [s for s in sequences if s["claims"]]
     write_results("amdvi check", {
         "reference_walk_seconds": walk,
@@ -122,6 +135,7 @@ def main() -> int:
         "bmc": {"scenario": "nic (ATS) + disk (alias 0x19), bounds " + repr(sequence_bmc.Bounds()),
                 "verdict": bmc_verdict, "seconds": round(bmc_seconds, 3), "depths": cumulative},
         "guest_isolation_proofs": proofs,  # Z3, at the sequence's end; the invariant: properties/sequence_proof.py
+        "isolation_induction_proofs": induction,  # Z3, every point, every address: properties/sequence_induction.py
     }, args.out)
     return 0
 

@@ -84,6 +84,7 @@ class SequenceTask:
     properties: tuple[str, ...]
     prove: bool = False
     minimise: bool = True
+    prove_budget: float = 300.0
 
     @property
     def title(self) -> str:
@@ -95,7 +96,8 @@ class SequenceTask:
 
         seq = options.with_layer_choices(sequence_format.load(json.loads(self.document), self.source),
                                          list(self.choices))
-        return check.check_one(self.source, seq, self.properties, prove=self.prove, minimise=self.minimise)
+        return check.check_one(self.source, seq, self.properties, prove=self.prove, minimise=self.minimise,
+                               prove_budget=self.prove_budget)
 
     def summary(self, result: tuple[list[dict[str, Any]], dict[str, Any]]) -> str:
         checked = result[1]

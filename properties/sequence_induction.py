@@ -298,16 +298,24 @@ def _confirm(ex: Execution, windows: Windows, at: int, request: Request, proof: 
 
 
 def prove_isolation(ex: Execution, *, timeout_ms: int = 60_000, boundaries: Sequence[int] | None = None,
-                    progress: Any = None) -> InductionProof:
+                    progress: Any = None, budget_seconds: float | None = None) -> InductionProof:
     """I(i) at every boundary where a new access can appear (``sequence._needs_check``), for every
-    requester ID of the scenario; stops at the first step not proved."""
+    requester ID of the scenario; stops at the first step not proved, or, once ``budget_seconds`` are
+    spent, with an unknown step that says which points were not reached."""
     start = time.perf_counter()
     windows = Windows(ex.run, (), in_flight=(), ats_control=True)
     points = [i for i in range(len(ex.run.boundaries)) if _needs_check(windows, ex.promise, i)] \
         if boundaries is None else list(boundaries)
     steps: list[StepProof] = []
     fills = _Fills(ex.run.state.regs.dev_tab_bar, ex.run.choices)
-    for i in points:
+    for n, i in enumerate(points):
+        spent = time.perf_counter() - start
+        if budget_seconds is not None and spent > budget_seconds:
+            steps.append(StepProof(-1, i, ProofResult(
+                f"isolation induction from boundary {i}", UNKNOWN, spent,
+                f"not proved: the budget of {budget_seconds:g} s was spent after {n} of {len(points)} points "
+                f"(boundaries {i}..{points[-1]} not reached)")))
+            break
         for device in ex.scenario.devices:
             for rid in device.requester_ids:
                 s = prove_step(ex, windows, i, rid, ats=bool(device.ats), pasid=bool(device.pasid),

@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "address and every cache content the hardware may hold (seconds to a minute a "
                              "sequence), and, for each nested device at the end, that no guest (any memory "
                              "content, any guest DTE field) leads it outside its stage 2 (~20 s each)")
+    parser.add_argument("--prove-budget", type=float, default=300.0, metavar="SECONDS",
+                        help="with --prove: stop the induction of a sequence after this long and report it unknown "
+                             "(default 300; nested sequences with many guest writes take minutes)")
     parser.add_argument("--choice", action="append", default=[], metavar="LAYER.NAME=VALUE",
                         help="run under a choice of a layer (hardware, driver, iommufd), e.g. "
                              "driver.unmap-skips-flush=on; repeatable; overrides the files' choices")
@@ -94,9 +97,12 @@ def run(args: argparse.Namespace) -> Report:
         documents = _library_documents()
     for source, document in documents:  # bad files and choices: one line before any work starts
         options.with_layer_choices(sequence_format.load(document, source), args.choice)
+    if not args.prove_budget > 0:
+        raise InputError(f"--prove-budget {args.prove_budget:g}: give a number of seconds above 0")
     with runner:
         checked = runner.map([tasks.SequenceTask(source, json.dumps(document), tuple(args.choice), props, args.prove,
-                                                 not args.no_minimise) for source, document in documents],
+                                                 not args.no_minimise, args.prove_budget)
+                              for source, document in documents],
                              "checking sequences")
     rows = [row for sequence_rows, _ in checked for row in sequence_rows]
     results = [result for _, result in checked]
@@ -142,8 +148,8 @@ def run(args: argparse.Namespace) -> Report:
     return Report(data, show, exit_codes.OK if ok else exit_codes.PROPERTY_FAILS)
 
 
-def check_one(source: str, seq: Any, props: tuple[str, ...], *, prove: bool, minimise: bool
-              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def check_one(source: str, seq: Any, props: tuple[str, ...], *, prove: bool, minimise: bool,
+              prove_budget: float = 300.0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One sequence checked: a row per property, and its result (verdicts, counterexample, proofs)."""
     from amdvi.frontend import sequence_trace
     from amdvi.properties import sequence_check
@@ -154,7 +160,7 @@ def check_one(source: str, seq: Any, props: tuple[str, ...], *, prove: bool, min
     except sequence_check.StepError as e:
         raise InputError(f"{source}: {e}") from None
     verdicts = sequence_check.check(ex, props)
-    proofs = (_induction_proof(ex) if "isolation" in props else []) + _guest_proofs(ex) if prove else []
+    proofs = ((_induction_proof(ex, prove_budget) if "isolation" in props else []) + _guest_proofs(ex)) if prove else []
     failed = [v for v in verdicts if not v.holds]
     counterexample = None
     if failed:
@@ -237,12 +243,13 @@ def _guest_proofs(ex: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _induction_proof(ex: Any) -> list[dict[str, Any]]:
+def _induction_proof(ex: Any, budget: float) -> list[dict[str, Any]]:
     """Isolation proved by induction along the run (``properties.sequence_induction``): proved with the
-    invariant, refuted with the step and access (confirmed on ints), or unknown, reported as such."""
+    invariant, refuted with the step and access (confirmed on ints), or unknown (a solver timeout, an
+    unconfirmed access, the time budget spent), reported as such."""
     from amdvi.properties import sequence_induction
 
-    proof = sequence_induction.prove_isolation(ex)
+    proof = sequence_induction.prove_isolation(ex, budget_seconds=budget)
     failed = proof.failed
     if failed is None:
         status = "proved" if proof.proved else "not run"
@@ -250,7 +257,8 @@ def _induction_proof(ex: Any) -> list[dict[str, Any]]:
                   f"(scope: {sequence_induction.SCOPE})") if proof.proved else "no boundary to prove"
     else:
         status = failed.result.status
-        detail = f"boundary {failed.at}, DeviceID {failed.device_id:#x}: {failed.result.detail}"
+        who = f", DeviceID {failed.device_id:#x}" if failed.device_id >= 0 else ""
+        detail = f"boundary {failed.at}{who}: {failed.result.detail}"
     return [{"proof": "isolation-induction", "device": "every requester ID", "status": status,
              "seconds": round(proof.seconds, 1), "detail": detail}]
 

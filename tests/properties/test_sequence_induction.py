@@ -63,3 +63,10 @@ def test_fills_are_shared_between_steps(at_least):
     built = len(fills._slots)
     sequence_induction.prove_step(ex, windows, last, NIC.device_id, fills=fills)
     assert built >= at_least and len(fills._slots) - built <= built  # the later step reuses the earlier walks
+
+
+def test_a_spent_budget_is_unknown_never_proved():
+    ex = _run()
+    proof = sequence_induction.prove_isolation(ex, budget_seconds=0.0)
+    assert not proof.proved
+    assert proof.failed.result.status == UNKNOWN and "budget" in proof.failed.result.detail
