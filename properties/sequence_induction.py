@@ -281,7 +281,14 @@ def _confirm(ex: Execution, windows: Windows, at: int, request: Request, proof: 
                        has_pasid=request.has_pasid is True,
                        user=bool(z3.is_true(model.eval(_bool(request.user), model_completion=True))),
                        ats=bool(request.ats))
-    exact = Windows(ex.run, [concrete], in_flight=windows.invalidations[len(ex.run.invalidations):],
+    # the fills the model used may come from walks of other addresses (a directory entry covers a range):
+    # the exact enumeration gets every requester's reads and writes at those addresses too
+    fill_pages = {model.eval(z3.BitVec(f"fill_{k.name}_addr", 64), model_completion=True).as_long() & ~0xFFF
+                  for k in CACHE_KINDS}
+    fillers = [Request(device_id=rid, address=page, write=write, ats=bool(d.ats))
+               for d in ex.scenario.devices for rid in d.requester_ids
+               for page in sorted(fill_pages - {concrete.address & ~0xFFF}) for write in (False, True)]
+    exact = Windows(ex.run, [concrete] + fillers, in_flight=windows.invalidations[len(ex.run.invalidations):],
                     ats_control=windows.ats_control)
     frames = ex.promise.frames[at].get(request.device_id, Frames())
     bad = [s for s in exact.outcomes(at, concrete) if s.ok and not frames.allows(s.result.spa, concrete.write)]
