@@ -70,3 +70,19 @@ def test_a_spent_budget_is_unknown_never_proved():
     proof = sequence_induction.prove_isolation(ex, budget_seconds=0.0)
     assert not proof.proved
     assert proof.failed.result.status == UNKNOWN and "budget" in proof.failed.result.detail
+
+
+@pytest.mark.deep
+@pytest.mark.parametrize("entry", [e for e in __import__("amdvi.frontend.sequence_library", fromlist=["ENTRIES"]).ENTRIES],
+                         ids=lambda e: e.file)
+def test_induction_agrees_with_the_exact_check(entry):
+    """Differential: the induction never proves what the exact enumeration refutes, and a refutation it
+    reports is one the enumeration shows (it may give up: unknown, or the budget)."""
+    ex = sequence_check.execute(entry.scenario, entry.steps, probes=entry.probes)
+    exact = sequence_check.check(ex, ("isolation",))[0].holds
+    proof = sequence_induction.prove_isolation(ex, budget_seconds=600)
+    status = PROVED if proof.proved else proof.failed.result.status
+    if exact:
+        assert status in (PROVED, UNKNOWN), proof.failed
+    else:
+        assert status in (REFUTED, UNKNOWN), "proved what the enumeration refutes"
