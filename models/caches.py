@@ -65,6 +65,7 @@ from amdvi.spec.device_table import DTE
 from amdvi.spec.events import IO_PAGE_FAULT
 from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.bitvec import mask
+from amdvi.spec.records import remember_hash
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.guest_translation import GUEST_LEVELS, guest_entry
 from amdvi.spec.host_translation import host_entry
@@ -72,6 +73,7 @@ from amdvi.spec.levels import PAGE_SHIFT, level_shift
 from amdvi.spec.translation import Outcome, Request, guest_path
 from amdvi.spec.walk_types import GUEST, HOST, SHIFT_WIDTH, by_level, low_mask
 
+@remember_hash
 @dataclass(frozen=True)
 class DteSlot:
     FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"device_id": 16, "dte": 256}
@@ -81,6 +83,7 @@ class DteSlot:
     dte: Any = 0
 
 
+@remember_hash
 @dataclass(frozen=True)
 class TlbSlot:
     """An IOTLB slot (``owner`` = DomainID) or a device-IOTLB slot (``owner`` = DeviceID)."""
@@ -100,6 +103,7 @@ class TlbSlot:
     present: Any = True  # False: a remembered not-present fault (``Hardware.not_present_cache``)
 
 
+@remember_hash
 @dataclass(frozen=True)
 class PdeSlot:
     FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"domain_id": 16, "base": 64, "shift": SHIFT_WIDTH, "table": 64,
@@ -115,6 +119,7 @@ class PdeSlot:
     writable: Any = False
 
 
+@remember_hash
 @dataclass(frozen=True)
 class GuestPdeSlot:
     FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"domain_id": 16, "pasid": 20, "base": 64, "shift": SHIFT_WIDTH,
@@ -132,6 +137,7 @@ class GuestPdeSlot:
     nx: Any = False
 
 
+@remember_hash
 @dataclass(frozen=True)
 class Gcr3Slot:
     FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"domain_id": 16, "pasid": 20, "entry": 64}

@@ -107,19 +107,20 @@ def _ring_words(ex: Execution) -> tuple[tuple[int, int], ...]:
             (layout.semaphore, layout.semaphore + 0x1000))
 
 
-def _versions(ex: Execution, at: int) -> list[tuple[int, Any]]:
-    """The memories up to boundary ``at`` that differ outside the rings, each with the latest boundary at
-    or before ``at`` that has it (a later fill of the same value survives at least as long)."""
+def _versions(ex: Execution, at: int) -> list[tuple[list[int], Any]]:
+    """The memories up to boundary ``at`` that differ outside the rings, each with the boundaries that
+    have it (a fill of the same value may come at any of them; the latest one a cache may fill at
+    survives at least as long as the others)."""
     rings = _ring_words(ex)
-    latest: dict[Any, tuple[int, Any]] = {}
+    latest: dict[Any, tuple[list[int], Any]] = {}
     seen: dict[int, Any] = {}
     for b in ex.run.boundaries[:at + 1]:
         key = seen.get(id(b.memory))
         if key is None:
             key = seen[id(b.memory)] = frozenset((a, v) for a, v in b.memory.items()
                                                  if not any(lo <= a < hi for lo, hi in rings))
-        latest.pop(key, None)
-        latest[key] = (b.index, b.memory)
+        indices = latest.pop(key, ([], None))[0]
+        latest[key] = (indices + [b.index], b.memory)
     return list(latest.values())
 
 
@@ -183,10 +184,13 @@ class _Step:
         for kind in CACHE_KINDS:
             own = kind.name in ("device_iotlb", "dte")  # slots that only the device's own requests fill or hit
             candidates = []
-            for j, memory in versions:
-                if kind.name == "device_iotlb" and (not windows.ats_enabled(device_id, j)
-                                                    or windows._ats_discards(device_id, j, at)):
+            for indices, memory in versions:
+                if kind.name == "device_iotlb":  # filled only while the device has ATS Enable set
+                    indices = [j for j in indices if windows.ats_enabled(device_id, j)
+                               and not windows._ats_discards(device_id, j, at)]
+                if not indices:
                     continue
+                j = indices[-1]
                 for filler, pasids in requesters:
                     if own and filler != device_id:
                         continue

@@ -35,6 +35,7 @@ from .events import ILLEGAL_DEV_TABLE_ENTRY as ILLEGAL_DTE_RECORD
 from .events import IO_PAGE_FAULT as IO_PAGE_FAULT_RECORD
 from .guest_translation import GuestResume, HostContext, guest_walk
 from .host_translation import host_walk
+from .records import remember_hash
 from .levels import PAGE_SHIFT
 from .mmio import DEV_TAB_BAR
 from .choices import SPEC, Hardware, hardware
@@ -53,6 +54,7 @@ HOST_ROOT = DTE.field("Host Page Table Root Pointer")
 DTE_SHIFT = log2(ENTRY_BYTES)
 
 
+@remember_hash
 @dataclass(frozen=True)
 class Request:
     """A device's memory request as the IOMMU sees it (ints and bools, or backend terms)."""

@@ -86,3 +86,17 @@ def test_induction_agrees_with_the_exact_check(entry):
         assert status in (PROVED, UNKNOWN), proof.failed
     else:
         assert status in (REFUTED, UNKNOWN), "proved what the enumeration refutes"
+
+
+def test_a_device_iotlb_fill_is_possible_wherever_ats_was_on():
+    """ats-reattach-kept-atc: the page's memory is the same before and after ATS Enable is cleared; a
+    fill of the device's IOTLB is possible at the boundaries where it was still set (a first version
+    looked only at the last boundary with that memory, where ATS was off, and proved the step)."""
+    from amdvi.frontend import sequence_library
+
+    entry = next(e for e in sequence_library.ENTRIES if e.file == "ats-reattach-kept-atc.json")
+    ex = sequence_check.execute(entry.scenario, entry.steps, probes=entry.probes)
+    windows = Windows(ex.run, (), ats_control=True)
+    violation = sequence_check.check(ex, ("isolation",))[0].violation
+    step = sequence_induction.prove_step(ex, windows, violation.at, violation.request.device_id, ats=True)
+    assert step.result.status == REFUTED and "device_iotlb" in step.result.detail
