@@ -46,6 +46,7 @@ from amdvi.models.caches import CACHE_KINDS, Caches, DteSlot, decode_invalidatio
 from amdvi.models.dma import ServeChoice, serve, serve_translated
 from amdvi.spec.bitvec import INT, Z3, OverlayMemory
 from amdvi.spec.records import merge
+from amdvi.spec.device_table import DTE, ENTRY_BYTES
 from amdvi.spec.translation import Request, read_dte, translate
 
 from .cache_windows import Windows, _fill_steps
@@ -165,6 +166,20 @@ class _Fills:
         return self._clears[key]
 
 
+def _fillers(ex: Execution, versions: list[tuple[list[int], Any]], bar: int) -> list[tuple[int, bool]]:
+    """Every DeviceID whose walks may fill a cache, and whether it may send PASIDs: the scenario's
+    requester IDs, and any other DeviceID with a valid DTE in one of the memories (the IOMMU's own, for
+    its private space under the HW-vIOMMU), taken to send anything."""
+    out = {rid: bool(d.pasid) for d in ex.scenario.devices for rid in d.requester_ids}
+    table = ex.scenario.layout
+    for _, memory in versions:
+        for device_id in range(table.dev_tab_pages * 0x1000 // ENTRY_BYTES):
+            if device_id not in out and table.dte_address(device_id) in memory:
+                if DTE.view(read_dte(INT, memory, bar, device_id)[0])["V"]:
+                    out[device_id] = True
+    return sorted(out.items())
+
+
 class _Step:
     """The symbolic cache of one step: per cache kind, one slot that is empty or a fill of one of the
     memories since the start (``_Fills``), held only if no invalidation completed by then that was
@@ -180,7 +195,7 @@ class _Step:
         self.slots: dict[str, Any] = {}
         self.dte_options: list[Any] = []  # the device's DTE values a DTE-cache slot may hold
         self.selectors: list[Any] = []  # per cache: 0 empty, n the n-th fill
-        requesters = [(rid, bool(d.pasid)) for d in ex.scenario.devices for rid in d.requester_ids]
+        requesters = _fillers(ex, versions, self.bar)
         for kind in CACHE_KINDS:
             own = kind.name in ("device_iotlb", "dte")  # slots that only the device's own requests fill or hit
             candidates = []
