@@ -216,7 +216,7 @@ class _Step:
                             candidates.append((slot, z3.And(alive)))
             if kind.name == "dte":  # concrete (the device's own entry): each held value is a case of its own
                 self.dte_options = list(dict.fromkeys(
-                    slot for slot, alive in candidates if z3.is_true(z3.simplify(alive))))
+                    slot for slot, alive in candidates if not z3.is_false(z3.simplify(alive))))  # concrete: decided
                 continue
             chosen = z3.BitVec(f"{tag}_{kind.name}_fill", 16)  # a bit-vector: the query stays pure QF_BV
             self.selectors.append(chosen)
