@@ -29,9 +29,10 @@ one that the exact enumeration does not confirm is reported as "not proved" with
 
 Scope (stated where it is reported): a guest's own memory is as the run wrote it (the adversarial guest
 is ``properties.sequence_proof``'s); requests without PASID, and with a symbolic PASID for devices
-that use PASIDs; fills are by the scenario's requester IDs (no other DeviceID has a valid DTE); memories
-that differ only in the IOMMU's rings and COMPLETION_WAIT store give the same fills (no table lies
-there: the driver's tables come from its page pool).
+that use PASIDs; fills are by the scenario's requester IDs and every other DeviceID with a valid DTE in
+some memory (no other DeviceID can fill a cache); memories that differ only in the IOMMU's rings and
+COMPLETION_WAIT store give the same fills (no table lies there: the driver's tables come from its page
+pool); a device's own IOTLB is filled only where its ATS Enable is set.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ import z3
 from amdvi.models.caches import CACHE_KINDS, Caches, DteSlot, decode_invalidation
 from amdvi.models.dma import ServeChoice, serve, serve_translated
 from amdvi.spec.bitvec import INT, Z3, OverlayMemory
-from amdvi.spec.records import merge
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
+from amdvi.spec.records import merge
 from amdvi.spec.translation import Request, read_dte, translate
 
 from .cache_windows import Windows, _fill_steps
@@ -58,7 +59,7 @@ INVARIANT = ("for every requester ID, every address, read or write, and every ch
              "hardware may hold (filled by any walk since, not cleared by a completed invalidation), the "
              "access reaches a frame its mappings give it, with their permission")
 SCOPE = ("guest memory as the run wrote it; requests without PASID (and with any PASID for PASID devices); "
-         "any fill by any device at any boundary")
+         "any fill by any DeviceID with a valid DTE at any boundary; no table in the rings")
 _WHOLE = ((0, (1 << 64) - 1),)  # every word (an end of 2^64 would wrap to 0 in 64 bits)
 _ABSENT = z3.Function("unwritten", z3.BitVecSort(64), z3.BitVecSort(64))  # never read: every address is a word
 
