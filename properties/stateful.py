@@ -215,13 +215,18 @@ def platform() -> tuple[IommuState, int]:
 def _requests(devices: Iterable[int], addresses: Iterable[int] = ADDRESSES, *,
               ats: bool = False) -> st.SearchStrategy[Request]:
     """Requests of one of ``devices`` (each equally likely); the v2 device's carry a PASID."""
-    def of(device: int) -> st.SearchStrategy[Request]:
-        if device == GUEST_DEVICE:
-            return st.builds(Request, device_id=st.just(device), address=st.sampled_from(GUEST_ADDRESSES),
-                             write=st.booleans(), pasid=st.sampled_from(PASIDS), has_pasid=st.just(True))
-        return st.builds(Request, device_id=st.just(device), address=st.sampled_from(tuple(addresses)),
-                         write=st.booleans(), ats=st.just(ats))
-    return st.sampled_from(tuple(devices)).flatmap(of)
+    addresses = tuple(addresses)
+    return st.sampled_from(tuple(devices)).flatmap(lambda device: _device_requests(device, addresses, ats))
+
+
+@functools.lru_cache(maxsize=None)
+def _device_requests(device: int, addresses: tuple[int, ...], ats: bool) -> st.SearchStrategy[Request]:
+    """The requests of one device (built once: see :func:`_favoured`)."""
+    if device == GUEST_DEVICE:
+        return st.builds(Request, device_id=st.just(device), address=st.sampled_from(GUEST_ADDRESSES),
+                         write=st.booleans(), pasid=st.sampled_from(PASIDS), has_pasid=st.just(True))
+    return st.builds(Request, device_id=st.just(device), address=st.sampled_from(addresses),
+                     write=st.booleans(), ats=st.just(ats))
 
 
 SLOT = st.integers(0, SLOTS - 1)
@@ -247,9 +252,32 @@ EVICTS = st.builds(Evict, cache=st.sampled_from(FILLED_CACHES), slot=SLOT)
 
 def favoured(values: Sequence[T], near: Callable[[T], bool]) -> st.SearchStrategy[T]:
     """One of ``values``; half the time one of those ``near`` holds for (if any)."""
+    return _favoured(tuple(values), tuple(v for v in values if near(v)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _favoured(values: tuple[T, ...], chosen: tuple[T, ...]) -> st.SearchStrategy[T]:
+    """The strategy of :func:`favoured`, built once per (values, chosen): Hypothesis validates a new
+    strategy object on its first draw, which cost the machine a third of its time when every rule
+    built its own; an equal strategy draws the same data, so the exploration is unchanged."""
     anything = st.sampled_from(values)
-    chosen = [v for v in values if near(v)]
     return st.sampled_from(chosen) | anything if chosen else anything
+
+
+@functools.lru_cache(maxsize=4096)
+def _requests_near(devices: tuple[int, ...], known: tuple[tuple[Request, ...], ...]) -> st.SearchStrategy[Request]:
+    """Requests of ``devices``, or one of each non-empty ``known`` group with either direction (see
+    :meth:`IommuMachine.requests`), built once per argument for the reason :func:`_favoured` gives."""
+    choices = [_requests(devices)]
+    for mine in known:
+        if mine:
+            choices.append(st.builds(dataclasses.replace, st.sampled_from(mine), write=st.booleans()))
+    return st.one_of(*choices)
+
+
+@functools.lru_cache(maxsize=4096)
+def _serve_choices(slots: tuple[tuple[str, st.SearchStrategy[int | None]], ...]) -> st.SearchStrategy[ServeChoice]:
+    return st.builds(ServeChoice, **dict(slots))
 
 
 # slot filled from request ``g`` may serve request ``r`` (a guess, to favour choices; the model decides)
@@ -540,12 +568,9 @@ class IommuMachine(RuleBasedStateMachine):
         """Requests of ``devices``: to an address the latest change concerns, one a slot was filled
         from, or any (each equally likely when there are such; reads or writes)."""
         ghosts = sorted({r for r in self.ghosts.values()}, key=repr)
-        choices = [_requests(devices)]
-        for known in (self.changed, ghosts):
-            mine = [dataclasses.replace(r, ats=False) for r in known if r.device_id in devices]
-            if mine:
-                choices.append(st.builds(dataclasses.replace, st.sampled_from(mine), write=st.booleans()))
-        return st.one_of(*choices)
+        return _requests_near(tuple(devices), tuple(
+            tuple(dataclasses.replace(r, ats=False) for r in known if r.device_id in devices)
+            for known in (self.changed, ghosts)))
 
     def slots(self, cache: str, request: Request, candidates: Sequence[int | None]) -> st.SearchStrategy[int | None]:
         """One of ``candidates`` (slot indices, ``None`` for memory); half the time a slot filled from a
@@ -566,7 +591,7 @@ class IommuMachine(RuleBasedStateMachine):
         for _ in range(count):
             request = data.draw(self.requests(ALL_DEVICES), label="request")
             caches = SERVING[request.device_id == GUEST_DEVICE]
-            choice = st.builds(ServeChoice, **{c: self.memory_or_valid_slot(c, request) for c in caches})
+            choice = _serve_choices(tuple((c, self.memory_or_valid_slot(c, request)) for c in caches))
             self.access(Dma(request, data.draw(choice, label="choice")))
 
     @rule(data=st.data(), count=st.integers(1, DEVICE_BURST))
