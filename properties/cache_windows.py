@@ -35,7 +35,7 @@ import copy
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 from amdvi.models.caches import CACHE_KINDS, CACHES_BY_NAME, Caches, decode_invalidation
 from amdvi.models.dma import DmaResult, ServeChoice, serve, serve_translated
@@ -49,6 +49,7 @@ from .timeline_run import Invalidation, Run
 _RING_ONLY = (Queue, Wait, AtsControl, VfWrite)  # steps that change no word a walk reads
 _DIRECTORY_STEPS = 6  # page-directory entries a walk may pass (5 levels, nested guest levels)
 _LOOKED_UP = tuple(k.name for k in CACHE_KINDS if k.looked_up)
+_KIND_NAMES = tuple(k.name for k in CACHE_KINDS)
 _NO_CACHE = CachedStart()
 
 
@@ -87,6 +88,22 @@ def _start(span: tuple[int, int]) -> int:
     return span[0]
 
 
+class _Ways(NamedTuple):
+    """The ways of serving one request at boundary ``at``: the words they read, the walk starts they
+    used ((DTE, the walk from it)), the values each cache could then hold, and the ways themselves
+    (enumerated at ``at`` or at an earlier boundary found the same)."""
+
+    at: int
+    reads: frozenset[int]
+    starts: tuple[tuple[int, Outcome], ...]
+    held: tuple[frozenset[Any], ...]
+    served: tuple[Served, ...]
+
+
+def _ways_at(ways: _Ways) -> int:
+    return ways.at
+
+
 def _fill_steps(kind: str) -> range:
     return range(_DIRECTORY_STEPS) if CACHES_BY_NAME[kind].directory_of else range(1)
 
@@ -110,7 +127,10 @@ class Windows:
         self.run, self.requests, self.choices = run, tuple(requests), run.choices
         self.ats_control = ats_control
         self.bar = run.state.regs.dev_tab_bar
-        self.memo = ReadMemo()  # walks and serves by the words they read (shared with forks)
+        # walks and serves by the words they read, shared with forks; the keys leave out the device
+        # table base and the choices, which every window of one lineage shares (hashing the choices
+        # on every lookup was a twentieth of a search)
+        self.memo = ReadMemo()
         self._hits: dict[tuple[Any, ...], bool] = {}  # the registry's hit predicate, remembered (shared too)
         self._starts: dict[int, CachedStart] = {}  # DTE -> a walk start with only that DTE
         self._fill_memo: dict[tuple[Any, ...], list[tuple[str, Any]]] = {}  # a walk's fills (shared too)
@@ -121,6 +141,8 @@ class Windows:
         self._filled = 0  # boundaries whose fills are recorded
         self._decoded: dict[int, Any] = {}  # command -> as the caches read it
         self._clears: dict[tuple[str, Any, int], bool] = {}  # (cache, slot, command) -> the command clears it
+        # request -> the boundaries whose ways were enumerated (or found the same), in order
+        self._enumerated: dict[Request, list[_Ways]] = {}
         self.extend(in_flight)
 
     def extend(self, in_flight: Sequence[Invalidation] = ()) -> "Windows":
@@ -129,6 +151,7 @@ class Windows:
         self._clearers: dict[tuple[str, Any], tuple[Invalidation, ...]] = {}
         self._held: dict[tuple[str, int], list[tuple[Cached, int]]] = {}
         self._outcomes: dict[tuple[int, Request], list[Served]] = {}
+        self._held_slots: dict[int, tuple[frozenset[Any], ...]] = {}
         self._fill_from(self._filled)
         self._filled = len(self.run.boundaries)
         return self
@@ -140,6 +163,7 @@ class Windows:
         other.cached = {k: {slot: list(spans) for slot, spans in v.items()} for k, v in self.cached.items()}
         other._request_of, other._previous = dict(self._request_of), dict(self._previous)
         other.ats = {d: list(changes) for d, changes in self.ats.items()}
+        other._enumerated = {r: found[-1:] for r, found in self._enumerated.items()}  # all a later boundary asks
         return other
 
     # -- ATS Enable ----------------------------------------------------------------------------------
@@ -165,14 +189,24 @@ class Windows:
 
     def fresh(self, at: int, request: Request) -> Outcome:
         """The walk of memory at boundary ``at``."""
-        return self._walk(self.run.boundaries[at].memory, request, _NO_CACHE)
+        return self._walk(self.run.boundaries[at].memory, request, None)
 
-    def _walk(self, memory: Any, request: Request, cached: CachedStart) -> Outcome:
-        return self.memo.call(("walk", request, cached, self.bar, self.choices), memory,
-                              lambda m: translate(INT, m, self.bar, request, choices=self.choices, cached=cached))
+    def _call(self, key: Any, memory: Any, compute: Any, reads: list[int] | None) -> Any:
+        """The memo's result, noting the words it depends on in ``reads`` (when given)."""
+        if reads is None:
+            return self.memo.call(key, memory, compute)
+        return self.memo.call_reading(key, memory, compute, reads)
 
-    def _dte(self, memory: Any, device_id: int) -> int:
-        return self.memo.call(("dte", device_id, self.bar), memory, lambda m: read_dte(INT, m, self.bar, device_id)[0])
+    def _walk(self, memory: Any, request: Request, dte: int | None, reads: list[int] | None = None) -> Outcome:
+        """The walk of ``request`` over ``memory``, from the DTE in memory (``dte`` None) or from ``dte``."""
+        cached = _NO_CACHE if dte is None else self._starts.get(dte)
+        if cached is None:
+            cached = self._starts[dte] = dataclasses.replace(_NO_CACHE, dte=dte)
+        return self._call(("walk", request, dte), memory,
+                          lambda m: translate(INT, m, self.bar, request, choices=self.choices, cached=cached), reads)
+
+    def _dte(self, memory: Any, device_id: int, reads: list[int] | None = None) -> int:
+        return self._call(("dte", device_id), memory, lambda m: read_dte(INT, m, self.bar, device_id)[0], reads)
 
     def _fill_from(self, start: int) -> None:
         previous = self._previous
@@ -273,29 +307,96 @@ class Windows:
         key = (at, request)
         if key not in self._outcomes:
             ats = request.ats and self.ats_enabled(request.device_id, at)
-            self._outcomes[key] = list(self._enumerate(at, request, self.run.boundaries[at].memory, ats))
+            reads: list[int] = []
+            starts: list[tuple[int, Outcome]] = []
+            self._outcomes[key] = list(self._enumerate(at, request, self.run.boundaries[at].memory, ats, reads,
+                                                       starts))
+            self._note(request, _Ways(at, frozenset(reads), tuple(starts), self._held_values(at),
+                                      tuple(self._outcomes[key])))
         return self._outcomes[key]
 
-    def _enumerate(self, at: int, request: Request, memory: Any, ats: bool) -> Iterator[Served]:
-        memory_dte = self._dte(memory, request.device_id)
+    def ways(self, at: int, request: Request) -> Sequence[Served]:
+        """The ways of :meth:`outcomes` as far as a checker decides on them: each way's result and
+        which caches it used are those at ``at``, but they may be an earlier boundary's objects (their
+        ``at`` and fill boundaries that boundary's), found the same by :meth:`_same_as_before` without
+        enumerating again. Report a violation from :meth:`outcomes`, which is exact."""
+        key = (at, request)
+        if key in self._outcomes:
+            return self._outcomes[key]
+        same = self._same_as_before(at, request)
+        return same.served if same is not None else self.outcomes(at, request)
+
+    def _note(self, request: Request, ways: "_Ways") -> None:
+        found = self._enumerated.setdefault(request, [])
+        n = bisect.bisect_left(found, ways.at, key=_ways_at)
+        if n == len(found) or found[n].at != ways.at:
+            found.insert(n, ways)
+
+    def _same_as_before(self, at: int, request: Request) -> "_Ways | None":
+        """Earlier ways of serving ``request`` whose results are exactly those of the ways at ``at``
+        (None: none are known). They are the latest earlier boundary's whose ways were enumerated (or
+        found the same in turn), when memory at ``at`` holds the same values at every word those ways
+        read, every value a cache may hold at one of the two boundaries and not at the other is one the
+        request cannot use (the registry's hit predicate, from each walk start those ways used; any
+        device-IOTLB value for a translated request), and the device's ATS Enable is the same. Every
+        way is a function of those alone: a memo result, of the words it read; a cached part, of its
+        slot value."""
+        found = self._enumerated.get(request)
+        n = bisect.bisect_left(found, at, key=_ways_at) if found else 0
+        if not n or at >= len(self.run.boundaries):
+            return None
+        then = found[n - 1]
+        now_memory, then_memory = self.run.boundaries[at].memory, self.run.boundaries[then.at].memory
+        if now_memory is not then_memory and any(now_memory.get(a, 0) != then_memory.get(a, 0) for a in then.reads):
+            return None
+        if request.ats and self.ats_enabled(request.device_id, at) != self.ats_enabled(request.device_id, then.at):
+            return None
+        held = self._held_values(at)
+        for kind, now, earlier in zip(_KIND_NAMES, held, then.held):
+            if now == earlier:
+                continue
+            for slot in now ^ earlier:
+                if kind == "dte":
+                    usable = self._hit(kind, slot, request, None, None)
+                elif kind == "device_iotlb":
+                    usable = request.ats
+                else:
+                    usable = kind in _LOOKED_UP and any(self._hit(kind, slot, request, dte, plain)
+                                                        for dte, plain in then.starts)
+                if usable:
+                    return None
+        same = then._replace(at=at, held=held)
+        self._note(request, same)
+        return same
+
+    def _held_values(self, at: int) -> tuple[frozenset[Any], ...]:
+        """The slot values each cache may hold at ``at``."""
+        found = self._held_slots.get(at)
+        if found is None:
+            found = self._held_slots[at] = tuple(frozenset(c.slot for c, _ in self.held(k.name, at))
+                                                 for k in CACHE_KINDS)
+        return found
+
+    def _enumerate(self, at: int, request: Request, memory: Any, ats: bool, reads: list[int],
+                   starts: list[tuple[int, Outcome]]) -> Iterator[Served]:
+        memory_dte = self._dte(memory, request.device_id, reads)
         dtes = [(None, memory_dte)] + [((c, j), c.slot.dte) for c, j in self.held("dte", at)
                                         if self._hit("dte", c.slot, request, None, None)]
         for dte_choice, dte in dtes:
-            if dte not in self._starts:
-                self._starts[dte] = dataclasses.replace(_NO_CACHE, dte=dte)
-            plain = self._walk(memory, request, self._starts[dte])
+            plain = self._walk(memory, request, dte, reads)
+            starts.append((dte, plain))
             options = {}
             for kind in _LOOKED_UP[1:]:
                 hits = [(c, j) for c, j in self.held(kind, at) if self._hit(kind, c.slot, request, dte, plain)]
                 options[kind] = [(kind, None)] + [(kind, h) for h in hits]
             # an IOTLB hit answers alone (models.dma.serve): one serve per hit, whatever the walk caches hold
             for hit in options.pop("iotlb")[1:]:
-                yield self._serve(at, memory, request, dte_choice, [hit])
+                yield self._serve(at, memory, request, dte_choice, [hit], reads)
             for combo in itertools.product(*options.values()):
-                yield self._serve(at, memory, request, dte_choice, combo)
+                yield self._serve(at, memory, request, dte_choice, combo, reads)
             if ats:
                 for c, j in self.held("device_iotlb", at):
-                    yield self._serve_translated(at, memory, request, dte_choice, c, j)
+                    yield self._serve_translated(at, memory, request, dte_choice, c, j, reads)
 
     def _hit(self, kind: str, slot: Any, request: Request, dte: Any, plain: Outcome | None) -> bool:
         """The registry's predicate: ``slot`` of ``kind`` may answer ``request`` (``plain``: the walk
@@ -310,7 +411,8 @@ class Windows:
         """How ``request`` is served over ``memory`` with every cache empty (a memory no boundary holds)."""
         return self._serve(-1, memory, request, None, ())
 
-    def _serve(self, at: int, memory: Any, request: Request, dte_choice: Any, combo: Sequence[Any]) -> Served:
+    def _serve(self, at: int, memory: Any, request: Request, dte_choice: Any, combo: Sequence[Any],
+               reads: list[int] | None = None) -> Served:
         used = [("dte",) + dte_choice] if dte_choice is not None else []
         used += [(kind,) + held for kind, held in combo if held is not None]
 
@@ -321,10 +423,11 @@ class Windows:
             choice = ServeChoice(**{kind: 0 for kind, _, _ in used})
             return serve(INT, m, self.bar, caches, request, choice, choices=self.choices)
 
-        key = ("serve", request, tuple((kind, c.slot) for kind, c, _ in used), self.bar, self.choices)
-        return Served(at, request, tuple(used), self.memo.call(key, memory, compute))
+        key = ("serve", request, tuple((kind, c.slot) for kind, c, _ in used))
+        return Served(at, request, tuple(used), self._call(key, memory, compute, reads))
 
-    def _serve_translated(self, at: int, memory: Any, request: Request, dte_choice: Any, c: Cached, j: int) -> Served:
+    def _serve_translated(self, at: int, memory: Any, request: Request, dte_choice: Any, c: Cached, j: int,
+                          reads: list[int] | None = None) -> Served:
         used = ([("dte",) + dte_choice] if dte_choice is not None else []) + [("device_iotlb", c, j)]
 
         def compute(m: Any) -> DmaResult:
@@ -334,8 +437,8 @@ class Windows:
             return serve_translated(INT, m, self.bar, caches, request, 0, 0 if dte_choice is not None else None,
                                     choices=self.choices)
 
-        key = ("translated", request, tuple((kind, x.slot) for kind, x, _ in used), self.bar, self.choices)
-        return Served(at, request, tuple(used), self.memo.call(key, memory, compute))
+        key = ("translated", request, tuple((kind, x.slot) for kind, x, _ in used))
+        return Served(at, request, tuple(used), self._call(key, memory, compute, reads))
 
 
 

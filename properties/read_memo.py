@@ -83,6 +83,24 @@ class ReadMemo:
         self._insert(key, recording.reads, result)
         return result
 
+    def call_reading(self, key: Hashable, memory: Mapping[int, int], compute: Callable[[Mapping[int, int]], Any],
+                     reads: list[int]) -> Any:
+        """:meth:`call`, also appending to ``reads`` every word the result depends on (the path followed)."""
+        node = self._roots.get(key)
+        read = memory.get
+        while node.__class__ is list:
+            reads.append(node[0])
+            node = node[1].get(read(node[0], 0))
+        if node is not None:
+            self.hits += 1
+            return node.result
+        self.misses += 1
+        recording = _Recording(memory)
+        result = compute(recording)
+        self._insert(key, recording.reads, result)
+        reads.extend(address for address, _ in recording.reads)
+        return result
+
     def _insert(self, key: Hashable, reads: list[tuple[int, Any]], result: Any) -> None:
         parent, slot = self._roots, key
         for address, value in reads:
