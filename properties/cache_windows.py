@@ -205,6 +205,10 @@ class Windows:
         return self._call(("walk", request, dte), memory,
                           lambda m: translate(INT, m, self.bar, request, choices=self.choices, cached=cached), reads)
 
+    def dte_at(self, at: int, device_id: int) -> int:
+        """The 256-bit DTE of ``device_id`` in memory at boundary ``at``."""
+        return self._dte(self.run.boundaries[at].memory, device_id)
+
     def _dte(self, memory: Any, device_id: int, reads: list[int] | None = None) -> int:
         return self._call(("dte", device_id), memory, lambda m: read_dte(INT, m, self.bar, device_id)[0], reads)
 

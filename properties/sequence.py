@@ -19,6 +19,7 @@ counterexample replays.
 
 from __future__ import annotations
 
+import functools
 from collections import ChainMap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -225,14 +226,19 @@ def context_of(dte: int) -> tuple[int, ...] | None:
     return tuple(v[name] for name in _CONTEXT_FIELDS)
 
 
+@functools.lru_cache(maxsize=4096)
+def _tagged_context(dte: int) -> tuple[int, tuple[int, ...]] | None:
+    """(DomainID, context) of a DTE that translates (None otherwise), decoded once per DTE value."""
+    ctx = context_of(dte)
+    return None if ctx is None else (DTE.view(dte)["DomainID"], ctx)
+
+
 def _contexts(windows: Windows, promise: Promise, at: int) -> dict[int, set[tuple[int, ...]]]:
     by_domain: dict[int, set[tuple[int, ...]]] = {}
-    memory = windows.run.boundaries[at].memory
-    dtes = [read_dte(INT, memory, windows.bar, d)[0] for d in promise.requester_ids]
-    for dte in dtes:
-        ctx = context_of(dte)
-        if ctx is not None:
-            by_domain.setdefault(DTE.view(dte)["DomainID"], set()).add(ctx)
+    for d in promise.requester_ids:
+        tagged = _tagged_context(windows.dte_at(at, d))
+        if tagged is not None:
+            by_domain.setdefault(tagged[0], set()).add(tagged[1])
     return by_domain
 
 
