@@ -398,6 +398,14 @@ ENTRIES: tuple[Entry, ...] = (
               "guest's GCR3 root (a GPA, GCR3TRPMode) and paging mode copied. Sources: " + NESTED_SOURCES + ".",
               "The VMM then unmaps a page the guest table does not use; the parent's flush also covers its "
               "vIOMMU's hDomIDs (iommu_flush_pages_v1_hdom_ids, amd-nested-upstream.md (d.1)).")),
+    Entry("nested-stage2-unmap.json", "a stage-2 unmap of the page a guest maps reaches the guest's hDomID",
+          _scenario(NIC, iommufd=NESTING), _nested_unmap(DATA), probes=(GVA,), notes=(
+              "The correct twin of bug-parent-flush-misses-hdomids.json: the VMM unmaps DATA, the page the guest "
+              "table maps GVA to, while the device may hold GVA -> DATA's frame in its IOTLB under the hDomID of "
+              "its gDomID. The parent's flush invalidates that hDomID too (iommu_flush_pages_v1_hdom_ids, v5 11/14, "
+              "amd-nested-upstream.md (d.1)), so once IOAS_UNMAP returns the device's DMA at GVA faults.",
+              "Stage-2 change reaches every guest, along this run: `amdvi check --prove` proves isolation by "
+              "induction with Z3 at every boundary of it, and refutes the broken twin.")),
     Entry("nested-guest-level-switch.json",
           "finding: a guest's switch to a 5-level table clears V for a moment (DMA untranslated)",
           _scenario(NIC, iommufd=NESTING), _guest_level_switch(), "isolation", probes=(GVA,), notes=(

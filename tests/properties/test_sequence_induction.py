@@ -100,3 +100,20 @@ def test_a_device_iotlb_fill_is_possible_wherever_ats_was_on():
     violation = sequence_check.check(ex, ("isolation",))[0].violation
     step = sequence_induction.prove_step(ex, windows, violation.at, violation.request.device_id, ats=True)
     assert step.result.status == REFUTED and "device_iotlb" in step.result.detail
+
+
+@pytest.mark.deep
+def test_a_stage_2_unmap_under_a_guest_is_proved_and_the_missed_hdomid_refuted():
+    """Stage-2 change reaches every guest, by induction along the run (minutes each on 2 cores): the
+    parent's flush of an unmapped page the guest table uses covers the guest's hDomID (proved at every
+    boundary), and the driver whose parent flush misses the hDomIDs is refuted, confirmed on ints."""
+    from amdvi.frontend.sequence_library import ENTRIES
+    for name, want in (("nested-stage2-unmap.json", PROVED), ("bug-parent-flush-misses-hdomids.json", REFUTED)):
+        seq = next(e for e in ENTRIES if e.file == name).loaded()
+        ex = sequence_check.execute(seq.scenario, seq.steps, probes=seq.probes)
+        proof = sequence_induction.prove_isolation(ex)
+        if want == PROVED:
+            assert proof.proved, (name, proof.failed)
+        else:
+            assert proof.failed is not None and proof.failed.result.status == REFUTED, name
+            assert proof.failed.confirmed is not None
