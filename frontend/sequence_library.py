@@ -168,17 +168,18 @@ NESTING = Iommufd(nested_alloc="amd-tree")  # HWPT_ALLOC through a vIOMMU (EOPNO
 WORD = (1 << 64) - 1
 
 
-def _guest_writes(words: dict[int, int], *, base: int = 0) -> tuple[GuestWrite, ...]:
-    """The guest stores each 64-bit word (``words``: address -> value, its GPA being address - ``base``)."""
-    return tuple(GuestWrite("ioas", address - base, value) for address, value in sorted(words.items()))
+def _guest_writes(words: dict[int, int], *, base: int = 0, memory: str = "ioas") -> tuple[GuestWrite, ...]:
+    """The guest whose memory is the IOAS ``memory`` stores each 64-bit word (``words``: address -> value,
+    its GPA being address - ``base``)."""
+    return tuple(GuestWrite(memory, address - base, value) for address, value in sorted(words.items()))
 
 
-def _guest_table(root: int, gcr3_table: int, *, levels: int, gva: int) -> tuple[GuestWrite, ...]:
+def _guest_table(root: int, gcr3_table: int, *, levels: int, gva: int, memory: str = "ioas") -> tuple[GuestWrite, ...]:
     """The guest builds an x86-64 table of ``levels`` levels at ``root`` mapping ``gva`` to DATA, and a
     GCR3 table whose PASID 0 entry points at it (models.software's encoders)."""
     table = software.v2_map({}, root, gva, DATA, root + PAGE, levels=levels).memory
     gcr3 = {software.gcr3_entry_address(gcr3_table, 0): software.gcr3_entry(root)}
-    return _guest_writes({**table, **gcr3})
+    return _guest_writes({**table, **gcr3}, memory=memory)
 
 
 def _guest_stage2() -> tuple[GuestWrite, ...]:
@@ -201,13 +202,14 @@ def guest_dte(gcr3_table: int = GCR3_TABLE, *, levels: int = 4, **fields: int) -
     return tuple((dte >> (64 * i)) & WORD for i in range(4))
 
 
-def viommu(device: str, parent: str) -> Call:
-    return _call(U.ViommuAlloc.name, {"out_viommu_id": "viommu"}, type=U.VIOMMU_TYPE_AMD, dev_id=device + "_dev",
+def viommu(device: str, parent: str, name: str = "viommu") -> Call:
+    return _call(U.ViommuAlloc.name, {"out_viommu_id": name}, type=U.VIOMMU_TYPE_AMD, dev_id=device + "_dev",
                  hwpt_id=parent)
 
 
-def nested_hwpt(device: str, name: str, data: tuple[int, ...], expect: int | None = None) -> Call:
-    return hwpt(device, "viommu", name, data_type=U.HWPT_DATA_AMD_GUEST, data=data, expect=expect)
+def nested_hwpt(device: str, name: str, data: tuple[int, ...], expect: int | None = None, *,
+                on: str = "viommu") -> Call:
+    return hwpt(device, on, name, data_type=U.HWPT_DATA_AMD_GUEST, data=data, expect=expect)
 
 
 def _nested(*, levels: int = 4, gva: int = GVA, evil: bool = False, second: bool = False) -> tuple[Any, ...]:
@@ -279,14 +281,34 @@ VIRT_ID = 8  # the nic's DeviceID in the guest
 HW_VIOMMU = dict(iommufd=Iommufd(nested_alloc="amd-tree", hw_queue="amd-tree"), driver=Driver(hw_viommu="amd-wip"))
 
 
-def vdevice(device: str, virt_id: int) -> Call:
-    return _call(U.VdeviceAlloc.name, {"out_vdevice_id": f"{device}_vdev"}, viommu_id="viommu",
+def vdevice(device: str, virt_id: int, *, on: str = "viommu") -> Call:
+    return _call(U.VdeviceAlloc.name, {"out_vdevice_id": f"{device}_vdev"}, viommu_id=on,
                  dev_id=device + "_dev", virt_id=virt_id)
 
 
-def hw_queue(iova: int, length: int) -> Call:
-    return _call(U.HwQueueAlloc.name, {"out_hw_queue_id": "cmdq"}, viommu_id="viommu",
-                 type=U.HW_QUEUE_TYPE_AMD_CMD, nesting_parent_iova=iova, length=length)
+def hw_queue(iova: int, length: int, *, on: str = "viommu", name: str = "cmdq",
+             queue_type: int = U.HW_QUEUE_TYPE_AMD_CMD) -> Call:
+    return _call(U.HwQueueAlloc.name, {"out_hw_queue_id": name}, viommu_id=on,
+                 type=queue_type, nesting_parent_iova=iova, length=length)
+
+
+def hw_viommu_guest(device: str, *, ram: int = RAM, suffix: str = "") -> tuple[Any, ...]:
+    """The VMM gives ``device`` to a HW-vIOMMU guest whose memory (GPA 0 up, as ``_nested``'s) lies at
+    ``ram``: its IOAS ``ioas<suffix>``, a NEST_PARENT HWPT ``s2<suffix>`` the device boots on, a vIOMMU
+    ``viommu<suffix>`` with a vDEVICE for the device (guest DeviceID VIRT_ID) and the guest's command buffer
+    as a HW queue ``cmdq<suffix>``; the guest builds its tables; the nested HWPT ``nested<suffix>`` from its
+    DTE, the device attached to it, a DMA at the GVA. Several with distinct ``suffix`` and ``ram`` are guests
+    side by side."""
+    memory, parent, on = "ioas" + suffix, "s2" + suffix, "viommu" + suffix
+    return (bind(device), ioas(memory), map_fixed(0, ram, TABLES_END, ioas_name=memory),
+            map_fixed(DATA, ram + DATA, PAGE, ioas_name=memory),
+            map_fixed(CMDBUF, ram + CMDBUF, 2 * PAGE, ioas_name=memory),
+            hwpt(device, memory, parent, flags=U.HWPT_ALLOC_NEST_PARENT), attach(device, parent),
+            viommu(device, parent, on), vdevice(device, VIRT_ID, on=on),
+            hw_queue(CMDBUF, PAGE, on=on, name="cmdq" + suffix),
+            *_guest_table(GUEST_ROOT, GCR3_TABLE, levels=4, gva=GVA, memory=memory),
+            nested_hwpt(device, "nested" + suffix, guest_dte(), on=on), attach(device, "nested" + suffix),
+            dma(device, GVA))
 
 
 def _hw_viommu(*, teardown: bool = True) -> tuple[Any, ...]:
@@ -294,11 +316,7 @@ def _hw_viommu(*, teardown: bool = True) -> tuple[Any, ...]:
     of nested-device.json, and on the vIOMMU a vDEVICE for it (its guest DeviceID) and the guest's command
     buffer as a HW queue; the device DMAs at the GVA; then the VMM takes it all down: the device back on
     the stage 2, the nested HWPT, the vDEVICE, the queue and the vIOMMU destroyed."""
-    setup = (bind("nic"), ioas(), map_fixed(0, RAM, TABLES_END), map_fixed(DATA, RAM + DATA, PAGE),
-             map_fixed(CMDBUF, RAM + CMDBUF, 2 * PAGE), hwpt("nic", "ioas", "s2", flags=U.HWPT_ALLOC_NEST_PARENT),
-             attach("nic", "s2"), viommu("nic", "s2"), vdevice("nic", VIRT_ID), hw_queue(CMDBUF, PAGE),
-             *_guest_table(GUEST_ROOT, GCR3_TABLE, levels=4, gva=GVA),
-             nested_hwpt("nic", "nested", guest_dte()), attach("nic", "nested"), dma("nic", GVA))
+    setup = hw_viommu_guest("nic")
     down = (attach("nic", "s2"), destroy("nested", expect=0), destroy("nic_vdev", expect=0), destroy("cmdq", expect=0),
             destroy("viommu", expect=0), dma("nic", GVA))
     return setup + (down if teardown else ())
@@ -313,6 +331,20 @@ def _guest_unmap(*, guest_domain: int = GDOM_ID) -> tuple[Any, ...]:
     command = software.inv_pages(guest_domain, GVA, PAGE, pasid=0)
     return _hw_viommu(teardown=False) + (GuestWrite("ioas", leaf, 0), GuestCommands("viommu", (command,), SEMAPHORE),
                                          dma("nic", GVA))
+
+
+EVENT_LOG = 0x1_0000  # the guest's event log (GPA), a page of its own
+UNMAPPED_VIRT_ID = 9  # a guest DeviceID the guest has no vDEVICE for
+
+
+def _guest_event_log() -> tuple[Any, ...]:
+    """The HW-vIOMMU guest of hw-viommu-guest.json enables its event log (the VMM gives the page it names as a
+    HW queue of type EVT) and invalidates the DTE of a guest DeviceID it has no vDEVICE for: the vIOMMU refuses
+    the command and logs ILLEGAL_COMMAND_ERROR in the guest's log through its stage 2; the device then DMAs."""
+    return hw_viommu_guest("nic") + (
+        map_fixed(EVENT_LOG, RAM + EVENT_LOG, PAGE),
+        hw_queue(EVENT_LOG, PAGE, name="evtq", queue_type=U.HW_QUEUE_TYPE_AMD_EVT),
+        GuestCommands("viommu", (software.inv_devtab(UNMAPPED_VIRT_ID),), SEMAPHORE), dma("nic", GVA))
 
 
 # -- the June-2023 RFC's own interface (iommufd viommu-interface=rfc, viommu.md §7) ---------------------------
@@ -512,6 +544,19 @@ ENTRIES: tuple[Entry, ...] = (
               "the VF page and polls: the vIOMMU fetches the commands through the translate DeviceID's stage 2, "
               "replaces DomainID 1 by the host DomainID its map gives, and the host's invalidation rules do the "
               "rest; flush-completeness is checked once the guest's wait returns.",)),
+    Entry("hw-viommu-guest-event-log.json", "a HW-vIOMMU guest enables its event log and issues a command the "
+          "vIOMMU refuses: ILLEGAL_COMMAND_ERROR in the guest's own log", _scenario(NIC, **HW_VIOMMU),
+          _guest_event_log(), probes=(GVA,), notes=(
+              "The guest's write of its event-log base and control traps; the VMM gives the page as a HW queue of type "
+              "EVT (viommu.md §9), which programs GUEST_EVT_CONTROL (base GPA 0x10000, 256 entries, EventLogEn).",
+              "The guest invalidates the DTE of guest DeviceID 9, for which it has no vDEVICE: the DeviceID map has no "
+              "entry, so the vIOMMU refuses the command (readings viommu-refused-command=stop: its buffer stops, its "
+              "COMPLETION_WAIT never stores; viommu-refused-command-event=guest-log) and writes ILLEGAL_COMMAND_ERROR "
+              "with the command's GPA at the log's tail, through the translate DeviceID's stage 2: into the guest's "
+              "own page. A guest's stuck wait is its own problem, not a host property.",
+              "Under --choice hardware.viommu-guest-event-log-untranslated=true the record goes to system address "
+              "0x10000 instead (the base used untranslated); the HW-vIOMMU machine's check of every word a guest step "
+              "writes (properties.viommu_events.stray_words) catches it.")),
     Entry("hw-viommu-rfc-guest.json", "a HW-vIOMMU guest through the June-2023 RFC's own ioctls: init, device and "
           "domain attach, trapped register writes, command buffer, guest invalidations, then all taken down",
           _scenario(NIC, **RFC), _rfc_guest(), notes=(

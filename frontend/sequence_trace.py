@@ -95,6 +95,21 @@ def hardware_line(scenario: system.Scenario, s: Any) -> str:
     return repr(s)
 
 
+def guest_event_text(event: Any) -> str:
+    """What the vIOMMU did with a record for a guest's event log (``models.viommu.GuestEvent``, ints)."""
+    from amdvi.spec.events import event_structure
+
+    kind = event_structure(event.record)
+    fields = ", ".join(f"{k}={v:#x}" for k, v in kind.decode(event.record).items() if v) if kind else ""
+    record = f"{kind.name if kind else 'event'}({fields})"
+    if event.written:
+        return f"{record} written at GPA {event.address:#x} (system {event.system_address:#x})"
+    if event.faulted:
+        return (f"{record} not written: stage 2 does not map GPA {event.address:#x}; GUEST_EVENT_FAULT "
+                + ("in the host's log" if event.host_logged else "dropped (the host's log did not take it)"))
+    return f"{record} dropped: the guest's log is full (EventOverflow)"
+
+
 def _mapping_changes(ex: sequence_check.Execution, rec: sequence_check.StepRecord) -> list[str]:
     before = sequence_check.frames_of(ex.scenario, rec.before)
     after = sequence_check.frames_of(ex.scenario, rec.after)
@@ -131,6 +146,8 @@ def render(ex: sequence_check.Execution, *, upto: int | None = None, windows: Wi
         for k, s in enumerate(rec.hardware, 1):
             lines.append(f"   {rec.index + 1}.{k} {hardware_line(ex.scenario, s)}")
         lines += [f"   mappings: {c}" for c in _mapping_changes(ex, rec)]
+        lines += [f"   guest {g.guest_id} event log: {guest_event_text(g.effect.event)}"
+                  for g in ex.run.guest_steps if rec.start < g.at <= rec.end and g.effect.event.attempted]
         lines += [f"   guest stuck: {what}" for at, what in ex.run.guest_hangs if rec.start < at <= rec.end]
         if isinstance(rec.step, system.DeviceDma) and windows is not None:
             d = ex.scenario.device(rec.step.device)

@@ -293,6 +293,12 @@ def _guest_commands(state: SystemState, step: GuestCommands) -> tuple[SystemStat
     return dataclasses.replace(state, guests=guests), StepResult(steps=hardware)
 
 
+def guest_memory(state: SystemState, step: GuestCommands) -> int:
+    """The IOAS that is the memory of ``step``'s guest (what its :class:`GuestWrite` steps name): its
+    vIOMMU's parent's IOAS, or the IOAS of an RFC guest's translate DeviceID (``state``: before the step)."""
+    return (_rfc_ring(state, step) if step.viommu in state.gids else _queue_ring(state, step))[1]
+
+
 def _queue_ring(state: SystemState, step: GuestCommands) -> tuple[int, int, int, Any, str]:
     """(GuestID, the guest's IOAS, ring entries, ring offset -> system address, doorbell) of an iommufd
     vIOMMU's guest: its command-buffer HW queue, a range of guest physical memory."""

@@ -76,9 +76,10 @@ class Promise:
     # guest IDs its maps cover
     guests: list[Mapping[int, tuple[frozenset[int], frozenset[int]]]] = field(default_factory=list)
     guest_ids: int = 0
-    # the words a guest wrote in its own memory and has not invalidated since, now and per settled
-    # boundary: a cache may still give what the guest's tables gave when it was filled
-    pending_guest_writes: set[int] = field(default_factory=set)
+    # the words each guest (by the IOAS that is its memory) wrote there and has not invalidated since,
+    # and per settled boundary every guest's: a cache may still give what the guest's tables gave when it
+    # was filled. One guest's invalidation leaves another's words pending (only it can flush its caches).
+    pending_guest_writes: dict[int, set[int]] = field(default_factory=dict)
     guest_pending_at: dict[int, frozenset[int]] = field(default_factory=dict)
 
 

@@ -106,6 +106,14 @@ def guest_ownership(driver_state: Any, layout: Any) -> dict[int, tuple[frozenset
     return out
 
 
+def translate_owners(driver_state: Any) -> dict[int, int]:
+    """Whose stage 2 each translate DeviceID's DTE is: DeviceID -> GuestID, for the HW-vIOMMU's guests and
+    the RFC's (the vIOMMU reaches a guest's memory through it)."""
+    out = {g.translate_device_id: gid for gid, g in driver_state.rfc_guests.items() if g.translate_device_id}
+    out.update({v.translate_device_id: v.guest_id for v in driver_state.viommus.values() if v.guest_id})
+    return out
+
+
 def _pages_of(state: system.SystemState) -> set[int]:
     pages = set()
     fd = state.iommufd
@@ -169,13 +177,15 @@ def advance(ex: Execution, step: Any) -> Execution:
     ex.promise.guests.extend([during_guests] * (run.now - begin - 1) + [new_guests])
     pending = ex.promise.pending_guest_writes
     if isinstance(step, GuestWrite):
-        pending.update(address for store in result.steps for address, _ in store.writes)
-    elif isinstance(step, GuestCommands):
-        pending.clear()  # the guest has invalidated (what it invalidated is checked from here on)
+        pending.setdefault(state.names[step.ioas], set()).update(
+            address for store in result.steps for address, _ in store.writes)
+    elif isinstance(step, GuestCommands):  # this guest has invalidated (what it invalidated is checked from here
+        pending.pop(system.guest_memory(state, step), None)  # on); the other guests' words stay theirs to flush
     if (scenario.mode == "strict" or not new.iommufd.parked) and not isinstance(step, GuestWrite):
         ex.promise.settled.append(run.now)  # a guest promises fresh caches only once it has invalidated
-        if pending:
-            ex.promise.guest_pending_at[run.now] = frozenset(pending)
+        words = frozenset().union(*pending.values())
+        if words:
+            ex.promise.guest_pending_at[run.now] = words
     ex.promise.dte_updates.extend(_dte_updates(scenario, result.steps, begin))
     ex.pages |= _pages_of(new)
     if isinstance(step, DeviceDma):
@@ -190,11 +200,12 @@ def fork(ex: Execution) -> Execution:
     """An independent copy of ``ex`` to advance along another branch (states are immutable and shared)."""
     run = copy.copy(ex.run)
     run.boundaries, run.invalidations, run.hangs = list(run.boundaries), list(run.invalidations), list(run.hangs)
-    run.guest_hangs = list(run.guest_hangs)
+    run.guest_hangs, run.guest_steps = list(run.guest_hangs), list(run.guest_steps)
     run._queued, run._accepted, run._doorbell = dict(run._queued), list(run._accepted), dict(run._doorbell)
     p = ex.promise
     promise = Promise(list(p.frames), list(p.owners), list(p.settled), list(p.dte_updates), p.requester_ids,
-                      list(p.guests), p.guest_ids, set(p.pending_guest_writes), dict(p.guest_pending_at))
+                      list(p.guests), p.guest_ids, {g: set(w) for g, w in p.pending_guest_writes.items()},
+                      dict(p.guest_pending_at))
     return Execution(ex.scenario, ex.steps, run, list(ex.records), promise, set(ex.pages), ex.state)
 
 

@@ -57,6 +57,18 @@ class Boundary:
     label: str = ""  # who did it (an ioctl, a guest write ...), set by the caller
 
 
+@dataclass(frozen=True)
+class GuestStep:
+    """One step the vIOMMU took of guest ``guest_id``'s command buffer, during the wait that ends at
+    boundary ``at``: the IOMMU's state before it (a checker re-runs the step from there) and its effect
+    (``effect.event``: what it logged in the guest's event log)."""
+
+    at: int
+    guest_id: int
+    before: IommuState
+    effect: Any
+
+
 @dataclass
 class Run:
     """The boundaries of a run, the invalidations with their windows, and hangs (boundary, what)."""
@@ -67,6 +79,7 @@ class Run:
     invalidations: list[Invalidation] = field(default_factory=list)
     hangs: list[tuple[int, str]] = field(default_factory=list)
     guest_hangs: list[tuple[int, str]] = field(default_factory=list)  # a HW-vIOMMU guest's own wait never ended
+    guest_steps: list[GuestStep] = field(default_factory=list)  # each step the vIOMMU took of a guest's buffer
     state: IommuState | None = None
     viommu: viommu.ViommuConfig = viommu.ViommuConfig()  # where the HW-vIOMMU's private space is
     _queued: dict[int, int] = field(default_factory=dict)  # ring offset of a command -> boundary it was queued at
@@ -209,7 +222,9 @@ def _guest_wait(run: Run, w: GuestWait) -> None:
     for _ in range(_MAX_PROCESS):
         if landed():
             return
-        run.state, effect = viommu.process_guest_command(INT, run.state, w.guest_id, private=space, choices=run.choices)
+        before = run.state
+        run.state, effect = viommu.process_guest_command(INT, before, w.guest_id, private=space, choices=run.choices)
+        run.guest_steps.append(GuestStep(completed_at, w.guest_id, before, effect))
         if effect.blocked:
             if not run._accepted:
                 break

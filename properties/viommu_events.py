@@ -20,13 +20,17 @@ frames. A changed word is found by a symbolic probe address compared before and 
 
 Under the fault ``viommu-guest-event-log-untranslated`` (the log's base used as a system address) it is
 refuted: the record lands where the guest's base says, and a replay on Python ints reproduces it.
+
+The rule (:func:`allowed`) is written once over the backend: the proof asks it of a symbolic probe,
+:func:`stray_words` of every word a concrete guest-command step changed (what the HW-vIOMMU machine
+checks along a sequence run, ``tests/properties/test_viommu_machine.py``).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import z3
 
@@ -89,13 +93,15 @@ def _symbolic_state() -> IommuState:
     return IommuState(memory=Z3.memory_function("memory"), regs=regs, caches=Caches.empty(), in_flight=in_flight)
 
 
-def _allowed(probe: Any, step_guest: Any, guest: RecordingGuestSpace, owns_translate: Any, host_entry: Any,
-             host_logged: Any) -> Any:
-    """The probe's word is one the guest's stage 2 gave, or the host log's entry (when it took GUEST_EVENT_FAULT)."""
-    given = [z3.And(ok, owns_translate(d) == step_guest, z3.Or(probe == spa, probe == spa + 8))
-             for d, ok, spa in guest.uses]
-    host = z3.And(host_logged, z3.Or(probe == host_entry, probe == host_entry + 8))
-    return z3.Or(*given, host)
+def allowed(b: Any, probe: Any, step_guest: Any, uses: Any, owner: Callable[[Any], Any], host_entry: Any,
+            host_logged: Any) -> Any:
+    """The word at ``probe`` is one guest ``step_guest``'s stage 2 gave (a translation ``(device_id, ok,
+    spa)`` of ``uses`` through a DeviceID whose ``owner`` is that guest: the entry's first word or the one
+    8 bytes on), or the host log's entry at ``host_entry`` (when it took GUEST_EVENT_FAULT)."""
+    def near(address: Any) -> Any:
+        return b.any_of(b.eq(probe, address), b.eq(probe, b.add(address, b.const(8, 64), 64)))
+    given = [b.all_of(ok, b.eq(owner(d), step_guest), near(spa)) for d, ok, spa in uses]
+    return b.any_of(*given, b.all_of(host_logged, near(host_entry)))
 
 
 def build(guests: int, choices: Hardware = SPEC) -> tuple[list[Any], Any, Query]:
@@ -118,12 +124,12 @@ def build(guests: int, choices: Hardware = SPEC) -> tuple[list[Any], Any, Query]
         else:
             after, event = vi.insert_guest_event(Z3, state, g, True, private=private, guest=guest, choices=choices)
         probe = z3.BitVec(f"{name}_probe", 64)
-        allowed = _allowed(probe, g, guest, owns_translate, host_entry, event.host_logged)
+        allowed_here = allowed(Z3, probe, g, guest.uses, owns_translate, host_entry, event.host_logged)
         # a translation keeps the page offset, and every guest address the vIOMMU uses is 8-byte aligned
         aligned = [z3.Extract(2, 0, spa) == 0 for _, _, spa in guest.uses]
         assumptions += [z3.UGE(g, 1), z3.ULE(g, guests), *aligned,
                         *hypervisor_invariant(private.reads, owns_device, owns_domain, owns_translate)]
-        steps.append(Step(label, g, event, after, guest, private, probe, allowed))
+        steps.append(Step(label, g, event, after, guest, private, probe, allowed_here))
     claim = z3.And(*[z3.Implies(Z3.read64(s.after.memory, s.probe) != Z3.read64(state.memory, s.probe), s.allowed)
                      for s in steps])
     head = rings.entry_address(Z3, state.regs, rings.EVENT_LOG, rings.head(Z3, state.regs, rings.EVENT_LOG))
@@ -213,8 +219,58 @@ def replay(model: z3.ModelRef, q: Query, choices: Hardware) -> bool:
     else:
         after, event = vi.insert_guest_event(INT, state, g, True, private=private, guest=guest, choices=choices)
     owner = lambda d: number(q.owns_translate(z3.BitVecVal(d, 16)))  # noqa: E731
-    given = {a for (ok, spa), d in zip(guest.answers, guest.uses) if ok and owner(d) == g for a in (spa, spa + 8)}
+    uses = [(d, ok, spa) for (ok, spa), d in zip(guest.answers, guest.uses)]
     host = rings.entry_address(INT, regs, rings.EVENT_LOG, rings.tail(INT, regs, rings.EVENT_LOG))
-    if event.host_logged:
-        given |= {host, host + 8}
-    return any(after.memory.get(a) != before.get(a) for a in after.memory if a not in given)
+    return any(not allowed(INT, a, g, uses, owner, host, event.host_logged)
+               for a in after.memory if after.memory.get(a) != before.get(a))
+
+
+# -- the same rule on a concrete run -------------------------------------------------------------------
+
+
+@dataclass
+class _Stage2Uses:
+    """The guest's stage 2 as the hardware reaches it, each translation kept (``uses``)."""
+
+    inner: Any = field(default_factory=vi.GuestSpace)
+    uses: list[tuple[int, bool, int]] = field(default_factory=list)
+
+    def address(self, b: Any, state: Any, device_id: int, gpa: int, write: bool, choices: Hardware) -> tuple[bool, int]:
+        ok, spa = self.inner.address(b, state, device_id, gpa, write, choices)
+        self.uses.append((device_id, ok, spa))
+        return ok, spa
+
+
+@dataclass
+class _PrivateWrites:
+    """The private address space, each system word it writes kept (``written``): the IOMMU's own state,
+    which the proof keeps in a memory of its own."""
+
+    inner: vi.TranslatedPrivateSpace
+    written: set[int] = field(default_factory=set)
+
+    def address(self, b: Any, state: Any, ipa: Any, write: bool, choices: Hardware) -> tuple[Any, Any]:
+        return self.inner.address(b, state, ipa, write, choices)
+
+    def read(self, b: Any, state: Any, ipa: Any, choices: Hardware) -> tuple[Any, Any]:
+        return self.inner.read(b, state, ipa, choices)
+
+    def write(self, b: Any, state: Any, ipa: Any, value: Any, when: Any, choices: Hardware) -> Any:
+        ok, spa = self.inner.address(b, state, ipa, True, choices)
+        if when and ok:
+            self.written.add(spa)
+        return self.inner.write(b, state, ipa, value, when, choices)
+
+
+def stray_words(before: IommuState, guest_id: int, owner: Callable[[int], int], *,
+                config: vi.ViommuConfig = vi.ViommuConfig(), choices: Hardware = SPEC) -> list[int]:
+    """The system words one step of guest ``guest_id``'s command buffer from ``before`` (Python ints) changes
+    that :func:`allowed` does not allow (``owner``: the GuestID whose stage 2 each DeviceID's DTE is), the
+    private space's words aside; none when the step keeps the claim."""
+    private, guest = _PrivateWrites(vi.TranslatedPrivateSpace(config)), _Stage2Uses()
+    after, effect = vi.process_guest_command(INT, before, guest_id, private=private, guest=guest, choices=choices)
+    host = rings.entry_address(INT, before.regs, rings.EVENT_LOG, rings.tail(INT, before.regs, rings.EVENT_LOG))
+    old, new = before.memory, after.memory
+    changed = {a for a in set(old) | set(new) if old.get(a, 0) != new.get(a, 0)} - private.written
+    return sorted(a for a in changed
+                  if not allowed(INT, a, guest_id, guest.uses, owner, host, effect.event.host_logged))

@@ -231,3 +231,20 @@ def test_the_ats_reattach_finding_rests_on_the_kept_atc_reading(capsys, tmp_path
     code, out, _ = run(capsys, "check", library_file(tmp_path, entry.file), "--choice",
                     "hardware.atc-on-ats-disable=discarded")
     assert code == 1 and "0 of 1 sequences as expected" in out
+
+
+def test_the_guest_event_log_entry_holds_and_replay_shows_the_record_in_the_guests_page(capsys, tmp_path):
+    """hw-viommu-guest-event-log.json: `amdvi check` says it holds; `amdvi replay` prints the refused command's
+    ILLEGAL_COMMAND_ERROR written through stage 2 (GPA 0x10000 in the guest's page at RAM + 0x10000), and with
+    the log's base used untranslated, at system 0x10000 (no sequence property covers that write: the
+    HW-vIOMMU machine's event-log check does, tests/properties/test_viommu_machine.py)."""
+    good = library_file(tmp_path, "hw-viommu-guest-event-log.json")
+    code, out, _ = run(capsys, "check", good)
+    assert code == 0 and "1 of 1 sequences as expected" in out
+    code, out, _ = run(capsys, "replay", good)
+    lines = [line.strip() for line in out.splitlines() if "event log:" in line]
+    assert code == 0 and "every property holds" in out
+    assert lines == ["guest 1 event log: ILLEGAL_COMMAND_ERROR(EventCode=0x5, Address=0xe000) written at GPA "
+                     f"0x10000 (system {sequence_library.RAM + sequence_library.EVENT_LOG:#x})"]
+    code, out, _ = run(capsys, "replay", good, "--choice", "hardware.viommu-guest-event-log-untranslated=true")
+    assert "written at GPA 0x10000 (system 0x10000)" in out

@@ -237,3 +237,80 @@ def test_a_guest_table_change_it_has_not_invalidated_is_not_the_hosts_flush_to_m
     steps = L._nested() + (leaf, L.unmap(L.DATA, L.PAGE), L.dma("nic", L.GVA))
     [v] = sequence_check.check(sequence_check.execute(broken, steps, probes=(L.GVA,)), ["flush-completeness"])
     assert not v.holds and "iotlb" in v.violation.what
+
+
+# -- two HW-vIOMMU guests: each guest's not-yet-invalidated table words are its own ------------------------
+
+B_RAM = L.RAM + 0x80_0000  # the second guest's memory
+TWO_GUESTS = L._scenario(L.NIC, L.DISK, **L.HW_VIOMMU)
+SETUP = L.hw_viommu_guest("nic") + L.hw_viommu_guest("disk", ram=B_RAM, suffix="_b")
+LEAF = L.software.v2_map({}, L.GUEST_ROOT, L.GVA, L.DATA, L.GUEST_ROOT + L.PAGE, levels=4).leaf_address
+
+
+def _guest_invalidates(viommu: str, domain: int = L.GDOM_ID):
+    from amdvi.models.system import GuestCommands
+
+    return GuestCommands(viommu, (L.software.inv_pages(domain, L.GVA, L.PAGE, pasid=0),), L.SEMAPHORE)
+
+
+def _flush(scenario, *steps):
+    ex = sequence_check.execute(scenario, SETUP + steps, probes=(L.GVA,))
+    [v] = sequence_check.check(ex, ["flush-completeness"])
+    return ex, v
+
+
+def test_another_guests_invalidation_leaves_a_guests_own_table_change_its_own():
+    """Guest A clears its leaf and invalidates nothing; guest B invalidates its own domain; A's device then
+    reads its GVA. Its IOTLB entry still gives DATA's frame there (the tables give a fault): A's staleness,
+    which only A's invalidation removes, so flush-completeness holds. (With one set of pending words for
+    every guest, B's invalidation made A's words the host's promise: a false counterexample.)"""
+    from amdvi.models.system import GuestWrite
+
+    ex, v = _flush(TWO_GUESTS, GuestWrite("ioas", LEAF, 0), _guest_invalidates("viommu_b"), L.dma("nic", L.GVA))
+    assert v.holds
+    at = ex.records[-1].end
+    assert at in ex.promise.settled and L.RAM + LEAF in ex.promise.guest_pending_at[at]
+    [read] = [r for r in sequence_check.requests(ex) if (r.device_id, r.address, r.write, r.has_pasid)
+              == (L.NIC.device_id, L.GVA, False, False)]
+    stale = [s for s in sequence_check.windows_of(ex, [read]).outcomes(at, read) if s.used and s.ok]
+    assert any(s.result.spa == L.RAM + L.DATA for s in stale)  # the excuse is used, not vacuous
+    assert not walk(ex, at, L.GVA).ok
+
+
+def test_a_guests_own_wrong_invalidation_after_another_guests_is_caught():
+    """The same, then A invalidates with a DomainID its DTE does not carry: from A's own invalidation on its
+    words are its promise, and the entry B's invalidation could not reach is a counterexample."""
+    from amdvi.models.system import GuestWrite
+
+    _, v = _flush(TWO_GUESTS, GuestWrite("ioas", LEAF, 0), _guest_invalidates("viommu_b"),
+                  _guest_invalidates("viommu", domain=2), L.dma("nic", L.GVA))
+    assert not v.holds and "iotlb" in v.violation.what and v.violation.request.device_id == L.NIC.device_id
+
+
+def test_a_host_flush_bug_is_still_caught_while_a_guest_has_pending_words():
+    """A repoints its leaf (pending, B invalidates its own); the VMM unmaps A's DATA and the broken driver's
+    flush misses the hDomIDs: with A's word as it was the tables give a fault, not DATA: refuted."""
+    import dataclasses
+
+    from amdvi.models.amd_driver.choices import Driver
+    from amdvi.models.system import GuestWrite
+
+    broken = dataclasses.replace(TWO_GUESTS, driver=Driver(hw_viommu="amd-wip", parent_flush_misses_hdomids=True))
+    steps = (GuestWrite("ioas", LEAF, L.SPARE | 0x7), _guest_invalidates("viommu_b"), L.unmap(L.DATA, L.PAGE),
+             L.dma("nic", L.GVA))
+    _, v = _flush(broken, *steps)
+    assert not v.holds and "iotlb" in v.violation.what
+    assert _flush(TWO_GUESTS, *steps)[1].holds
+
+
+def test_two_guests_each_invalidating_their_own_change_hold():
+    """Both guests clear their leaf, each invalidates its own domain through its own command buffer, both
+    devices read their GVA: every property holds (and the reads fault: the entries are gone)."""
+    from amdvi.models.system import GuestWrite
+
+    steps = (GuestWrite("ioas", LEAF, 0), GuestWrite("ioas_b", LEAF, 0), _guest_invalidates("viommu_b"),
+             _guest_invalidates("viommu"), L.dma("nic", L.GVA), L.dma("disk", L.GVA))
+    ex = sequence_check.execute(TWO_GUESTS, SETUP + steps, probes=(L.GVA,))
+    refuted = [v.violation for v in sequence_check.check(ex) if not v.holds]
+    assert not refuted, refuted
+    assert not ex.promise.pending_guest_writes and not ex.run.guest_hangs
