@@ -10,12 +10,13 @@ What each axis varies (``invalidation.Sizes`` for the first three; the queries a
 catalog's, ``amdvi prove``):
 
 * devices: the device table holds N DTEs (DeviceIDs 0x10 onwards), each with its own free fields. The
-  DTE change rewrites any one of them (a symbolic DeviceID; its old DomainID read from whichever it
-  is; every DTE word of the table is a store of the change); a v1 table change's DomainID may tag any
-  of them, so software sends one INVALIDATE_IOTLB_PAGES per device (N commands: that query enumerates
-  the devices, and every symbolic table read is a choice among the table's 4N DTE words). Left out:
-  the DTE change's IOTLB query, whose walks before and after the change make that choice at every
-  level (minutes at 64 devices, one run under load).
+  DTE change rewrites any one of them (a symbolic DeviceID: four stores at its DTE's address, its old
+  DomainID read there); a v1 table change's DomainID may tag any of them, so software sends one
+  INVALIDATE_IOTLB_PAGES per device (N commands: that query builds one per device). The table is a
+  shaped memory (``invalidation.device_table``): the other DTEs' free fields are the free memory's
+  bits at their words, so a read at a symbolic address is one read and a mask whatever N is (it was a
+  choice among the table's 4N DTE words: 4-5x from 2 to 64, and minutes at 64 devices for the DTE
+  change's IOTLB query, whose walks before and after the change read at symbolic addresses).
 * DomainIDs: every DTE's DomainID (before and after a DTE change) and the changed DomainID lie in
   1..N (symbolic: the curve shows whether the bound costs anything).
 * PASIDs: the ghost request's PASID and the change's lie in 0..N-1, so the guest walk reads one of N
@@ -123,6 +124,7 @@ def _v1_change_at_depth(cache: str, broken: Broken) -> Proof:
 AXES: dict[str, tuple[tuple[int, ...], dict[str, Proof]]] = {
     "devices": (SIZES, {
         "dte-invalidation/dte": _invalidation("dte", "dte", "v1", "devices", Broken("devtab-invalidation-ignored")),
+        "dte-invalidation/iotlb": _invalidation("dte", "iotlb", "v1", "devices", Broken(weakening="wrong DomainID")),
         "v1-entry-invalidation/device_iotlb": _invalidation("v1-entry", "device_iotlb", "v1", "devices",
                                                             Broken(weakening="wrong DeviceID")),
     }),

@@ -165,7 +165,7 @@ def trace_from(query: Query, model: z3.ModelRef) -> Trace:
     v = query.symbols
     ghost = _request(model, v.ghost)
     before = translate(Z3, v.memory, REGS.dev_tab_bar, v.ghost)
-    after = translate(Z3, _apply(v.memory, query.situation.writes), REGS.dev_tab_bar, v.ghost)
+    after = translate(Z3, _apply(v.memory, query.situation), REGS.dev_tab_bar, v.ghost)
     memory = _read_words(model, v.memory, before)
     walks = [after] + ([query.served.outcome] if query.served is not None else [])
     for walk in walks:  # words read after the change (also through a stale slot) hold their old value

@@ -36,7 +36,7 @@ import z3
 from amdvi.models import protocol, software
 from amdvi.models.caches import CACHE_NAMES, Caches, cache_kind, invalidate
 from amdvi.models.protocol import AtsDevice, Required
-from amdvi.spec.bitvec import Z3, OverlayMemory
+from amdvi.spec.bitvec import Z3, OverlayMemory, Shape, ShapedMemory, log2
 from amdvi.spec.commands import INVALIDATE_DEVTAB_ENTRY, INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES
 from amdvi.spec.device_table import DTE, ENTRY_BYTES
 from amdvi.spec.choices import SPEC, Hardware
@@ -122,10 +122,11 @@ class Sizes:
     any PASID.
 
     ``devices``: the device table holds that many DTEs of the profile (DeviceIDs ``DEVICE`` onwards, 128
-    to a page), each with its own free fields; the ghost stays ``DEVICE``'s. A DTE change rewrites the
-    DTE of any one of them (a symbolic DeviceID, its old DomainID read from whichever it is), and a
-    table change's DomainID may tag any of them, so software sends INVALIDATE_IOTLB_PAGES to each (one
-    command per device: that part of the query grows with the number). ``domains``: the DomainIDs of
+    to a page), each with its own free fields (:func:`device_table`; a read at a symbolic address costs
+    the same whatever their number); the ghost stays ``DEVICE``'s. A DTE change rewrites the DTE of any
+    one of them (a symbolic DeviceID: its four words stored at that DTE's address, its old DomainID read
+    there), and a table change's DomainID may tag any of them, so software sends INVALIDATE_IOTLB_PAGES
+    to each (one command per device: that part of the query grows with the number). ``domains``: the DomainIDs of
     every DTE (before and after a DTE change) and of the change lie in 1..domains. ``pasids``: the
     ghost's PASID and the change's lie in 0..pasids - 1 (PASID 0 is also a request without one), so the
     guest walk reads one of that many GCR3 table entries."""
@@ -167,17 +168,52 @@ def _dte_domain(dte: Any) -> Any:
     return b.extract(dte, DTE.field("DomainID").hi, DTE.field("DomainID").lo)
 
 
+def _dte_shape(profile: Profile) -> Shape:
+    """The words of a DTE of ``profile`` as a :class:`Shape`: its free fields' bits kept, its fixed
+    fields' values, every other bit 0 (what :func:`profile_dte` builds from variables)."""
+    ones = {name: (1 << DTE.field(name).width) - 1 for name in profile.free}
+    zeros = DTE.encode({**profile.fixed, **{name: 0 for name in profile.free}})
+    keep = DTE.encode({**profile.fixed, **ones}) ^ zeros
+    words = lambda x: tuple((x >> 64 * i) & (1 << 64) - 1 for i in range(4))  # noqa: E731
+    return Shape(0, 0, words(keep), words(zeros))
+
+
+def device_table(profile: Profile, sizes: Sizes, dte: Any) -> Any:
+    """Memory (free: the function ``memory``) whose device table holds the ghost's DTE ``dte`` and
+    ``sizes.devices - 1`` more of ``profile`` (DeviceIDs ``DEVICE + 1`` onwards), every other word of
+    the table 0. The others' free fields are ``memory``'s bits at their words: each DTE its own, any
+    values, as if each had its own variables, but a read at a symbolic address costs the same
+    whatever their number (:class:`ShapedMemory`)."""
+    start, end = LAYOUT.dev_tab, LAYOUT.dev_tab + 0x1000 * LAYOUT.dev_tab_pages
+    ghost, others = LAYOUT.dte_address(DEVICE), LAYOUT.dte_address(DEVICE + 1)
+    last = LAYOUT.dte_address(DEVICE + sizes.devices)
+    zero = ((0,), (0,))
+    shape = _dte_shape(profile)
+    regions = ((start, ghost, *zero), (others, last, shape.keep, shape.fixed), (last, end, *zero))
+    shaped = ShapedMemory(Z3.memory_function("memory"), tuple(Shape(*r) for r in regions if r[0] < r[1]))
+    words = {ghost + 8 * i: b.extract(dte, 64 * i + 63, 64 * i) for i in range(4)}
+    return OverlayMemory(shaped, ((ghost, ghost + ENTRY_BYTES),), words)
+
+
+def _dte_address(device: Any) -> Any:
+    """Where the DTE of ``device`` (a 16-bit constant or term) lies: a constant for a constant."""
+    return b.add(LAYOUT.dev_tab, b.shl(b.zext(device, 64), log2(ENTRY_BYTES), 64), 64)
+
+
+def read_dte(memory: Any, device: Any) -> Any:
+    """The 256-bit DTE of ``device`` (a 16-bit constant or term) in ``memory``."""
+    at = _dte_address(device)
+    return b.concat(*((b.read64(memory, b.add(at, 8 * i, 64)), 64) for i in reversed(range(4))))
+
+
 def symbols(profile: Profile, sizes: Sizes = Sizes()) -> Symbols:
     v = lambda name, width: z3.BitVec(name, width)  # noqa: E731
     ghost = Request(device_id=b.const(DEVICE, 16), address=v("ghost_address", 64), write=z3.Bool("ghost_write"),
                     pasid=v("ghost_pasid", 20), has_pasid=z3.Bool("ghost_has_pasid"), user=z3.Bool("ghost_user"),
                     execute=z3.Bool("ghost_execute"), ats=z3.Bool("ghost_ats"))
     dte = profile_dte(profile, "dte")
-    others = tuple((d, profile_dte(profile, f"dte_{d:#x}")) for d in range(DEVICE + 1, DEVICE + sizes.devices))
-    words = {LAYOUT.dte_address(d) + 8 * i: b.extract(x, 64 * i + 63, 64 * i) for d, x in ((DEVICE, dte), *others)
-             for i in range(4)}
-    table = (LAYOUT.dev_tab, LAYOUT.dev_tab + 0x1000 * LAYOUT.dev_tab_pages)
-    memory = OverlayMemory(Z3.memory_function("memory"), (table,), words)
+    memory = device_table(profile, sizes, dte)
+    others = tuple((d, read_dte(memory, d)) for d in range(DEVICE + 1, DEVICE + sizes.devices))
     changed = DEVICE if not others else v("changed_device", 16)
     domain, pasid, dte_value = v("domain", 16), v("pasid", 20), profile_dte(profile, "new_dte")
     bounds: list[Any] = []
@@ -209,6 +245,7 @@ class Situation:
     assumptions: tuple[Any, ...]  # what software guarantees about the change (the range is aligned, ...)
     owns: Any  # the ghost's walk reads the changed words only as the change's kind allows
     required: tuple[Required, ...]
+    device_table: bool = False  # the writes are a DTE's (else page-table words, outside the device table)
 
 
 def _reads(outcome: Outcome, address: Any, tables: tuple[str, ...] | None = None, dte_too: bool = True) -> Any:
@@ -277,20 +314,12 @@ def dte_entry(v: Symbols, fresh: Outcome) -> Situation:
     rewritten (to another DTE of the same profile: new DomainID, tables, permissions; on the "any"
     profile also a new shape: attach, detach, pass-through, another depth); ``domain`` is its DomainID
     before."""
-    if not v.others:
-        writes = tuple((b.const(LAYOUT.dte_address(DEVICE) + 8 * i, 64), b.extract(v.dte_value, 64 * i + 63, 64 * i))
-                       for i in range(4))
-        old_domain = b.eq(DTE.view(v.dte, b).domainid, v.domain)
-    else:  # every DTE word of the table: the new entry's where it is the changed device's, else kept
-        writes = tuple((b.const(LAYOUT.dte_address(d) + 8 * i, 64),
-                        b.ite(b.eq(v.changed_device, d), b.extract(v.dte_value, 64 * i + 63, 64 * i),
-                              b.extract(x, 64 * i + 63, 64 * i), width=64))
-                       for d, x in ((DEVICE, v.dte), *v.others) for i in range(4))
-        old_domain = b.all_of(*(b.implies(b.eq(v.changed_device, d), b.eq(_dte_domain(x), v.domain))
-                                for d, x in ((DEVICE, v.dte), *v.others)))
+    old = read_dte(v.memory, v.changed_device)
+    at = _dte_address(v.changed_device)
+    writes = tuple((b.add(at, 8 * i, 64), b.extract(v.dte_value, 64 * i + 63, 64 * i)) for i in range(4))
     owns = b.lnot(b.any_of(*[_reads(fresh, a, ("GCR3", "GPTE", "PDE/PTE"), dte_too=False) for a, _ in writes]))
-    return Situation(writes, (old_domain,), owns,
-                     protocol.dte_change(b, v.changed_device, {"old DomainID": v.domain}))
+    return Situation(writes, (b.eq(_dte_domain(old), v.domain),), owns,
+                     protocol.dte_change(b, v.changed_device, {"old DomainID": v.domain}), device_table=True)
 
 
 def _dte_of(fresh: Outcome) -> Any:
@@ -321,22 +350,29 @@ def _apart_from_rings(fresh: Outcome, situation: Situation) -> Any:
     def outside(a: Any) -> Any:
         return b.any_of(b.ult(a, RESERVED[0]), b.uge(a, RESERVED[1]))
     reads = [b.implies(s.active, outside(s.entry_address)) for s in fresh.steps if s.table != "DTE"]
-    writes = [outside(a) for a, _ in situation.writes if b.constant(a) is None]
+    writes = [] if situation.device_table else [outside(a) for a, _ in situation.writes if b.constant(a) is None]
     return b.all_of(*reads, *writes)
 
 
-def _apply(memory: Any, writes: tuple[tuple[Any, Any], ...]) -> Any:
+def _apply(memory: Any, situation: Situation) -> Any:
     """``memory`` after the change's stores. A store at a constant address inside the overlay (the
-    device table) replaces that word; any other store goes beneath the overlay, which is exact
-    because the query assumes such a store lies outside it (``_apart_from_rings``)."""
+    ghost's DTE) replaces that word; a DTE store at a symbolic address (any device's) goes on top; a
+    page-table store goes beneath the overlay, which is exact because the query assumes such a store
+    lies outside the device table (``_apart_from_rings``)."""
     words, base = dict(memory.words), memory.base
-    for address, word in writes:
+    on_top = []
+    for address, word in situation.writes:
         at = b.constant(address)
         if at is not None and memory.inside(at):
             words[at] = word
+        elif situation.device_table:
+            on_top.append((address, word))
         else:
             base = b.write64(base, address, word)
-    return OverlayMemory(base, memory.regions, words)
+    after = OverlayMemory(base, memory.regions, words)
+    for address, word in on_top:
+        after = b.write64(after, address, word)
+    return after
 
 
 @dataclass(frozen=True)
@@ -371,7 +407,7 @@ def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, 
     situation = CHANGES[change](v, fresh)
     # a fresh slot is what a fill from the ghost gives (an invalid slot cannot go stale)
     slot = filled_slot(b, v.memory, REGS, cache, g, step, walk=fresh, choices=choices)
-    after_memory = _apply(v.memory, situation.writes)
+    after_memory = _apply(v.memory, situation)
     caches = Caches(**{n: (slot,) if n == cache else () for n in CACHE_NAMES})
     sent = tuple((corrupt(r) if corrupt else r) for r in situation.required if r.label != drop)
     for r in sent:

@@ -218,7 +218,32 @@ class ChosenMemory:
     otherwise: Any
 
 
-_MEMORY_WRAPPERS = (StoredWord, OverlayMemory, ChosenMemory)
+@dataclass(frozen=True)
+class Shape:
+    """The words of [start, end) as entries of ``len(keep)`` words (a power of two) from ``start``:
+    word k of each entry holds the bits ``keep[k]`` of the memory beneath and ``fixed[k]`` elsewhere."""
+
+    start: int
+    end: int
+    keep: tuple[int, ...]
+    fixed: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ShapedMemory:
+    """``memory`` whose ``shapes`` (disjoint regions) hold entries of one shape, their free bits
+    ``memory``'s: e.g. a table of N entries, each with its own free fields and its fixed ones.
+
+    Its size does not grow with N: a read at a symbolic address is one read of ``memory`` and a choice
+    among ``len(keep)`` masks, where an :class:`OverlayMemory` of per-entry variables is an
+    if-then-else over every entry's words (which the solver must all consider).
+    """
+
+    memory: Any
+    shapes: tuple[Shape, ...]
+
+
+_MEMORY_WRAPPERS = (StoredWord, OverlayMemory, ChosenMemory, ShapedMemory)
 
 
 class Z3Backend:
@@ -512,6 +537,8 @@ class Z3Backend:
             return below if self.known_false(same) else z3.If(same, self._bv(memory.value, WORD_WIDTH), below)
         if isinstance(memory, OverlayMemory):
             return self._read_overlay(memory, address)
+        if isinstance(memory, ShapedMemory):
+            return self._read_shaped(memory, address)
         if isinstance(memory, z3.FuncDeclRef):
             return memory(self._bv(address, ADDRESS_WIDTH))
         return z3.Select(memory, self._bv(address, ADDRESS_WIDTH))
@@ -529,6 +556,31 @@ class Z3Backend:
         base_at = self.read64(memory.base, address)
         owned = z3.Or([z3.And(z3.UGE(address, lo), z3.ULT(address, hi)) for lo, hi in memory.regions])
         return z3.If(owned, known, base_at)
+
+    def _read_shaped(self, memory: ShapedMemory, address: Any) -> z3.BitVecRef:
+        at = self._bv(address, ADDRESS_WIDTH)
+        c = self._c(address)
+        below = result = self.read64(memory.memory, at)
+        for s in reversed(memory.shapes):
+            if c is not None and not s.start <= c < s.end:
+                continue
+            n = len(s.keep)
+            if n & (n - 1) or len(s.fixed) != n:
+                raise BackendError("a shape's entries are a power of two of words, each with its keep and fixed bits")
+            if c is not None:  # a known word of the entry: its masks are known
+                k = (c - s.start) // 8 % n
+                fixed_bits = z3.BitVecVal(s.fixed[k], WORD_WIDTH)
+                return self.bor(self.band(below, z3.BitVecVal(s.keep[k], WORD_WIDTH)), fixed_bits) if s.keep[k] \
+                    else fixed_bits
+            index = z3.Extract(log2(n) + 2, 3, at - s.start) if n > 1 else None
+            keep = fixed = None
+            for k in range(n):  # a choice among n constants by the word's index in its entry
+                kk, kf = z3.BitVecVal(s.keep[k], WORD_WIDTH), z3.BitVecVal(s.fixed[k], WORD_WIDTH)
+                keep = kk if keep is None else z3.If(index == k, kk, keep)
+                fixed = kf if fixed is None else z3.If(index == k, kf, fixed)
+            shaped = fixed if not any(s.keep) else (below & keep) | fixed
+            result = z3.If(z3.And(z3.UGE(at, s.start), z3.ULT(at, s.end)), shaped, result)
+        return result
 
     def write64(self, memory: Any, address: Any, value: Any) -> Any:
         """An array memory gets a Store; any other memory (function, overlay, written) a :class:`StoredWord`."""

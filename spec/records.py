@@ -22,9 +22,9 @@ from typing import Any, Callable, Mapping
 
 import z3
 
-from .bitvec import BackendError, ChosenMemory, OverlayMemory, StoredWord
+from .bitvec import BackendError, ChosenMemory, OverlayMemory, ShapedMemory, StoredWord
 
-_MEMORIES = (StoredWord, OverlayMemory, ChosenMemory, z3.FuncDeclRef, z3.ArrayRef)
+_MEMORIES = (StoredWord, OverlayMemory, ChosenMemory, ShapedMemory, z3.FuncDeclRef, z3.ArrayRef)
 
 
 def remember_hash(record_type: type) -> type:

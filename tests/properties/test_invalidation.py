@@ -141,14 +141,58 @@ def test_every_default_property_proved(name):
 
 # --- the sizes a query ranges over (bench/bench_scale.py) -----------------------------------------------
 
+def _holds(*facts):
+    import z3
+    s = z3.Solver()
+    s.add(*facts)
+    return s.check() == z3.sat
+
+
 def test_more_devices_put_their_dtes_in_the_table_and_their_iotlb_invalidations_in_the_protocol():
-    one = invalidation.build_query("v1-entry", "device_iotlb", "v1")
+    b, v1 = invalidation.b, invalidation.PROFILES["v1"]
     four = invalidation.build_query("v1-entry", "device_iotlb", "v1", sizes=invalidation.Sizes(devices=4))
-    assert len(four.symbols.memory.words) == 4 * len(one.symbols.memory.words) == 16
+    memory, ghost = four.symbols.memory, invalidation.DEVICE
+    view = lambda device: invalidation.DTE.view(invalidation.read_dte(memory, device), b)  # noqa: E731
+    # each of the four is a v1 DTE with its own free DomainID; the next DeviceID's entry is all zero
+    assert not _holds(invalidation.read_dte(memory, ghost) != four.symbols.dte)
+    assert _holds(view(ghost + 1).domainid == 5, view(ghost + 3).domainid == 7, view(ghost + 3).v == 1)
+    assert not _holds(view(ghost + 3).mode != 2) and not _holds(invalidation.read_dte(memory, ghost + 4) != 0)
+    one = invalidation.build_query("v1-entry", "device_iotlb", "v1")
     ats = [r for r in four.situation.required if r.label == invalidation.protocol.EACH_ATS_DEVICE]
     assert len(ats) == 4 and len(four.situation.required) == len(one.situation.required) + 3
+    # the changed DTE may be any of the four (its four words stored at its address), not a fifth
     dte = invalidation.build_query("dte", "dte", "v1", sizes=invalidation.Sizes(devices=4))
-    assert len(dte.situation.writes) == 16  # the changed DTE may be any of the four
+    first = dte.situation.writes[0][0]
+    assert len(dte.situation.writes) == 4 and dte.situation.device_table
+    for device, possible in ((ghost, True), (ghost + 3, True), (ghost + 4, False)):
+        assert _holds(*dte.symbols.bounds, first == invalidation.LAYOUT.dte_address(device)) == possible
+    assert v1.fixed["Mode"] == 2
+
+
+@pytest.mark.parametrize("profile", list(invalidation.PROFILES))
+def test_a_shaped_dte_is_exactly_a_dte_of_its_profile(profile):
+    # the device table's other DTEs (free memory under the shape) are the DTEs profile_dte builds
+    import z3
+    p = invalidation.PROFILES[profile]
+    shape = invalidation._dte_shape(p)
+    keep = sum(k << 64 * i for i, k in enumerate(shape.keep))
+    fixed = sum(f << 64 * i for i, f in enumerate(shape.fixed))
+    built = invalidation.profile_dte(p, "t")
+    assert not _holds(built & ~keep != fixed)  # every DTE of the profile has the shape ...
+    x = z3.BitVec("x", 256)  # ... and every word with the shape is one (its fields read back)
+    fields = {name: invalidation.DTE.field(name).read(x, invalidation.b) for name in p.free}
+    again = invalidation.DTE.encode({**p.fixed, **fields}, backend=invalidation.b)
+    assert not _holds(x & ~keep == fixed, again != x)
+
+
+def test_at_64_devices_the_dte_change_is_proved_and_an_ignored_invalidation_replays_stale():
+    sizes = invalidation.Sizes(devices=64)
+    assert invalidation.fresh_after_change("dte", "dte", "v1", sizes=sizes).status == PROVED
+    broken = PRESETS["devtab-invalidation-ignored"].choices
+    r = invalidation.fresh_after_change("dte", "dte", "v1", choices=broken, observe=True, sizes=sizes)
+    assert r.status == REFUTED
+    trace = trace_from(r.evidence, r.model)
+    assert replay(trace, choices=broken).reproduces and not replay(trace, choices=Hardware()).reproduces
 
 
 @pytest.mark.parametrize("sizes,variable,inside,outside", [

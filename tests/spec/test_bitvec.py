@@ -4,7 +4,7 @@ import pytest
 import z3
 from hypothesis import given, strategies as st
 
-from amdvi.spec.bitvec import INT, Z3, Z3_TERMS, BackendError
+from amdvi.spec.bitvec import INT, Z3, Z3_TERMS, BackendError, Shape, ShapedMemory
 
 W = 64
 bv = st.integers(0, (1 << W) - 1)
@@ -93,3 +93,19 @@ def test_trailing_ones_and_bit_agree(Z, x, c):
     assert INT.trailing_ones((1 << 40) - 1, 40) == 40 and INT.trailing_ones(0b0111, 40) == 3
     assert Z.value(Z.bit(z3.BoolVal(c), 4)) == INT.bit(c, 4)
     assert Z.value(Z.ite(z3.BoolVal(c), 5, 9, width=8)) == INT.ite(c, 5, 9, width=8)
+
+
+SHAPE = Shape(0x1000, 0x1000 + 32 * 5, keep=(0xFF00, 0, 1 << 63, (1 << 64) - 1), fixed=(0x3, 0x77, 0, 0))
+
+
+@given(words=st.dictionaries(st.integers(0x1000 // 8 - 4, 0x1000 // 8 + 24).map(lambda a: a * 8), bv, max_size=8),
+       probe=st.integers(0x1000 // 8 - 4, 0x1000 // 8 + 24).map(lambda a: a * 8))
+def test_a_shaped_region_reads_its_entries_masked_at_known_and_symbolic_addresses(words, probe):
+    shaped = ShapedMemory(Z3.memory_from(words), (SHAPE, Shape(0x1000 + 32 * 5, 0x1000 + 32 * 6, (0,), (0,))))
+    word = INT.read64(words, probe)
+    k = (probe - 0x1000) // 8 % 4
+    expected = (word & SHAPE.keep[k] | SHAPE.fixed[k] if 0x1000 <= probe < 0x1000 + 32 * 5
+                else 0 if 0x1000 + 32 * 5 <= probe < 0x1000 + 32 * 6 else word)
+    assert Z3.value(Z3.read64(shaped, probe)) == expected  # a known address: folded
+    at = z3.BitVec("at", 64)  # a symbolic one: the same word once the address is known
+    assert Z3.value(z3.substitute(Z3.read64(shaped, at), (at, z(probe)))) == expected
