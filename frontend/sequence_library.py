@@ -638,6 +638,17 @@ ENTRIES: tuple[Entry, ...] = (
               "The VMM unmaps DATA, which the guest table maps; with the fault the flush misses the hDomID and the "
               "device still reaches DATA's frame through the stale entry after IOAS_UNMAP returned.",
               "Class: an invalidation that misses a tag the hardware uses (the pre-v5 nested series).")),
+    Entry("bug-guest-event-log-untranslated.json",
+          "bug: the vIOMMU writes a guest's event record at the log base as a system address",
+          _scenario(NIC, **HW_VIOMMU, hardware=Hardware(viommu_guest_event_log_untranslated=True)),
+          _guest_event_log(), "guest-event-isolation", probes=(GVA,), notes=(
+              "The steps of hw-viommu-guest-event-log.json on a vIOMMU that takes GUEST_EVT_CONTROL's base (a guest "
+              "physical address) as a system address: the ILLEGAL_COMMAND_ERROR record for the refused command "
+              "lands at system 0x10000, a frame the guest's stage 2 does not give it (viommu.md §9: the guest's "
+              "logs are reached through its translate DeviceID).",
+              "guest-event-isolation checks every word a guest command step wrote against the rule the Z3 proof "
+              "viommu-guest-event-isolation proves (properties.viommu_events).",
+              "Class: a guest-programmed address used without translation (a guest write outside its memory).")),
     Entry("bug-nested-shares-parent-domain-id.json", "bug: the nested DTE is tagged with the parent's DomainID",
           _scenario(NIC, DISK, iommufd=NESTING, driver=Driver(nested_shares_parent_domain_id=True)),
           _nested(second=True), "domain-id-uniqueness", probes=(GVA,), notes=(

@@ -19,6 +19,7 @@ counterexample replays.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections import ChainMap
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ from .cache_windows import Served, Windows
 
 ISOLATION, FLUSH, TORN_DTE, DOMAIN_IDS = "isolation", "flush-completeness", "no-torn-dte", "domain-id-uniqueness"
 MAPS = "mapping-table-integrity"
-SEQUENCE_PROPERTIES = (ISOLATION, FLUSH, TORN_DTE, DOMAIN_IDS, MAPS)
+GUEST_EVENTS = "guest-event-isolation"
+SEQUENCE_PROPERTIES = (ISOLATION, FLUSH, TORN_DTE, DOMAIN_IDS, MAPS, GUEST_EVENTS)
 PAGE = 0x1000
 
 
@@ -81,6 +83,12 @@ class Promise:
     # was filled. One guest's invalidation leaves another's words pending (only it can flush its caches).
     pending_guest_writes: dict[int, set[int]] = field(default_factory=dict)
     guest_pending_at: dict[int, frozenset[int]] = field(default_factory=dict)
+    # whose stage 2 each translate DeviceID's DTE is (DeviceID -> GuestID), from each boundary on
+    translate_owners: list[tuple[int, Mapping[int, int]]] = field(default_factory=list)
+
+    def translate_owners_at(self, at: int) -> Mapping[int, int]:
+        n = bisect.bisect_right(self.translate_owners, at, key=lambda entry: entry[0])
+        return self.translate_owners[n - 1][1] if n else {}
 
 
 @dataclass(frozen=True)
@@ -321,9 +329,32 @@ def mapping_table_integrity(windows: Windows, promise: Promise, *, first: bool =
     return out
 
 
+def guest_event_isolation(windows: Windows, promise: Promise, *, first: bool = True, since: int = 0,
+                          latest_first: bool = False) -> list[Violation]:
+    """Every system word a step of a guest's command buffer by the HW-vIOMMU changed (its guest event
+    log's records included) is one the guest's own stage 2 gave: the rule the Z3 proof
+    viommu-guest-event-isolation proves for any guest, checked on the run's own steps
+    (``properties.viommu_events.stray_words``)."""
+    from .viommu_events import stray_words
+
+    out = []
+    run = windows.run
+    steps = [g for g in run.guest_steps if g.at >= since]
+    for g in (reversed(steps) if latest_first else steps):
+        owners = promise.translate_owners_at(g.at)
+        stray = stray_words(g.before, g.guest_id, lambda d: owners.get(d, 0), config=run.viommu, choices=run.choices)
+        if stray:
+            out.append(Violation(GUEST_EVENTS, g.at, None, f"the vIOMMU, processing guest {g.guest_id}'s command "
+                                 f"buffer, wrote {', '.join(f'{a:#x}' for a in stray)}, which no translation "
+                                 "through the guest's stage 2 gives"))
+            if first:
+                return out
+    return out
+
+
 CHECKS: Mapping[str, Callable[..., list[Violation]]] = {
     ISOLATION: isolation, FLUSH: flush_completeness, TORN_DTE: torn_dte, DOMAIN_IDS: domain_ids,
-    MAPS: mapping_table_integrity,
+    MAPS: mapping_table_integrity, GUEST_EVENTS: guest_event_isolation,
 }
 
 

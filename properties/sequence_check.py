@@ -146,6 +146,7 @@ def start(scenario: Scenario, *, probes: Iterable[int] = ()) -> Execution:
     ex.promise.frames.append(frames_of(scenario, state))
     ex.promise.owners.append(domain_owners(state.driver))
     ex.promise.guests.append(guest_ownership(state.driver, scenario.layout))
+    ex.promise.translate_owners.append((0, translate_owners(state.driver)))
     ex.promise.guest_ids = DriverConfig().viommu_ids
     ex.pages.update(p & ~(PAGE - 1) for p in probes)
     return ex
@@ -175,6 +176,10 @@ def advance(ex: Execution, step: Any) -> Execution:
                                                      new_guests.get(g, (frozenset(), frozenset()))))
                      for g in set(old_guests) | set(new_guests)}
     ex.promise.guests.extend([during_guests] * (run.now - begin - 1) + [new_guests])
+    owners = translate_owners(new.driver)
+    if owners != ex.promise.translate_owners[-1][1]:  # during the step, a DeviceID keeps its earlier guest too
+        ex.promise.translate_owners.append((begin + 1, {**ex.promise.translate_owners[-1][1], **owners}))
+        ex.promise.translate_owners.append((run.now, owners))
     pending = ex.promise.pending_guest_writes
     if isinstance(step, GuestWrite):
         pending.setdefault(state.names[step.ioas], set()).update(
@@ -205,7 +210,7 @@ def fork(ex: Execution) -> Execution:
     p = ex.promise
     promise = Promise(list(p.frames), list(p.owners), list(p.settled), list(p.dte_updates), p.requester_ids,
                       list(p.guests), p.guest_ids, {g: set(w) for g, w in p.pending_guest_writes.items()},
-                      dict(p.guest_pending_at))
+                      dict(p.guest_pending_at), list(p.translate_owners))
     return Execution(ex.scenario, ex.steps, run, list(ex.records), promise, set(ex.pages), ex.state)
 
 

@@ -236,8 +236,7 @@ def test_the_ats_reattach_finding_rests_on_the_kept_atc_reading(capsys, tmp_path
 def test_the_guest_event_log_entry_holds_and_replay_shows_the_record_in_the_guests_page(capsys, tmp_path):
     """hw-viommu-guest-event-log.json: `amdvi check` says it holds; `amdvi replay` prints the refused command's
     ILLEGAL_COMMAND_ERROR written through stage 2 (GPA 0x10000 in the guest's page at RAM + 0x10000), and with
-    the log's base used untranslated, at system 0x10000 (no sequence property covers that write: the
-    HW-vIOMMU machine's event-log check does, tests/properties/test_viommu_machine.py)."""
+    the log's base used untranslated, at system 0x10000, which guest-event-isolation refutes."""
     good = library_file(tmp_path, "hw-viommu-guest-event-log.json")
     code, out, _ = run(capsys, "check", good)
     assert code == 0 and "1 of 1 sequences as expected" in out
@@ -248,3 +247,13 @@ def test_the_guest_event_log_entry_holds_and_replay_shows_the_record_in_the_gues
                      f"0x10000 (system {sequence_library.RAM + sequence_library.EVENT_LOG:#x})"]
     code, out, _ = run(capsys, "replay", good, "--choice", "hardware.viommu-guest-event-log-untranslated=true")
     assert "written at GPA 0x10000 (system 0x10000)" in out
+    assert code == 1 and "VIOLATED guest-event-isolation" in out and "wrote 0x10000, 0x10008" in out
+
+
+def test_the_untranslated_guest_event_log_is_refuted_with_a_trace_replay_reproduces(capsys, tmp_path):
+    bad = library_file(tmp_path, "bug-guest-event-log-untranslated.json")
+    cex = tmp_path / "cex.json"
+    code, out, _ = run(capsys, "check", bad, "--trace-out", str(cex))
+    assert code == 0 and "1 of 1 sequences as expected" in out and "guest-event-isolation" in out
+    code, out, _ = run(capsys, "replay", str(cex))
+    assert code == 1 and "REPRODUCES: guest-event-isolation" in out

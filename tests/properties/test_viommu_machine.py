@@ -163,7 +163,8 @@ def test_the_event_log_check_catches_a_log_base_used_untranslated():
 
 
 def test_the_viommu_machine_finds_a_guest_event_log_base_used_untranslated():
-    """Hypothesis itself finds it (derandomized, a few short examples, not shrunk: shrinking takes minutes)."""
-    with pytest.raises(AssertionError, match="no translation through its stage 2 gave"):
+    """Hypothesis itself finds it (derandomized, a few short examples, not shrunk: shrinking takes minutes),
+    by the machine's invariant or by the sequence check's guest-event-isolation at teardown."""
+    with pytest.raises(AssertionError, match="no translation through (its|the guest's) stage 2 give"):
         run_state_machine_as_test(machine(UNTRANSLATED_LOG), settings=settings(
             SETTINGS, max_examples=10, phases=(Phase.explicit, Phase.generate)))
