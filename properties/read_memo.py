@@ -70,18 +70,7 @@ class ReadMemo:
 
         ``key`` must name everything else the result depends on (the function and its arguments).
         """
-        node = self._roots.get(key)
-        read = memory.get
-        while node.__class__ is list:
-            node = node[1].get(read(node[0], 0))  # the backend reads absent words as 0
-        if node is not None:
-            self.hits += 1
-            return node.result
-        self.misses += 1
-        recording = _Recording(memory)
-        result = compute(recording)
-        self._insert(key, recording.reads, result)
-        return result
+        return self.call_reading(key, memory, compute, [])
 
     def call_reading(self, key: Hashable, memory: Mapping[int, int], compute: Callable[[Mapping[int, int]], Any],
                      reads: list[int]) -> Any:
