@@ -339,9 +339,9 @@ class Windows:
     def _same_as_before(self, at: int, request: Request) -> "_Ways | None":
         """Ways of serving ``request`` found before whose results are exactly those of the ways at ``at``
         (None: none are known). They are the latest boundary's up to ``at`` whose ways were enumerated
-        (or found the same in turn; ``at`` itself when a checker already asked there), when memory at ``at`` holds the same values at every word those ways
-        read, every value a cache may hold at one of the two boundaries and not at the other is one the
-        request cannot use (the registry's hit predicate, from each walk start those ways used; any
+        (or found the same in turn; ``at`` itself when a checker already asked there), when memory at
+        ``at`` holds the same values at every word those ways read, every value a cache may hold at one
+        of the two boundaries and not at the other is one the request cannot use (the registry's hit predicate, from each walk start those ways used; any
         device-IOTLB value for a translated request), and the device's ATS Enable is the same. Every
         way is a function of those alone: a memo result, of the words it read; a cached part, of its
         slot value."""

@@ -157,8 +157,8 @@ def flush_completeness(windows: Windows, promise: Promise, *, first: bool = True
     for i in (reversed(points) if latest_first else points):
         for r in windows.requests:
             ways = windows.ways(i, r)
-            fresh = {_result_key(s) for s in ways if not s.used}
-            if len(fresh) == 1 and all(_result_key(s) in fresh for s in ways):
+            tables = {_result_key(s) for s in ways if not s.used}
+            if len(tables) == 1 and all(_result_key(s) in tables for s in ways):
                 continue  # every cached way gives what the tables give
             fresh = None
             for s in windows.outcomes(i, r):
