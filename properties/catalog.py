@@ -18,6 +18,12 @@
   ``viommu-map-write-isolation``: the hypervisor's map writes (``viommu_maps``);
   ``viommu-guest-event-isolation``: the guest event log's writes (``viommu_events``).
 
+``<change>-invalidation``, ``fresh-slots-serve-fresh`` and ``every-host-depth`` report one obligation
+per cache and slot step (``change/cache/profile/k``, ``cache/profile/k``; a PDE cache's slot holds the
+entry of one directory level, ``invalidation.slot_steps``): separate solver queries that together
+cover every slot, each timed on its own. A serving step of ``serving.SPLIT_AT_OWN_FILL`` reports its
+parts (``cache/profile/k/part``).
+
 Run under a preset of broken choices (``presets.PRESETS``) the properties it names must come out
 refuted; the counterexample is replayed under the same choices. A property always checks the same
 claim, whatever the choices: a refutation of the freshness claim is followed by a separate search for
@@ -82,19 +88,24 @@ def _refutation(result: ProofResult, choices: Hardware,
     return _with_trace(result, choices)
 
 
+def _named(r: ProofResult) -> str:
+    """A step's result detail, naming the obligation (``change/cache/profile/k``) it belongs to."""
+    return f"{r.name}: {r.detail}"
+
+
 def _completeness(change: str) -> Callable[..., Iterator[ProofResult | Outcome]]:
     def run(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
         parts = []
         for _, cache, profile, stale in _queries(change):
-            r = invalidation.fresh_after_change(change, cache, profile, choices=choices, timeout_ms=timeout_ms,
-                                                stale_possible=stale)
-            parts.append(r)
-            yield r
-            if r.status != PROVED:
-                yield _refutation(replace(r, name=f"{change}-invalidation"), choices, lambda: (
-                    invalidation.fresh_after_change(change, cache, profile, choices=choices, timeout_ms=timeout_ms,
-                                                    stale_possible=False, observe=True)))
-                return
+            for r in invalidation.fresh_after_change_steps(change, cache, profile, choices=choices,
+                                                           timeout_ms=timeout_ms, stale_possible=stale):
+                parts.append(r)
+                yield r
+                if r.status != PROVED:
+                    yield _refutation(replace(r, name=f"{change}-invalidation", detail=_named(r)), choices, lambda: (
+                        invalidation.fresh_after_change(change, cache, profile, choices=choices,
+                                                        timeout_ms=timeout_ms, stale_possible=False, observe=True)))
+                    return
         yield Outcome(ProofResult(f"{change}-invalidation", PROVED, sum(p.seconds for p in parts)), parts=tuple(parts))
     return run
 
@@ -150,14 +161,15 @@ def _minimal(change: str) -> Callable[..., Iterator[ProofResult | Outcome]]:
 def _serving(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterator[ProofResult | Outcome]:
     parts = []
     for cache, profile in serving.QUERIES:
-        r = serving.serves_fresh(cache, profile, choices=choices, timeout_ms=timeout_ms)
-        parts.append(r)
-        yield r
-        if r.status != PROVED:
-            yield _refutation(replace(r, name="fresh-slots-serve-fresh", seconds=sum(p.seconds for p in parts)),
-                              choices, lambda: serving.serves_fresh(cache, profile, choices=choices,
-                                                                    timeout_ms=timeout_ms, observe=True))
-            return
+        for r in serving.serves_fresh_steps(cache, profile, choices=choices, timeout_ms=timeout_ms):
+            parts.append(r)
+            yield r
+            if r.status != PROVED:
+                yield _refutation(replace(r, name="fresh-slots-serve-fresh", seconds=sum(p.seconds for p in parts),
+                                          detail=_named(r)),
+                                  choices, lambda: serving.serves_fresh(cache, profile, choices=choices,
+                                                                        timeout_ms=timeout_ms, observe=True))
+                return
     yield Outcome(ProofResult("fresh-slots-serve-fresh", PROVED, sum(p.seconds for p in parts)), parts=tuple(parts))
 
 
@@ -167,24 +179,26 @@ def _host_depths(choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Iterato
     every depth 1..6. Serving first: a broken cache fill shows there soonest."""
     name, parts = "every-host-depth", []
     for cache, profile in serving.DEPTH_QUERIES:
-        r = serving.serves_fresh(cache, profile, choices=choices, timeout_ms=timeout_ms)
-        parts.append(r)
-        yield r
-        if r.status != PROVED:
-            yield _refutation(replace(r, name=name, seconds=sum(p.seconds for p in parts)), choices,
-                              lambda: serving.serves_fresh(cache, profile, choices=choices, timeout_ms=timeout_ms,
-                                                           observe=True))
-            return
+        for r in serving.serves_fresh_steps(cache, profile, choices=choices, timeout_ms=timeout_ms):
+            parts.append(r)
+            yield r
+            if r.status != PROVED:
+                yield _refutation(replace(r, name=name, seconds=sum(p.seconds for p in parts), detail=_named(r)),
+                                  choices,
+                                  lambda: serving.serves_fresh(cache, profile, choices=choices, timeout_ms=timeout_ms,
+                                                               observe=True))
+                return
     for change, cache, profile, stale in invalidation.DEPTH_QUERIES:
-        r = invalidation.fresh_after_change(change, cache, profile, choices=choices, timeout_ms=timeout_ms,
-                                            stale_possible=stale)
-        parts.append(r)
-        yield r
-        if r.status != PROVED:
-            yield _refutation(replace(r, name=name, seconds=sum(p.seconds for p in parts)), choices, lambda: (
-                invalidation.fresh_after_change(change, cache, profile, choices=choices, timeout_ms=timeout_ms,
-                                                stale_possible=False, observe=True)))
-            return
+        for r in invalidation.fresh_after_change_steps(change, cache, profile, choices=choices,
+                                                       timeout_ms=timeout_ms, stale_possible=stale):
+            parts.append(r)
+            yield r
+            if r.status != PROVED:
+                yield _refutation(replace(r, name=name, seconds=sum(p.seconds for p in parts), detail=_named(r)),
+                                  choices, lambda: (
+                    invalidation.fresh_after_change(change, cache, profile, choices=choices, timeout_ms=timeout_ms,
+                                                    stale_possible=False, observe=True)))
+                return
     yield Outcome(ProofResult(name, PROVED, sum(p.seconds for p in parts)), parts=tuple(parts))
 
 

@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import z3
 
@@ -475,7 +475,8 @@ def fresh_after_change(change: str, cache: str, profile: str = "v1", *, choices:
                        drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
                        timeout_ms: int = 300_000, stale_possible: bool = True, observe: bool = False,
                        sizes: Sizes = Sizes()) -> ProofResult:
-    """The inductive step for one change kind and one cache (see the module docstring).
+    """The inductive step for one change kind and one cache (see the module docstring): every slot step
+    of :func:`fresh_after_change_steps`, combined.
 
     ``drop``: leave out the required command with that label; ``corrupt``: replace each required
     command by ``corrupt(required)`` (e.g. a wrong DomainID); ``choices``: the hardware's readings and faults (a broken model);
@@ -483,7 +484,18 @@ def fresh_after_change(change: str, cache: str, profile: str = "v1", *, choices:
     ``sizes``: the devices, DomainIDs and PASIDs it ranges over (default: the catalog's query).
     A refutation carries its :class:`Query` as ``evidence`` (see ``counterexample``).
     """
-    results = []
+    return _combine(f"{change}/{cache}/{profile}", list(fresh_after_change_steps(
+        change, cache, profile, choices=choices, drop=drop, corrupt=corrupt, timeout_ms=timeout_ms,
+        stale_possible=stale_possible, observe=observe, sizes=sizes)))
+
+
+def fresh_after_change_steps(change: str, cache: str, profile: str = "v1", *, choices: Hardware = SPEC,
+                             drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
+                             timeout_ms: int = 300_000, stale_possible: bool = True, observe: bool = False,
+                             sizes: Sizes = Sizes()) -> Iterator[ProofResult]:
+    """:func:`fresh_after_change` one slot step at a time (``change/cache/profile/k``, an obligation of its
+    own), up to the first that is not proved. The steps are independent: a slot holds the entry of one
+    step (``slot_steps``), so together they are every slot of the cache."""
     for k in slot_steps(cache, profile):
         q = build_query(change, cache, profile, k, choices=choices, drop=drop, corrupt=corrupt, observe=observe,
                         sizes=sizes)
@@ -502,10 +514,9 @@ def fresh_after_change(change: str, cache: str, profile: str = "v1", *, choices:
             r = _refute_on_named_shapes(q, name, timeout_ms)
         if r is None:
             r = prove(name, q.assumptions, q.claim, witnesses=witnesses, timeout_ms=timeout_ms, strategy="bit-blast")
-        results.append(dataclasses.replace(r, evidence=q))
+        yield dataclasses.replace(r, evidence=q)
         if r.status != PROVED:
-            break
-    return _combine(f"{change}/{cache}/{profile}", results)
+            return
 
 
 def _refute_on_named_shapes(q: Query, name: str, timeout_ms: int) -> ProofResult | None:

@@ -118,7 +118,10 @@ def nested_isolation(choices: Hardware = SPEC, timeout_ms: int = 300_000, *, lay
     dte = layout.guest_dte(guest_dte)
     words: dict[int, Any] = dict(layout.words)
     for i in range(4):
-        words[layout.dte_address() + 8 * i] = z3.Extract(64 * i + 63, 64 * i, dte)
+        # simplified to constants and the guest's variables, so that the hypervisor's fields (V, TV, Mode,
+        # the host root) fold when the walk reads them: the walk then has the host table's 3 levels, not
+        # up to 6 (39 entries read instead of 69; about 9 s -> 3 s on 2 cores)
+        words[layout.dte_address() + 8 * i] = z3.simplify(z3.Extract(64 * i + 63, 64 * i, dte))
     memory = OverlayMemory(guest_memory, layout.regions, words)
     request = Request(device_id=layout.device, address=z3.BitVec("address", 64), write=z3.Bool("write"),
                       pasid=z3.BitVec("pasid", 20), has_pasid=z3.Bool("has_pasid"))

@@ -165,7 +165,17 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
     done = b.false()
     gpa, shift = b.const(0, 64), b.const(0, SHIFT_WIDTH)
     known_depth = b.constant(depth)  # each step goes down a level: a known depth bounds the entries read
+    # Each step that happens is one level below the one before, so from a known first level every step's
+    # level is known: a constant there (rather than the level the steps before left) folds the entry's
+    # index and meaning, and the walk stops at level 1 (always a leaf). A step that does not happen
+    # counts for nothing, whatever level it is given.
+    first = b.constant(level)
+    known_first = first if first in GUEST_LEVELS else None
     for k in GUEST_LEVELS if known_depth is None else range(1, known_depth + 1):
+        if known_first is not None:
+            if known_first - (k - 1) < 1:
+                break
+            level = b.const(known_first - (k - 1), 8)
         active = b.all_of(b.lnot(done), b.lnot(f.raised))
         entry_address = entry_at(b, table, address, level, GUEST_LEVELS)
         e = b.read64(memory, entry_address)
@@ -184,7 +194,7 @@ def guest_walk(b: Any, memory: Any, *, gcr3_root: Any, glx: Any, gpm: Any, pasid
         gpa = b.ite(good_leaf, b.bor(page, b.band(address, offset)), gpa)
         shift = b.ite(good_leaf, level_shift, shift)
         done = b.any_of(done, good_leaf)
-        go_down = b.all_of(here, b.lnot(leaf), b.lnot(f.raised))
+        go_down = b.all_of(here, b.lnot(ent.leaf), b.lnot(f.raised))  # false at a known level 1
         if k < len(GUEST_LEVELS):
             if choices.guest_table_pointer_untranslated:
                 next_table, f2 = page, f

@@ -100,6 +100,7 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
     steps = []
     # every step goes down at least one level, so a known Mode bounds the number of entries read
     known_mode = b.constant(mode)
+    known_level = known_mode if known_mode in LEVELS else None
     for _ in range(known_mode if known_mode in LEVELS else MAX_LEVELS):
         active = b.all_of(live, b.lnot(done), b.lnot(f.raised))
         entry_address = entry_at(b, table, address, level, LEVELS)
@@ -126,7 +127,10 @@ def host_walk(b: Any, memory: Any, root: Any, mode: Any, address: Any, write: An
         shift = b.ite(good_leaf, ent.page_shift, shift)
         done = b.any_of(done, good_leaf)
         go_down = b.all_of(pde, b.lnot(f.raised))
-        level = b.ite(go_down, ent.next_level, level)
+        # A step that happens below a level-L directory is at a level under L (a Next Level of L or more
+        # faults), so below level 2 it is at level 1: a constant there folds its index and meaning.
+        known_level = 1 if known_level == 2 else None
+        level = b.const(1, 3) if known_level == 1 else b.ite(go_down, ent.next_level, level)
         table = b.ite(go_down, ent.address, table)
 
     allowed = b.ite(write, w, r)

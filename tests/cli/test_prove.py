@@ -72,3 +72,15 @@ def test_a_choice_on_the_command_line_is_the_same_as_its_preset(capsys):
     code, out, _ = run(capsys, "prove", "--property", "completion-wait-ordering", "--choice",
                        "completion-wait-early=on", "--json")
     assert code == 1 and json.loads(out)["choices"] == {"completion-wait-early": True}
+
+
+def test_the_json_report_times_each_slot_step_as_its_own_obligation(capsys):
+    code, out, _ = run(capsys, "prove", "--property", "gcr3-entry-invalidation", "--json")
+    assert code == 0
+    [prop] = json.loads(out)["properties"]
+    names = [p["name"] for p in prop["parts"]]
+    # a guest directory slot of a 4-level guest table holds one of three levels: three obligations
+    assert [n for n in names if n.startswith("gcr3-entry/guest_pde/v2/")] == [
+        "gcr3-entry/guest_pde/v2/0", "gcr3-entry/guest_pde/v2/1", "gcr3-entry/guest_pde/v2/2"]
+    assert "gcr3-entry/gcr3/v2/0" in names and all(p["status"] == "proved" for p in prop["parts"])
+    assert prop["seconds"] >= sum(p["seconds"] for p in prop["parts"]) - 0.01 * len(names)
