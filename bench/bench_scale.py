@@ -21,7 +21,8 @@ catalog's, ``amdvi prove``):
   1..N (symbolic: the curve shows whether the bound costs anything).
 * PASIDs: the ghost request's PASID and the change's lie in 0..N-1, so the guest walk reads one of N
   GCR3 table entries (symbolic, likewise).
-* guests: the HW-vIOMMU proofs (``bench_viommu.py``'s) with GuestIDs 1..N (a symbolic GuestID).
+* guests: the HW-vIOMMU proofs (``bench_viommu.py``'s; of "a stage-2 change reaches every guest", its
+  Z3 hardware half) with GuestIDs 1..N (a symbolic GuestID).
 * host depth: the serving and v1-entry IOTLB queries on host tables of 1..6 levels (``every-host-depth``
   and Mode 2); the walk grows with the depth, so this curve is not expected to be flat.
 
@@ -46,7 +47,8 @@ from typing import Any, Callable
 
 from record import write_results  # bench/record.py: these scripts run from this folder
 
-from amdvi.properties import invalidation, presets, serving, viommu_invalidation, viommu_isolation, viommu_maps
+from amdvi.properties import (invalidation, presets, serving, viommu_invalidation, viommu_isolation, viommu_maps,
+                              viommu_stage2)
 from amdvi.properties.proof import PROVED, REFUTED, ProofResult
 from amdvi.spec.choices import SPEC, Hardware
 
@@ -148,6 +150,8 @@ AXES: dict[str, tuple[tuple[int, ...], dict[str, Proof]]] = {
         "viommu-guest-wait-ordering": _viommu(viommu_invalidation.prove_wait_ordering, Broken("completion-wait-early")),
         "viommu-map-write-isolation": _viommu(viommu_maps.prove_map_write_isolation,
                                               Broken("viommu-domain-map-shared")),
+        "viommu-stage2-reaches-every-guest": _viommu(viommu_stage2.prove_hardware,
+                                                     Broken("invalidate-pages-keeps-pde-cache")),
     }),
     "host-depth": (DEPTHS, {
         "fresh-slots-serve-fresh/iotlb": _serving_at_depth("iotlb", Broken("iotlb-hit-ignores-permissions")),

@@ -23,16 +23,19 @@ def _portable(outcome: Any) -> Any:
 
 @dataclass(frozen=True)
 class ProveTask:
-    """One ``amdvi prove`` property under hardware choices (``Hardware.as_assignments()``)."""
+    """One ``amdvi prove`` property under hardware choices (``Hardware.as_assignments()``) and, for a
+    property with a driver half, the driver model's (``Driver.as_assignments()``)."""
 
     property: str
     choices: tuple[str, ...] = ()
     timeout_ms: int = 300_000
     solver: str | None = None  # --solver (None: each obligation's recorded choice)
+    driver: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
-        return self.property + (f" [{', '.join(self.choices)}]" if self.choices else "")
+        shown = (*self.choices, *(f"driver.{c}" for c in self.driver))
+        return self.property + (f" [{', '.join(shown)}]" if shown else "")
 
     def run(self) -> Any:
         from amdvi.properties import catalog
@@ -41,7 +44,11 @@ class ProveTask:
         from amdvi.properties import solvers
 
         with solvers.using(solvers.Settings(solver=self.solver)):
-            return _portable(catalog.run_property(self.property, Hardware().assign(self.choices), self.timeout_ms))
+            from amdvi.models.amd_driver.choices import Driver
+
+            driver = Driver().assign(self.driver) if self.driver else None
+            return _portable(catalog.run_property(self.property, Hardware().assign(self.choices), self.timeout_ms,
+                                                  driver))
 
     def summary(self, outcome: Any) -> str:
         return outcome.result.status

@@ -16,7 +16,10 @@
 * ``viommu-command-isolation``, ``viommu-invalidation-scope``, ``viommu-guest-wait-ordering``: the
   HW-vIOMMU's guest commands (``viommu_isolation``, ``viommu_invalidation``), for any GuestID;
   ``viommu-map-write-isolation``: the hypervisor's map writes (``viommu_maps``);
-  ``viommu-guest-event-isolation``: the guest event log's writes (``viommu_events``).
+  ``viommu-guest-event-isolation``: the guest event log's writes (``viommu_events``);
+  ``viommu-stage2-reaches-every-guest``: a nest parent's change reaches every guest (``viommu_stage2``:
+  a Z3 hardware half and a driver half searched over every state of a small universe; the one property
+  that also takes the driver model's choices, so a driver fault's preset can refute it).
 
 ``<change>-invalidation``, ``fresh-slots-serve-fresh`` and ``every-host-depth`` report one obligation
 per cache and slot step (``change/cache/profile/k``, ``cache/profile/k``; a PDE cache's slot holds the
@@ -39,7 +42,7 @@ from typing import Any, Callable, Iterator
 from amdvi.spec.choices import SPEC, Hardware
 
 from . import (bmc, invalidation, isolation, ordering, serving, viommu_events, viommu_invalidation, viommu_isolation,
-               viommu_maps)
+               viommu_maps, viommu_stage2)
 from .counterexample import Replay, Trace, isolation_trace, ordering_trace, replay, trace_of
 from .proof import PROVED, REFUTED, UNKNOWN, VACUOUS, ProofResult
 
@@ -59,6 +62,13 @@ class Property:
     name: str
     description: str
     run: Callable[..., Iterator[ProofResult | Outcome]]  # yields each query's result, then the Outcome
+    takes_driver: bool = False  # run also takes ``driver=`` (the driver model's choices: a driver preset)
+
+    def items(self, choices: Hardware = SPEC, timeout_ms: int = 300_000, driver: Any = None
+              ) -> Iterator[ProofResult | Outcome]:
+        """``run``, given the driver's choices when it takes them (else they do not concern it)."""
+        extra = {"driver": driver} if self.takes_driver and driver is not None else {}
+        return self.run(choices=choices, timeout_ms=timeout_ms, **extra)
 
 
 def _queries(change: str) -> list[tuple[str, str, str, bool]]:
@@ -240,6 +250,45 @@ def _viommu(prove_one: Callable[..., ProofResult], name: str) -> Callable[..., I
     return run
 
 
+STAGE_2 = "viommu-stage2-reaches-every-guest"
+
+
+def _stage_2(choices: Hardware = SPEC, timeout_ms: int = 300_000, driver: Any = None
+             ) -> Iterator[ProofResult | Outcome]:
+    """The hardware half for ``VIOMMU_GUESTS`` guests and the driver half (``viommu_stage2``); under a driver
+    fault the driver half first (it shows within a few calls)."""
+    parts: list[ProofResult] = []
+
+    def driver_half() -> Iterator[ProofResult | Outcome]:
+        parts.append(viommu_stage2.prove_driver(driver, choices=choices))
+        yield parts[-1]
+        if parts[-1].status != PROVED:
+            yield Outcome(replace(parts[-1], name=STAGE_2, seconds=sum(p.seconds for p in parts),
+                                  detail=f"driver half: {parts[-1].detail}"), parts=tuple(parts))
+
+    def hardware_half() -> Iterator[ProofResult | Outcome]:
+        for r in viommu_stage2.steps(VIOMMU_GUESTS, choices=choices, timeout_ms=timeout_ms):
+            parts.append(r)
+            yield r
+            if r.status != PROVED:
+                yield _refutation(replace(r, name=STAGE_2, seconds=sum(p.seconds for p in parts), detail=_named(r)),
+                                  choices, lambda: viommu_stage2.prove_hardware(VIOMMU_GUESTS, choices=choices,
+                                                                                timeout_ms=timeout_ms, observe=True))
+                return
+
+    halves = (driver_half, hardware_half) if driver is not None and driver.faults() else (hardware_half, driver_half)
+    for half in halves:
+        for item in half():
+            yield item
+            if isinstance(item, Outcome):
+                return
+    hardware = sum(1 for p in parts if p.name.startswith(viommu_stage2.CHANGE))
+    yield Outcome(ProofResult(STAGE_2, PROVED, sum(p.seconds for p in parts),
+                              f"hardware: {hardware} obligations, {VIOMMU_GUESTS} guests; driver: "
+                              f"{next(p.detail for p in parts if not p.name.startswith(viommu_stage2.CHANGE))}"),
+                  parts=tuple(parts))
+
+
 PROPERTIES: dict[str, Property] = {}
 for _change in invalidation.CHANGES:
     PROPERTIES[f"{_change}-invalidation"] = Property(
@@ -274,6 +323,11 @@ PROPERTIES["viommu-guest-event-isolation"] = Property(
     "viommu-guest-event-isolation", "a HW-vIOMMU guest's event-log writes (a refused command's event, an "
     "INSERT_GUEST_EVENT) land only in frames its own stage 2 gives, whatever it writes to its registers and tables",
     _viommu(viommu_events.prove_event_isolation, "viommu-guest-event-isolation"))
+PROPERTIES[STAGE_2] = Property(
+    STAGE_2, "a change of a nest parent's (v1) table, flushed for every host DomainID the guests' DomainID maps "
+    "give, leaves no slot of any guest's nested translation stale (Z3, any guest); the driver's parent flush "
+    "names every such DomainID and every DTE's over the parent (every state of a small universe)",
+    _stage_2, takes_driver=True)
 PROPERTIES["every-host-depth"] = Property(
     "every-host-depth", "fresh slots serve fresh and a v1 entry change with its invalidations leaves no slot stale, "
     "on host tables of 1 and 3 to 6 levels (the other properties use 2)", _host_depths)
@@ -289,10 +343,11 @@ DEFAULT = tuple(n for n in PROPERTIES if not n.endswith("-minimal") and n not in
 STATUSES = (PROVED, REFUTED, UNKNOWN, VACUOUS)
 
 
-def run_property(name: str, choices: Hardware = SPEC, timeout_ms: int = 300_000) -> Outcome:
-    """Run one property to its end (no progress reporting)."""
+def run_property(name: str, choices: Hardware = SPEC, timeout_ms: int = 300_000, driver: Any = None) -> Outcome:
+    """Run one property to its end (no progress reporting); ``driver``: the driver model's choices, for a
+    property with a driver half."""
     outcome = None
-    for item in PROPERTIES[name].run(choices=choices, timeout_ms=timeout_ms):
+    for item in PROPERTIES[name].items(choices, timeout_ms, driver):
         if isinstance(item, Outcome):
             outcome = item
     assert outcome is not None

@@ -397,14 +397,16 @@ class Query:
 
 def build_query(change: str, cache: str, profile: str = "v1", step: int = 0, *, choices: Hardware = SPEC,
                 drop: str | None = None, corrupt: Callable[[Required], Required] | None = None,
-                observe: bool = False, sizes: Sizes = Sizes()) -> Query:
+                observe: bool = False, sizes: Sizes = Sizes(),
+                situation_of: Callable[[Symbols, Outcome], Situation] | None = None) -> Query:
     """``observe``: claim only that the ghost's DMA, served from the surviving slot, reaches nothing
     a fresh walk would not (weaker than freshness; a refutation is then a stale *access*);
-    ``sizes``: the devices, DomainIDs and PASIDs the query ranges over."""
+    ``sizes``: the devices, DomainIDs and PASIDs the query ranges over; ``situation_of``: the change
+    as another module describes it (``change`` then only names it), instead of ``CHANGES[change]``."""
     v = symbols(PROFILES[profile], sizes)
     g = v.ghost
     fresh = translate(b, v.memory, REGS.dev_tab_bar, g)
-    situation = CHANGES[change](v, fresh)
+    situation = (situation_of or CHANGES[change])(v, fresh)
     # a fresh slot is what a fill from the ghost gives (an invalid slot cannot go stale)
     slot = filled_slot(b, v.memory, REGS, cache, g, step, walk=fresh, choices=choices)
     after_memory = _apply(v.memory, situation)

@@ -1,15 +1,19 @@
 """The deliberately broken models, as named presets of choices, with what must catch each.
 
 A property is believed only when it fails on a broken model and holds on the correct one. Each
-preset here is one fault switch of :class:`amdvi.spec.choices.Hardware` turned on, registered once
-with the ``amdvi prove`` properties that must refute it and the state machines that must catch it;
-the tests, the benchmarks and ``amdvi prove --list`` all read this one table.
+preset here is one fault switch of :class:`amdvi.spec.choices.Hardware` turned on (or, for the few
+``amdvi prove`` properties with a driver half, of the driver model's
+:class:`amdvi.models.amd_driver.choices.Driver`), registered once with the ``amdvi prove`` properties
+that must refute it and the state machines that must catch it; the tests, the benchmarks and
+``amdvi prove --list`` all read this one table. (The driver's other faults are refuted by ``amdvi
+check`` on the library's bug sequences.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amdvi.models.amd_driver.choices import Driver
 from amdvi.spec.choices import FAULT, Hardware, cli_name
 
 _EVERY_CHANGE = ("v1-entry-invalidation", "v2-entry-invalidation", "gcr3-entry-invalidation", "dte-invalidation")
@@ -25,10 +29,12 @@ class Preset:
     refuted_by: tuple[str, ...]  # ``amdvi prove`` properties (properties.catalog.PROPERTIES)
     caught_by: tuple[str, ...] = ()  # state machines (properties.stateful) that catch it in their budget
     note: str = ""  # why a checker one might expect is not listed
+    driver: Driver = Driver()  # the driver model's choices (a driver fault's preset)
 
     @property
     def description(self) -> str:
-        return "; ".join(Hardware.options()[n.replace("-", "_")].doc for n in self.choices.faults())
+        return "; ".join([*(Hardware.options()[n.replace("-", "_")].doc for n in self.choices.faults()),
+                          *(Driver.options()[n.replace("-", "_")].doc for n in self.driver.faults())])
 
 
 def _preset(fault: str, refuted_by: tuple[str, ...], caught_by: tuple[str, ...] = (), note: str = "") -> Preset:
@@ -37,15 +43,21 @@ def _preset(fault: str, refuted_by: tuple[str, ...], caught_by: tuple[str, ...] 
     return Preset(cli_name(attribute), Hardware(**{attribute: True}), refuted_by, caught_by, note)
 
 
+def _driver_preset(fault: str, refuted_by: tuple[str, ...]) -> Preset:
+    attribute = Driver.lookup(fault)
+    assert Driver.options()[attribute].kind == FAULT, fault
+    return Preset(cli_name(attribute), Hardware(), refuted_by, driver=Driver(**{attribute: True}))
+
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("guest-table-pointer-untranslated", ("nested-isolation",)),
-    _preset("invalidate-pages-ignores-size", _EVERY_CHANGE, (IOMMU_MACHINE,)),
+    _preset("invalidate-pages-ignores-size", (*_EVERY_CHANGE, "viommu-stage2-reaches-every-guest"), (IOMMU_MACHINE,)),
     _preset("devtab-invalidation-ignored", ("dte-invalidation",), (IOMMU_MACHINE, ATTACH_DETACH_MACHINE)),
     _preset("devtab-invalidation-skips-invalid", ("dte-invalidation",), (),
             "the attach-detach machine shows it on a fixed detach, fill, attach sequence "
             "(tests/properties/test_stateful.py) but not reliably by its random exploration"),
     _preset("completion-wait-early", ("completion-wait-ordering", "viommu-guest-wait-ordering"), (IOMMU_MACHINE,)),
-    _preset("invalidate-pages-keeps-pde-cache", _EVERY_CHANGE, (IOMMU_MACHINE,)),
+    _preset("invalidate-pages-keeps-pde-cache", (*_EVERY_CHANGE, "viommu-stage2-reaches-every-guest"), (IOMMU_MACHINE,)),
     _preset("iotlb-hit-ignores-permissions", ("fresh-slots-serve-fresh",), (),
             "the machine would need a read-only remap, a read filling the IOTLB and then a write, in order"),
     _preset("pde-cache-fills-faulting-skip", ("every-host-depth",), (),
@@ -55,6 +67,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                                          "viommu-map-write-isolation")),
     _preset("viommu-device-id-untranslated", ("viommu-command-isolation", "viommu-invalidation-scope")),
     _preset("viommu-guest-event-log-untranslated", ("viommu-guest-event-isolation",)),
+    _driver_preset("parent-flush-misses-hdomids", ("viommu-stage2-reaches-every-guest",)),
+    _driver_preset("nested-shares-parent-domain-id", ("viommu-stage2-reaches-every-guest",)),
 )}
 
 

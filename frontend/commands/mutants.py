@@ -40,7 +40,8 @@ def matrix(presets: list[str], machines: bool, timeout_ms: int) -> list[tuple[st
     for name in presets:
         p = PRESETS[name]
         choices = tuple(p.choices.as_assignments())
-        out += [(name, "property", tasks.ProveTask(prop, choices, timeout_ms)) for prop in p.refuted_by]
+        driver = tuple(p.driver.as_assignments())
+        out += [(name, "property", tasks.ProveTask(prop, choices, timeout_ms, driver=driver)) for prop in p.refuted_by]
         if machines:
             out += [(name, "machine", tasks.MachineTask(m, choices)) for m in p.caught_by]
     return out

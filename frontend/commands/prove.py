@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> Report:
     choices = options.apply_choices(args, SPEC, {p.name: p.choices for p in PRESETS.values()})
     if args.timeout <= 0:
         raise InputError("--timeout must be a positive number of seconds")
+    driver = PRESETS[args.preset].driver if args.preset is not None else None  # a driver fault's preset
     from amdvi.properties import solvers
 
     solver = _solver(args)
@@ -64,14 +65,15 @@ def run(args: argparse.Namespace) -> Report:
         if runner.parallel:
             with runner:
                 outcomes = runner.map([tasks.ProveTask(n, tuple(choices.as_assignments()), int(args.timeout * 1000),
-                                                       solver) for n in names], "proving")
+                                                       solver, tuple(driver.as_assignments()) if driver else ())
+                                       for n in names], "proving")
             if args.verbose:  # each query, once its property is in
                 err = Console(stderr=True, highlight=False)
                 for item in (p for o in outcomes for p in o.parts):
                     err.print(f"  {item.name}: {item.status} ({item.seconds:.1f} s) {item.detail}", soft_wrap=True)
         else:
             with solvers.using(solvers.Settings(solver=solver, on_script=export)):
-                outcomes = [_prove(n, choices, args, export) for n in names]
+                outcomes = [_prove(n, choices, args, export, driver) for n in names]
     except solvers.SolverDisagreement as e:
         return _disagreement(e)
     outcomes = [_recorded(o, choices) for o in outcomes]
@@ -158,8 +160,9 @@ def _listing() -> Report:
                    "readings": readings, "presets": presets}, show)
 
 
-def _prove(name: str, choices: Any, args: argparse.Namespace, export: Any = None) -> Any:
-    """Run one property, showing each query's status on standard error as it finishes; return its outcome."""
+def _prove(name: str, choices: Any, args: argparse.Namespace, export: Any = None, driver: Any = None) -> Any:
+    """Run one property, showing each query's status on standard error as it finishes; return its outcome
+    (``driver``: the driver model's choices, for a property with a driver half)."""
     from amdvi.properties import catalog as props
     from amdvi.properties.proof import ProofResult
 
@@ -169,7 +172,7 @@ def _prove(name: str, choices: Any, args: argparse.Namespace, export: Any = None
     err = Console(stderr=True, highlight=False)
     outcome = None
     with err.status(f"proving {name} ...") as status:
-        for item in props.PROPERTIES[name].run(choices=choices, timeout_ms=int(args.timeout * 1000)):
+        for item in props.PROPERTIES[name].items(choices, int(args.timeout * 1000), driver):
             if isinstance(item, ProofResult):
                 status.update(f"proving {name}: {item.name} {item.status} ({item.seconds:.1f} s)")
                 if args.verbose:
