@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> Report:
     outcomes = [_recorded(o, choices) for o in outcomes]
     if args.trace_out:
         _save_first_trace(outcomes, Path(args.trace_out))
-    return _report(outcomes, choices)
+    return _report(outcomes, choices, driver)
 
 
 def _solver(args: argparse.Namespace) -> str | None:
@@ -196,7 +196,8 @@ def _save_first_trace(outcomes: list[Any], path: Path) -> None:
             raise InputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def _report(outcomes: list[Any], choices: Any) -> Report:
+def _report(outcomes: list[Any], choices: Any, driver: Any = None) -> Report:
+    """The table (or JSON) of outcomes; ``driver``: a driver preset's choices, shown with the hardware's."""
     from rich.table import Table
 
     from amdvi.frontend import trace as trace_io
@@ -204,7 +205,9 @@ def _report(outcomes: list[Any], choices: Any) -> Report:
     from amdvi.properties.proof import PROVED
 
     def show(console: Console) -> None:
-        table = Table(title="properties" + (f" (choices: {choices.label()})" if choices.changed() else ""))
+        shown = [choices.label()] if choices.changed() else []
+        shown += [f"driver {driver.label()}"] if driver is not None and driver.changed() else []
+        table = Table(title="properties" + (f" (choices: {'; '.join(shown)})" if shown else ""))
         for col in ("property", "status", "time", "detail"):
             table.add_column(col)
         for o in outcomes:
@@ -215,7 +218,8 @@ def _report(outcomes: list[Any], choices: Any) -> Report:
                 console.print("\n".join(trace_io.render(o.trace, o.replay)), soft_wrap=True, markup=False)
 
     failing = [o for o in outcomes if o.result.status != PROVED]
-    data = {"choices": choices.changed(), "properties": [{
+    data = {"choices": choices.changed(), "driver_choices": driver.changed() if driver is not None else {},
+            "properties": [{
         "name": o.result.name, "status": o.result.status, "seconds": round(o.result.seconds, 3),
         "detail": o.result.detail,
         "parts": [{"name": p.name, "status": p.status, "seconds": round(p.seconds, 3), "detail": p.detail}

@@ -84,9 +84,15 @@ def test_under_the_default_reading_a_device_back_on_its_parent_keeps_an_unflushe
     """The finding of nested-back-to-parent.json seen from the parent: the device's DTE still translates
     with the parent's table under the freed hDomID, which no flush of the parent names."""
     kept = search.Universe()
-    missed, _ = search.replay(kept, _back_to_parent(kept))
-    assert [m.why for m in missed] == ["the DTE of DeviceID 0x0010 translates with the parent's table"]
-    assert search.replay(search.Universe(driver=DETACHED), _back_to_parent(kept))[0] == []
+    claim, stale, _ = search.replay(kept, _back_to_parent(kept))
+    assert claim == [] and [m.why for m in stale] == ["the DTE of DeviceID 0x0010 translates with the parent's table"]
+    assert search.replay(search.Universe(driver=DETACHED), _back_to_parent(kept))[:2] == ([], [])
+
+
+def test_the_driver_half_claims_under_detached_and_names_the_default_readings_finding():
+    r = viommu_stage2.prove_driver(depth=3)
+    assert r.status == PROVED and "under nested-attach-previous=detached" in r.detail
+    assert "under the default reading, kept: finding: after" in viommu_stage2.prove_driver(depth=5).detail
 
 
 def test_the_translate_dte_is_reported_apart_and_only_with_the_hw_viommu():
@@ -103,7 +109,7 @@ def test_a_guest_domain_map_entry_is_read_as_the_hardware_reads_it():
     for c in calls:
         node = search._apply(u.scenario(), node, c, Hardware())
     parent = next(h for h, d in node.system.driver.domains.items() if getattr(d, "nest_parent", False))
-    must, _ = search.required(u.scenario(), node, parent)
+    must, _, _ = search.required(u.scenario(), node, parent)
     assert any("DomainID map gives it for gDomID 1" in m.why for m in must)
 
 
