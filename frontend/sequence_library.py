@@ -258,6 +258,12 @@ def _back_to_parent() -> tuple[Any, ...]:
                         attach("disk", "hwpt_b"), dma("disk", IOVA), dma("nic", GVA))
 
 
+def _back_to_parent_unmap() -> tuple[Any, ...]:
+    """Back on the stage 2 as in :func:`_back_to_parent`, the device DMAs at the GVA; then the VMM unmaps the
+    page the guest table maps and the device DMAs there again."""
+    return _nested() + (attach("nic", "s2"), destroy("nested"), dma("nic", GVA), unmap(DATA, PAGE), dma("nic", GVA))
+
+
 def _nested_direct_unmap() -> tuple[Any, ...]:
     """A nested device the VMM attaches to the nested HWPT directly (never to the stage 2 itself), then a
     stage-2 unmap of the page the guest maps and a DMA at the GVA."""
@@ -477,6 +483,20 @@ ENTRIES: tuple[Entry, ...] = (
               "Under --choice driver.nested-attach-previous=detached (nested attach first detaches, as "
               "attach_device does) the sequence holds. Whether upstream detaches elsewhere was not seen in the "
               "sources read (linux-driver-sequences.md §4.3, 'to check').")),
+    Entry("nested-back-to-parent-unmap.json",
+          "finding: back on the stage 2 with its nested DTE, a device keeps translating under the freed host "
+          "DomainID, which no stage-2 flush names: after an unmap it still reaches the page",
+          _scenario(NIC, iommufd=NESTING), _back_to_parent_unmap(), "isolation", probes=(GVA,), notes=(
+              "A correct-driver sequence the model refutes, under the driver reading nested-attach-previous=kept "
+              "(the default; see nested-back-to-parent.json for why the DTE stays nested after the attach to the "
+              "stage 2 and why the nested HWPT's destroy frees its hDomID).",
+              "The device DMAs at the GVA: the IOMMU caches the nested translation tagged with the freed hDomID. "
+              "The VMM unmaps DATA from the stage 2: the parent's flush names the parent's DomainID (the device is "
+              "on its list) and the hDomIDs its vIOMMU still maps, not the freed one, so the cached translation "
+              "survives and the next DMA reads the unmapped frame (isolation; flush-completeness too).",
+              "Found by the driver half of amdvi prove --property viommu-stage2-reaches-every-guest, whose "
+              "search under kept reports it. Under --choice driver.nested-attach-previous=detached the sequence "
+              "holds.")),
     Entry("nested-direct-attach-unwaited-flush.json",
           "finding: a device attached straight to a nested HWPT: a stage-2 unmap queues the hDomID invalidation "
           "and returns without waiting for it",
