@@ -68,12 +68,20 @@ class MachineTask:
         return self.machine + (f" [{', '.join(self.choices)}]" if self.choices else "")
 
     def run(self) -> dict[str, Any]:
+        import warnings
+
+        from hypothesis.errors import HypothesisDeprecationWarning
+
         from amdvi.properties import stateful
         from amdvi.spec.choices import Hardware
 
         base = {cls.__name__: cls for cls in (stateful.IommuMachine, stateful.AttachDetachMachine)}[self.machine]
-        failure = stateful.run_machine(machine_class=stateful.machine(Hardware().assign(self.choices), base),
-                                       max_examples=self.examples, derandomize=True, shrink=False)
+        with warnings.catch_warnings():
+            # on a Dask worker, the worker's own threads use the random module while Hypothesis draws, and
+            # Hypothesis takes that for a strategy using it (the draws are Hypothesis's own, derandomized)
+            warnings.simplefilter("ignore", HypothesisDeprecationWarning)
+            failure = stateful.run_machine(machine_class=stateful.machine(Hardware().assign(self.choices), base),
+                                           max_examples=self.examples, derandomize=True, shrink=False)
         return {"caught": isinstance(failure, stateful.StaleTranslation),
                 "failure": None if failure is None else f"{type(failure).__name__}: {str(failure).splitlines()[0]}"}
 

@@ -271,9 +271,11 @@ def _stage_2(choices: Hardware = SPEC, timeout_ms: int = 300_000, driver: Any = 
             parts.append(r)
             yield r
             if r.status != PROVED:
+                cache = r.name.split("/")[1]  # parent-entry/cache/nested/k: the stale access is searched there
                 yield _refutation(replace(r, name=STAGE_2, seconds=sum(p.seconds for p in parts), detail=_named(r)),
                                   choices, lambda: viommu_stage2.prove_hardware(VIOMMU_GUESTS, choices=choices,
-                                                                                timeout_ms=timeout_ms, observe=True))
+                                                                                timeout_ms=timeout_ms, observe=True,
+                                                                                caches=(cache,)))
                 return
 
     halves = (driver_half, hardware_half) if driver is not None and driver.faults() else (hardware_half, driver_half)
