@@ -38,6 +38,8 @@ once and writes only when ``--out`` is given (a check that the bench works, not 
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
+import json
 import os
 import sys
 import time
@@ -229,11 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()  # other work on the machine inflates every time: recorded to judge them by
     walk = walk_seconds()
     results, all_expected = measure(axes, args.quick, repeat, int(args.timeout * 1000), walk)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for axis in results.values():  # each axis carries its own recording (--axis re-records only some)
+        axis.update({"recorded": now, "repeat": repeat, "reference_walk_seconds": walk,
+                     "load_average_before": load_before, "load_average_after": os.getloadavg()})
     if out:
+        if args.axis and not args.quick and Path(out).exists():  # the axes not re-run keep their recording
+            old = json.loads(Path(out).read_text())
+            recorded = {"recorded": old["date"], **{k: v for k, v in old["results"].items() if k in (
+                "repeat", "reference_walk_seconds", "load_average_before", "load_average_after")}}
+            kept = {a: {**recorded, **r} for a, r in old["results"]["axes"].items() if a not in results}
+            results = {**kept, **results}
         write_results("proof time against scale", {
-            "reference_walk_seconds": walk, "goal_largest_over_smallest": GOAL, "repeat": repeat,
-            "quick": args.quick, "load_average_before": load_before, "load_average_after": os.getloadavg(),
-            "axes": results}, out)
+            "goal_largest_over_smallest": GOAL, "quick": args.quick, "axes": results}, out)
     if not all_expected:
         print("some points did not give the expected verdict (see unexpected_statuses)", file=sys.stderr)
     return 0 if all_expected else 1
