@@ -70,13 +70,14 @@ def collect(names: list[str], timeout_ms: int, status: Any, outcomes: dict[str, 
     return queries
 
 
-def run_others(queries: list[dict[str, Any]], timeout_ms: int, status: Any, save: Any) -> None:
+def run_others(queries: list[dict[str, Any]], timeout_ms: int, status: Any, save: Any,
+               others: tuple[str, ...] = OTHERS) -> None:
     for i, q in enumerate(queries, 1):
         if i % 10 == 0:
             save(partial=True)  # a long run leaves its results so far
-        status.update(f"{'/'.join(OTHERS)}: query {i}/{len(queries)} ({q['obligation']}, {q['query']})")
+        status.update(f"{'/'.join(others)}: query {i}/{len(queries)} ({q['obligation']}, {q['query']})")
         question = solvers.Question(q["obligation"], q["query"], (), q["strategy"], q["want_model"])
-        members = [s for s in OTHERS if solvers.installed(s)]
+        members = [s for s in others if solvers.installed(s)]
         for solver, verdict, reason, _, seconds in solvers.race(question, q["script"], members, timeout_ms,
                                                                 first_definite=False):
             q["answers"][solver] = {"verdict": verdict, "seconds": seconds + q["export_seconds"], "reason": reason}
@@ -143,11 +144,15 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="time limit per query per solver, seconds")
     parser.add_argument("--property", action="append", help="only this property (repeatable; default: amdvi prove's)")
     parser.add_argument("--no-choice", action="store_true", help="do not rewrite properties/solver_choice.json")
-    parser.add_argument("--choose-from", metavar="RESULTS", help="run nothing: rewrite properties/solver_choice.json "
-                                                                 "from the queries of an earlier run's results")
+    parser.add_argument("--other", action="append", choices=OTHERS,
+                        help="only this solver besides Z3 (repeatable; default: every other)")
+    parser.add_argument("--choose-from", metavar="RESULTS", action="append",
+                        help="run nothing: rewrite properties/solver_choice.json from the queries of earlier runs' "
+                             "results (repeatable: e.g. the default properties' run and one property's)")
     args = parser.parse_args()
     if args.choose_from:
-        return choose(json.loads(Path(args.choose_from).read_text())["results"]["queries"], args.choose_from)
+        queries = [q for f in args.choose_from for q in json.loads(Path(f).read_text())["results"]["queries"]]
+        return choose(queries, ", ".join(args.choose_from))
     timeout_ms = int(args.timeout * 1000)
     names = args.property or list(catalog.DEFAULT)
     walk = walk_seconds()
@@ -166,7 +171,7 @@ def main() -> int:
         queries = collect(names, timeout_ms, status, outcomes)
         walls["z3"] = round(time.perf_counter() - start, 1)
         start = time.perf_counter()
-        run_others(queries, timeout_ms, status, save)
+        run_others(queries, timeout_ms, status, save, tuple(args.other or OTHERS))
         walls["others"] = round(time.perf_counter() - start, 1)
     load["end"] = os.getloadavg()
     results = save()
