@@ -53,6 +53,7 @@ Invalidation semantics (each a modelling choice pinned by tests where the refere
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Mapping
@@ -64,8 +65,8 @@ from amdvi.spec.commands import (
 from amdvi.spec.device_table import DTE
 from amdvi.spec.events import IO_PAGE_FAULT
 from amdvi.spec.guest_page_table import GCR3_ENTRY
-from amdvi.spec.bitvec import mask
-from amdvi.spec.records import remember_hash
+from amdvi.spec.bitvec import INT, mask
+from amdvi.spec.records import remember_hash, replace as replace_record
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.guest_translation import GUEST_LEVELS, guest_entry
 from amdvi.spec.host_translation import host_entry
@@ -268,7 +269,9 @@ def _level_span(b: Any, level: Any) -> Any:
 
 def evict(b: Any, slot: Any, when: Any = True) -> Any:
     """``slot`` dropped (where ``when`` holds)."""
-    return dataclasses.replace(slot, valid=b.all_of(slot.valid, b.lnot(when)))
+    if b.known_false(when):  # not covered: the slot itself (an invalidation covers few of them)
+        return slot
+    return replace_record(slot, valid=b.all_of(slot.valid, b.lnot(when)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -311,7 +314,19 @@ class InvalidationCommand:
 
 
 def decode_invalidation(b: Any, command: Any, *, when: Any = True, choices: Hardware = SPEC) -> InvalidationCommand:
-    """``command`` as the caches read it (every field; only the one its opcode names is meaningful)."""
+    """``command`` as the caches read it (every field; only the one its opcode names is meaningful). On
+    Python ints the answer is remembered per command value: a run carries out the same few commands."""
+    if b is INT and type(command) is int and type(when) is bool:
+        return _decoded_concrete(command, when, choices)
+    return _decode_invalidation(b, command, when, choices)
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _decoded_concrete(command: int, when: bool, choices: Hardware) -> InvalidationCommand:
+    return _decode_invalidation(INT, command, when, choices)
+
+
+def _decode_invalidation(b: Any, command: Any, when: Any, choices: Hardware) -> InvalidationCommand:
     dt = INVALIDATE_DEVTAB_ENTRY.view(command, b)
     pages = INVALIDATE_IOMMU_PAGES.view(command, b)
     iotlb_cmd = INVALIDATE_IOTLB_PAGES.view(command, b)
@@ -527,10 +542,14 @@ class _CacheSlots:
         if not 0 <= index < len(slots):
             raise IndexError(f"cache {name} has {len(slots)} slots, no slot {index}")
         slots[index] = slot
-        return dataclasses.replace(self, **{name: tuple(slots)})  # type: ignore[type-var]
+        return replace_record(self, **{name: tuple(slots)})
 
     def map_slots(self, name: str, fn: Callable[[Any], Any]) -> Any:
-        return dataclasses.replace(self, **{name: tuple(fn(s) for s in self.slots(name))})  # type: ignore[type-var]
+        old = self.slots(name)
+        new = tuple(fn(s) for s in old)
+        if all(a is c for a, c in zip(old, new)):
+            return self
+        return replace_record(self, **{name: new})
 
 
 Caches = dataclasses.make_dataclass(

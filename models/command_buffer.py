@@ -19,10 +19,11 @@ COMPLETION_WAIT F bit, the IOTLB invalidation timeout, COMMAND_HARDWARE_ERROR on
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from amdvi.spec.bitvec import WORD_WIDTH
+from amdvi.spec.bitvec import INT, WORD_WIDTH
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.commands import (
     COMMANDS_BY_OPCODE, COMPLETION_WAIT, OPCODE_HI, OPCODE_LO,
@@ -98,8 +99,21 @@ def check_command(b: Any, bits: Any, context: Mapping[str, Any] | None = None) -
     """Backend boolean: ``bits`` is an illegal command (undefined opcode or a broken rule of its Structure).
 
     For a symbolic opcode this is the if-then-else over :data:`COMMANDS_BY_OPCODE`, written as
-    "no defined opcode matches, or the matching one has a violation".
+    "no defined opcode matches, or the matching one has a violation". On Python ints the answer for a
+    command value is remembered: a run processes the same few commands again and again, and checking
+    every rule of every structure was most of a command step.
     """
+    if b is INT and type(bits) is int:
+        return _illegal_concrete(bits, tuple(sorted((context or {}).items())))
+    return _check_command(b, bits, context)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _illegal_concrete(bits: int, context: tuple[tuple[str, Any], ...]) -> Any:
+    return _check_command(INT, bits, dict(context))
+
+
+def _check_command(b: Any, bits: Any, context: Mapping[str, Any] | None) -> Any:
     opcode = b.extract(bits, OPCODE_HI, OPCODE_LO)
     matches, broken = [], []
     for op, structure in sorted(COMMANDS_BY_OPCODE.items()):
@@ -157,7 +171,8 @@ def step_command(b: Any, memory: Any, regs: Registers, context: Mapping[str, Any
     signal = b.all_of(is_cw, b.eq(cw.I, 1))
     store_address = field_address(b, COMPLETION_WAIT, cw, "Store Address")
     store_data = cw["Store Data"]
-    memory = b.ite(store, b.write64(memory, store_address, store_data), memory)
+    if not b.known_false(store):  # (no store: memory stays, without copying it)
+        memory = b.ite(store, b.write64(memory, store_address, store_data), memory)
     out = out.set_flag_when(b, "status", "ComWaitInt", signal)
     interrupt = b.all_of(signal, regs.flag(b, "control", "ComWaitIntEn"))
 

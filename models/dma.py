@@ -90,20 +90,23 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
     if choice.gcr3 is not None:
         g = caches.gcr3[choice.gcr3]
         hit = _hit("gcr3", b, g, r, dte, plain, choices)
-        walk = merge(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
-                                         cached=CachedStart(dte=dte, gcr3_entry=g.entry)), walk)
+        if not b.known_false(hit):  # (a slot that cannot answer: no resumed walk to build)
+            walk = merge(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
+                                             cached=CachedStart(dte=dte, gcr3_entry=g.entry)), walk)
     if choice.guest_pde is not None:  # below the GCR3 table: it takes precedence over a GCR3 slot
         q = caches.guest_pde[choice.guest_pde]
         hit = _hit("guest_pde", b, q, r, dte, plain, choices)
-        resume = GuestResume(table=q.table, level=q.level, writable=q.writable, user=q.user, nx=q.nx)
-        walk = merge(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
-                                         cached=CachedStart(dte=dte, guest_resume=resume)), walk)
+        if not b.known_false(hit):
+            resume = GuestResume(table=q.table, level=q.level, writable=q.writable, user=q.user, nx=q.nx)
+            walk = merge(b, hit, translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
+                                             cached=CachedStart(dte=dte, guest_resume=resume)), walk)
     if choice.pde is not None:
         p = caches.pde[choice.pde]
         hit = _hit("pde", b, p, r, dte, plain, choices)
-        resumed = translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
-                            cached=CachedStart(dte=dte, host_resume=(p.table, p.level, p.readable, p.writable)))
-        walk = merge(b, hit, resumed, walk)
+        if not b.known_false(hit):
+            resumed = translate(b, memory, dev_tab_bar, r, context=context, choices=choices,
+                                cached=CachedStart(dte=dte, host_resume=(p.table, p.level, p.readable, p.writable)))
+            walk = merge(b, hit, resumed, walk)
 
     from_iotlb = b.false()
     spa = walk.spa

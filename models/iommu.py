@@ -23,7 +23,6 @@ Written once over the backend. The moves are frozen dataclasses declared in ``mo
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -32,7 +31,7 @@ from amdvi.spec.commands import (
     INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, OPCODE_HI, OPCODE_LO,
 )
 from amdvi.spec.choices import SPEC, Hardware, hardware
-from amdvi.spec.records import merge
+from amdvi.spec.records import merge, replace as replace_record
 from amdvi.spec.translation import Outcome, Request, read_dte, translate
 
 from . import rings
@@ -68,7 +67,7 @@ class IommuState:
     in_flight: tuple[InFlight, ...] = tuple(InFlight() for _ in range(IN_FLIGHT))
 
     def replace(self, **kw: Any) -> "IommuState":
-        return dataclasses.replace(self, **kw)
+        return replace_record(self, **kw)
 
 
 # -- inputs: the moves (``models.moves``) ------------------------------------------------------
@@ -131,7 +130,9 @@ def process_command(b: Any, state: IommuState, *, context: Any = None,
     blocked = b.all_of(pending(b, state.regs), b.any_of(wait_blocked, b.all_of(is_inval, queue_full(b, state))))
     memory, regs, effect = step_command(b, state.memory, state.regs, context, choices)
     # a blocked command leaves memory and registers alone, and nothing happened
-    memory, regs, effect = merge(b, blocked, (state.memory, state.regs, _nothing_done(effect)), (memory, regs, effect))
+    if not b.known_false(blocked):
+        memory, regs, effect = merge(b, blocked, (state.memory, state.regs, _nothing_done(effect)),
+                                     (memory, regs, effect))
     accepted = b.all_of(effect.processed, is_inval)
     in_flight = enqueue(b, state.in_flight, bits, accepted)
     return state.replace(memory=memory, regs=regs, in_flight=in_flight), Outputs(effect=effect, accepted=accepted,
@@ -140,7 +141,7 @@ def process_command(b: Any, state: IommuState, *, context: Any = None,
 
 def _nothing_done(effect: Effect) -> Effect:
     """``effect`` with nothing processed, logged, stored or signalled (the command it read is kept)."""
-    return dataclasses.replace(effect, processed=False, illegal=False, store=False, interrupt=False)
+    return replace_record(effect, processed=False, illegal=False, store=False, interrupt=False)
 
 
 def retire(b: Any, state: IommuState, index: int, *, choices: Hardware = SPEC) -> IommuState:
@@ -155,12 +156,18 @@ def fill(b: Any, state: IommuState, cache: str, slot: int, request: Request, ste
          context: Any = None, walk: Outcome | None = None, choices: Hardware = SPEC) -> IommuState:
     """Cache ``slot`` takes what a fresh walk of current memory gives for ``request`` (``walk``: that
     walk, when the caller already made it; symbolic callers save rebuilding it)."""
+    new = filled(b, state, cache, request, step, context=context, walk=walk, choices=choices)
+    return state.replace(caches=state.caches.with_slot(cache, slot, new))
+
+
+def filled(b: Any, state: IommuState, cache: str, request: Request, step: int = 0, *, context: Any = None,
+           walk: Outcome | None = None, choices: Hardware = SPEC) -> Any:
+    """The slot of ``cache`` a fill from ``request`` gives on ``state`` (what :func:`fill` puts in place)."""
     kind = cache_kind(cache)
     bar = state.regs.dev_tab_bar
     fresh = walk if walk is not None else translate(b, state.memory, bar, request, context=context, choices=choices)
     dte, _, _ = read_dte(b, state.memory, bar, request.device_id)
-    new = kind.fill(b, request, fresh, step, choices, dte)
-    return state.replace(caches=state.caches.with_slot(cache, slot, new))
+    return kind.fill(b, request, fresh, step, choices, dte)
 
 
 def _dma_store(b: Any, state: IommuState, result: DmaResult, request: Request, data: Any) -> Any:
@@ -189,8 +196,11 @@ def _retire(b: Any, state: IommuState, move: Retire, *, choices: Hardware, **_: 
     return retire(b, state, move.index, choices=choices), Outputs()
 
 
-def _fill(b: Any, state: IommuState, move: Fill, *, context: Any, choices: Hardware) -> tuple[IommuState, Outputs]:
-    return fill(b, state, move.cache, move.slot, move.request, move.step, context=context, choices=choices), Outputs()
+def _fill(b: Any, state: IommuState, move: Fill, *, context: Any, choices: Hardware,
+          given: Any = None) -> tuple[IommuState, Outputs]:
+    if given is None:
+        return fill(b, state, move.cache, move.slot, move.request, move.step, context=context, choices=choices), Outputs()
+    return state.replace(caches=state.caches.with_slot(move.cache, move.slot, given)), Outputs()
 
 
 def _evict(b: Any, state: IommuState, move: Evict, **_: Any) -> tuple[IommuState, Outputs]:
@@ -206,33 +216,48 @@ def _access(b: Any, state: IommuState, result: DmaResult, move: Dma | Translated
     return state.replace(memory=memory, regs=regs), Outputs(dma=result)
 
 
-def _dma(b: Any, state: IommuState, move: Dma, *, context: Any, choices: Hardware) -> tuple[IommuState, Outputs]:
-    result = serve(b, state.memory, state.regs.dev_tab_bar, state.caches, move.request, move.choice,
-                   context=context, choices=choices)
-    return _access(b, state, result, move, choices)
+def dma_result(b: Any, state: IommuState, move: Dma | TranslatedDma, *, context: Any = None,
+               choices: Hardware = SPEC) -> DmaResult:
+    """How a device access is served (``step``'s ``outputs.dma`` for ``move``), without its effects on
+    memory and the event log: what a checker compares with the fresh walk."""
+    bar = state.regs.dev_tab_bar
+    if isinstance(move, TranslatedDma):
+        return serve_translated(b, state.memory, bar, state.caches, move.request, move.slot, move.dte_slot,
+                                context=context, choices=choices)
+    return serve(b, state.memory, bar, state.caches, move.request, move.choice, context=context, choices=choices)
 
 
-def _translated_dma(b: Any, state: IommuState, move: TranslatedDma, *, context: Any,
-                    choices: Hardware) -> tuple[IommuState, Outputs]:
-    result = serve_translated(b, state.memory, state.regs.dev_tab_bar, state.caches, move.request, move.slot,
-                              move.dte_slot, context=context, choices=choices)
-    return _access(b, state, result, move, choices)
+def _dma(b: Any, state: IommuState, move: Dma | TranslatedDma, *, context: Any, choices: Hardware,
+         given: DmaResult | None = None) -> tuple[IommuState, Outputs]:
+    served = given if given is not None else dma_result(b, state, move, context=context, choices=choices)
+    return _access(b, state, served, move, choices)
 
 
 # how each kind of move (``models.moves.MOVE_KINDS``) steps the state
 STEP_BY_KIND: dict[str, Callable[..., tuple[IommuState, Outputs]]] = {
     "CpuWrite": _cpu_write, "SetTail": _set_tail, "ProcessCommand": _process_command, "Retire": _retire,
-    "Fill": _fill, "Evict": _evict, "Dma": _dma, "TranslatedDma": _translated_dma,
+    "Fill": _fill, "Evict": _evict, "Dma": _dma, "TranslatedDma": _dma,
 }
 if STEP_BY_KIND.keys() != MOVE_KINDS.keys():
     raise ImportError("every kind of move in models.moves.MOVE_KINDS needs a step in STEP_BY_KIND")
 
 
-def step(b: Any, state: IommuState, move: Any, *, context: Any = None,
-         choices: Hardware = SPEC) -> tuple[IommuState, Outputs]:
-    """One move of software, the hardware or a device (see the module docstring)."""
+def step(b: Any, state: IommuState, move: Any, *, context: Any = None, choices: Hardware = SPEC,
+         given: Any = None) -> tuple[IommuState, Outputs]:
+    """One move of software, the hardware or a device (see the module docstring).
+
+    ``given``: what the move computes from ``state`` before it takes effect, when the caller already
+    has it (a checker that remembers it by the words of memory it read): for a device access its
+    :func:`dma_result`, for a fill the :func:`filled` slot. Not allowed for other moves."""
     choices = hardware(choices)
+    if given is not None:
+        if not isinstance(move, GIVEN_KINDS):
+            raise TypeError(f"no part of a {kind_of(move)} move can be given")
+        return STEP_BY_KIND[kind_of(move)](b, state, move, context=context, choices=choices, given=given)
     return STEP_BY_KIND[kind_of(move)](b, state, move, context=context, choices=choices)
+
+
+GIVEN_KINDS = (Dma, TranslatedDma, Fill)  # the moves whose computed part step() accepts
 
 
 def step_any(b: Any, state: IommuState, move: SymbolicMove, templates: Sequence[Any], *, context: Any = None,
@@ -273,6 +298,6 @@ def in_flight_count(state: IommuState) -> int:
 
 __all__ = [
     "IommuState", "InFlight", "CpuWrite", "SetTail", "ProcessCommand", "Retire", "Fill", "Evict", "Dma",
-    "TranslatedDma", "Outputs", "step", "process_command", "retire", "fill", "idle", "command_ring_empty",
-    "in_flight_count", "IN_FLIGHT", "step_any", "STEP_BY_KIND", "MOVE_KINDS",
+    "TranslatedDma", "Outputs", "step", "dma_result", "filled", "process_command", "retire", "fill", "idle",
+    "command_ring_empty", "in_flight_count", "IN_FLIGHT", "step_any", "STEP_BY_KIND", "MOVE_KINDS",
 ]

@@ -20,6 +20,7 @@ from amdvi.spec.mmio import (
     CMD_BUF_BAR, CMD_BUF_HEAD, CMD_BUF_TAIL, CONTROL, DEV_TAB_BAR, EVT_LOG_BAR, EVT_LOG_HEAD, EVT_LOG_TAIL,
     RING_WIDTH, STATUS, ring_bytes,
 )
+from amdvi.spec.records import replace as replace_record
 
 REGISTER_STRUCTURES: Mapping[str, Structure] = {
     "dev_tab_bar": DEV_TAB_BAR,
@@ -57,7 +58,7 @@ class Registers:
 
     def replace(self, **values: Any) -> "Registers":
         """A copy with the named registers replaced."""
-        return dataclasses.replace(self, **values)
+        return replace_record(self, **values)
 
     def names(self) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(self))

@@ -65,6 +65,10 @@ class ReadMemo:
         self._roots: dict[Hashable, Any] = {}
         self.hits = self.misses = 0
 
+    def __len__(self) -> int:
+        """How many keys (calls with distinct non-memory arguments) are remembered."""
+        return len(self._roots)
+
     def call(self, key: Hashable, memory: Mapping[int, int], compute: Callable[[Mapping[int, int]], Any]) -> Any:
         """``compute(memory)``, or its stored result when ``memory`` holds the same words it read.
 

@@ -20,7 +20,9 @@ The property (:func:`amdvi.properties.coherence.agrees`): while no change is out
 gives what the fresh walk of current memory gives, *however the hardware serves it*. At each access
 every choice of valid slots is tried (the model is pure: trying is a call, not a move), and after every
 rule an invariant tries, for each valid slot, a read and a write to the address the slot was filled
-from, served from that slot: a device may make that access at any moment. Each broken model
+from, served from that slot: a device may make that access at any moment. The answers are remembered
+by the words of memory they read (:func:`served_and_fresh`): the invariant asks the same questions
+after nearly every rule. Each broken model
 whose preset names this machine (``presets.caught_by``) breaks the property, and the machine finds an interleaving that shows it within its
 default budget (100 examples of at most ``STEP_COUNT`` rules, derandomized in CI).
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from itertools import combinations_with_replacement, product
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
@@ -48,9 +51,11 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 
 from amdvi.models import protocol, software as sw
 from amdvi.models.caches import CACHE_NAMES, Caches
-from amdvi.models.dma import ServeChoice
-from amdvi.models.iommu import CpuWrite, Dma, Evict, Fill, IommuState, ProcessCommand, Retire, TranslatedDma, step
+from amdvi.models.dma import DmaResult, ServeChoice
+from amdvi.models.iommu import (IN_FLIGHT, CpuWrite, Dma, Evict, Fill, IommuState, ProcessCommand, Retire,
+                                TranslatedDma, dma_result, filled, step)
 from amdvi.models.registers import ring_offset
+from amdvi.spec import staged
 from amdvi.spec.bitvec import INT
 from amdvi.spec.commands import COMMAND_BYTES, covering_block
 from amdvi.spec.device_table import DTE
@@ -61,6 +66,7 @@ from amdvi.spec.translation import Request, translate
 
 from .coherence import agrees
 from .counterexample import DIFFERS, Trace
+from .read_memo import ReadMemo
 
 LAYOUT = sw.Layout()
 MODE = 3  # v1 table levels
@@ -210,44 +216,68 @@ def platform() -> tuple[IommuState, int]:
 
 
 # -- strategies for the hardware's and the devices' moves --------------------------------------------
+# Every choice is one draw from a tuple of candidate values built once per situation: a composite
+# strategy (one_of, flatmap, builds) costs Hypothesis several nested draws, which took most of the
+# machine's time. A tuple weights its values by how often it holds them (:func:`balanced`), so the
+# machine makes the moves it made with composite strategies, in about the same proportions; the
+# drawn values differ, so a derandomized run explores other sequences than before.
+
+MAX_OPTIONS = 256  # Hypothesis draws an index below about this uniformly (larger ones lean to small)
 
 
-def _requests(devices: Iterable[int], addresses: Iterable[int] = ADDRESSES, *,
-              ats: bool = False) -> st.SearchStrategy[Request]:
-    """Requests of one of ``devices`` (each equally likely); the v2 device's carry a PASID."""
-    addresses = tuple(addresses)
-    return st.sampled_from(tuple(devices)).flatmap(lambda device: _device_requests(device, addresses, ats))
+def balanced(groups: Iterable[Iterable[T]]) -> tuple[T, ...]:
+    """The values of the non-empty ``groups``, each group (about) equally likely and its values
+    uniformly: every group repeated to a common length, their least common multiple when the whole
+    stays within :data:`MAX_OPTIONS`, else the longest group's (rounded)."""
+    parts = [tuple(g) for g in groups]
+    parts = [g for g in parts if g]
+    common = math.lcm(*map(len, parts))
+    if common * len(parts) > MAX_OPTIONS:
+        common = max(map(len, parts))
+    return tuple(v for g in parts for v in g * max(1, round(common / len(g))))
+
+
+def device_requests(device: int, addresses: tuple[int, ...] = ADDRESSES, ats: bool = False) -> tuple[Request, ...]:
+    """Every request of one device (reads and writes); the v2 device's carry a PASID."""
+    if device == GUEST_DEVICE:
+        return tuple(Request(device, a, write=w, pasid=p, has_pasid=True)
+                     for a in GUEST_ADDRESSES for w in (False, True) for p in PASIDS)
+    return tuple(Request(device, a, write=w, ats=ats) for a in addresses for w in (False, True))
 
 
 @functools.lru_cache(maxsize=None)
-def _device_requests(device: int, addresses: tuple[int, ...], ats: bool) -> st.SearchStrategy[Request]:
-    """The requests of one device (built once: see :func:`_favoured`)."""
-    if device == GUEST_DEVICE:
-        return st.builds(Request, device_id=st.just(device), address=st.sampled_from(GUEST_ADDRESSES),
-                         write=st.booleans(), pasid=st.sampled_from(PASIDS), has_pasid=st.just(True))
-    return st.builds(Request, device_id=st.just(device), address=st.sampled_from(addresses),
-                     write=st.booleans(), ats=st.just(ats))
+def any_request(devices: tuple[int, ...], ats: bool = False) -> tuple[Request, ...]:
+    """The requests of ``devices``, each once (each device about equally likely: they have 10 or 12)."""
+    return tuple(r for d in devices for r in device_requests(d, ats=ats))
 
 
-SLOT = st.integers(0, SLOTS - 1)
+SLOTS_DRAWN = tuple(range(SLOTS))
+RETIRES = tuple(Retire(i) for i in range(IN_FLIGHT))
 FILLED_CACHES = CACHE_NAMES
 ALL_DEVICES = (*DEVICES, GUEST_DEVICE)
 # the caches that can serve a request of each kind of device (the model's hit conditions check DTE.GV
 # and Mode, so a v1 request never hits a guest slot and a v2 request never a host PDE slot)
 SERVING = {False: ("dte", "iotlb", "pde"), True: ("dte", "iotlb", "guest_pde", "gcr3")}
+DIRECTORY_STEPS = {"pde": range(MODE - 1), "guest_pde": range(GUEST_LEVELS - 1)}  # a fill's step, by cache
 
 
-def _fills(cache: str, slot: st.SearchStrategy[int] = SLOT) -> st.SearchStrategy[Fill]:
-    if cache == "device_iotlb":
-        return st.builds(Fill, cache=st.just(cache), slot=slot, request=_requests([ATS_DEVICE], ats=True))
-    step_index = {"pde": st.integers(0, MODE - 2), "guest_pde": st.integers(0, GUEST_LEVELS - 2)}.get(cache, st.just(0))
-    devices = {"pde": DEVICES, "guest_pde": (GUEST_DEVICE,), "gcr3": (GUEST_DEVICE,)}.get(cache, ALL_DEVICES)
-    return st.builds(Fill, cache=st.just(cache), slot=slot, request=_requests(devices), step=step_index)
+def fills(cache: str, slots: Sequence[int] = SLOTS_DRAWN) -> tuple[Fill, ...]:
+    """The fills of ``cache``: a slot, a request of a device the cache serves (a translation request
+    of the ATS device for its own IOTLB), a directory step."""
+    devices = {"pde": DEVICES, "guest_pde": (GUEST_DEVICE,), "gcr3": (GUEST_DEVICE,),
+               "device_iotlb": (ATS_DEVICE,)}.get(cache, ALL_DEVICES)
+    return tuple(Fill(cache, slot, r, step) for slot in slots for r in any_request(devices, cache == "device_iotlb")
+                 for step in DIRECTORY_STEPS.get(cache, (0,)))
 
 
-FILLS = st.one_of(*(_fills(cache) for cache in FILLED_CACHES))
-WARM_UP = st.tuples(*(_fills(cache, st.just(i)) for cache in FILLED_CACHES for i in range(SLOTS)))
-EVICTS = st.builds(Evict, cache=st.sampled_from(FILLED_CACHES), slot=SLOT)
+FILLS = balanced(fills(cache) for cache in FILLED_CACHES)  # each cache about equally likely
+EVICTS = tuple(Evict(cache, slot) for cache in FILLED_CACHES for slot in SLOTS_DRAWN)
+# a fill of one cache or an eviction, each of the seven equally likely: what the former one_of(FILLS,
+# FILLS, FILLS, EVICTS) drew, as one_of flattens its branches and drops repeated ones; two draws, both
+# uniform (the moves in one tuple would be more than MAX_OPTIONS)
+CACHE_MOVES = st.one_of(*[st.sampled_from(fills(cache)) for cache in FILLED_CACHES], st.sampled_from(EVICTS))
+WARM_UP = st.tuples(*(st.sampled_from(fills(cache, (i,))) for cache in FILLED_CACHES for i in range(SLOTS)))
+ROTATIONS = st.sampled_from(balanced([(None,), range(len(POOL))]))  # a new table's rotation, or None: cleared
 
 
 def favoured(values: Sequence[T], near: Callable[[T], bool]) -> st.SearchStrategy[T]:
@@ -256,28 +286,48 @@ def favoured(values: Sequence[T], near: Callable[[T], bool]) -> st.SearchStrateg
 
 
 @functools.lru_cache(maxsize=4096)
+def _favoured_values(values: tuple[T, ...], chosen: tuple[T, ...]) -> tuple[T, ...]:
+    return balanced([chosen, values])
+
+
+@functools.lru_cache(maxsize=4096)
 def _favoured(values: tuple[T, ...], chosen: tuple[T, ...]) -> st.SearchStrategy[T]:
     """The strategy of :func:`favoured`, built once per (values, chosen): Hypothesis validates a new
     strategy object on its first draw, which cost the machine a third of its time when every rule
-    built its own; an equal strategy draws the same data, so the exploration is unchanged."""
-    anything = st.sampled_from(values)
-    return st.sampled_from(chosen) | anything if chosen else anything
+    built its own."""
+    return st.sampled_from(_favoured_values(values, chosen))
 
 
 @functools.lru_cache(maxsize=4096)
-def _requests_near(devices: tuple[int, ...], known: tuple[tuple[Request, ...], ...]) -> st.SearchStrategy[Request]:
-    """Requests of ``devices``, or one of each non-empty ``known`` group with either direction (see
-    :meth:`IommuMachine.requests`), built once per argument for the reason :func:`_favoured` gives."""
-    choices = [_requests(devices)]
-    for mine in known:
-        if mine:
-            choices.append(st.builds(dataclasses.replace, st.sampled_from(mine), write=st.booleans()))
-    return st.one_of(*choices)
+def _requests_near(devices: tuple[int, ...], *known: tuple[Request, ...]) -> st.SearchStrategy[Request]:
+    """Requests of ``devices``, or one of each ``known`` group's requests of ``devices`` (untranslated,
+    either direction), each group equally likely (see :meth:`IommuMachine.requests`); built once per
+    argument (see :func:`_favoured`)."""
+    near = (tuple(dataclasses.replace(r, ats=False, write=w) for r in group if r.device_id in devices
+                  for w in (False, True)) for group in known)
+    return st.sampled_from(balanced([any_request(devices), *near]))
+
+
+Favoured = tuple[tuple[Any, ...], tuple[Any, ...]]  # (values, those favoured): see favoured()
 
 
 @functools.lru_cache(maxsize=4096)
-def _serve_choices(slots: tuple[tuple[str, st.SearchStrategy[int | None]], ...]) -> st.SearchStrategy[ServeChoice]:
-    return st.builds(ServeChoice, **dict(slots))
+def _combinations(parts: tuple[Favoured, ...]) -> tuple[tuple[Any, ...], ...]:
+    """A value of each part, drawn independently as :func:`favoured` draws each: all their combinations,
+    for one draw."""
+    return tuple(product(*(_favoured_values(values, chosen) for values, chosen in parts)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _combined(parts: tuple[Favoured, ...]) -> st.SearchStrategy[tuple[Any, ...]]:
+    """One draw of :func:`_combinations` (built once per argument, see :func:`_favoured`)."""
+    return st.sampled_from(_combinations(parts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _serve_choices(caches: tuple[str, ...], parts: tuple[Favoured, ...]) -> st.SearchStrategy[ServeChoice]:
+    """A slot (or memory) of each of ``caches``, drawn as :func:`_combinations` draws ``parts``."""
+    return st.sampled_from(tuple(ServeChoice(**dict(zip(caches, combo))) for combo in _combinations(parts)))
 
 
 # slot filled from request ``g`` may serve request ``r`` (a guess, to favour choices; the model decides)
@@ -292,6 +342,80 @@ SERVES: dict[str, Callable[[Request, Request], bool]] = {
 
 
 # -- the machine ----------------------------------------------------------------------------------------
+
+
+_CHOICE_FIELDS = tuple(f.name for f in dataclasses.fields(ServeChoice))
+_MEMOS: dict[Hardware, ReadMemo] = {}
+MEMO_KEYS = 1 << 15  # distinct checks remembered per choices before the memo starts afresh
+
+
+def read_slots(move: Dma | TranslatedDma) -> tuple[tuple[str, int], ...]:
+    """The (cache, slot) pairs a device access may be served from: those its move names."""
+    if isinstance(move, TranslatedDma):
+        return (("device_iotlb", move.slot),) + ((("dte", move.dte_slot),) if move.dte_slot is not None else ())
+    choice = move.choice
+    return tuple((name, i) for name in _CHOICE_FIELDS if (i := getattr(choice, name)) is not None)
+
+
+def forget() -> None:
+    """Drop every remembered answer (a benchmark that compares runs starts each from the same point)."""
+    _MEMOS.clear()
+
+
+def _memo(choices: Hardware) -> ReadMemo:
+    """The machine's memo under ``choices`` (started afresh past :data:`MEMO_KEYS` questions)."""
+    memo = _MEMOS.get(choices)
+    if memo is None or len(memo) > MEMO_KEYS:
+        memo = _MEMOS[choices] = ReadMemo()
+    return memo
+
+
+def filled_by(state: IommuState, move: Fill, choices: Hardware) -> Any:
+    """The slot ``move`` puts in place on ``state`` (the model's :func:`~amdvi.models.iommu.filled`),
+    remembered as :func:`served_and_fresh` remembers accesses (the fill reads no cache slot)."""
+    regs = state.regs
+
+    def compute(memory: Any) -> Any:
+        with staged.use_reference():
+            return filled(INT, IommuState(memory=memory, regs=regs, caches=state.caches), move.cache, move.request,
+                          move.step, choices=choices)
+
+    return _memo(choices).call((Fill, move.cache, move.request, move.step, regs.dev_tab_bar), state.memory, compute)
+
+
+def fresh_walk(memory: Any, dev_tab_bar: int, request: Request) -> Any:
+    """The fresh walk of ``request`` (the specification's, whatever the hardware choices), remembered
+    by the words it read; ``memory`` may be a memo's recording memory, which then records them too."""
+
+    def compute(m: Any) -> Any:
+        with staged.use_reference():
+            return translate(INT, m, dev_tab_bar, request)
+
+    return _memo(SPEC).call(("fresh", request, dev_tab_bar), memory, compute)
+
+
+def served_and_fresh(state: IommuState, move: Dma | TranslatedDma, choices: Hardware) -> tuple[DmaResult, bool, Any]:
+    """``(served, agrees, fresh)`` for ``move`` tried on ``state``: the model's
+    :func:`~amdvi.models.iommu.dma_result`, whether it agrees with the fresh walk, and the fresh walk.
+
+    Remembered by the words of memory it read (:class:`ReadMemo`), the request, the slots it may use
+    and the device table base: the machine asks the same question after nearly every rule (its
+    invariant) while the words and slots it depends on stay the same. A miss computes it over caches
+    holding only those slots (any other slot is ``None``, so a lookup outside them would fail loudly)."""
+    pairs = read_slots(move)
+    caches, regs = state.caches, state.regs
+    slots = tuple(getattr(caches, name)[i] for name, i in pairs)
+    key = (move.__class__, move.request, pairs, slots, regs.dev_tab_bar)
+
+    def compute(memory: Any) -> tuple[DmaResult, bool, Any]:
+        only = Caches(**{name: tuple(s if (name, i) in pairs else None for i, s in enumerate(caches.slots(name)))
+                         for name in CACHE_NAMES})
+        with staged.use_reference():
+            served = dma_result(INT, IommuState(memory=memory, regs=regs, caches=only), move, choices=choices)
+        fresh = fresh_walk(memory, regs.dev_tab_bar, move.request)  # shared by the ways of serving it
+        return served, bool(agrees(INT, served, fresh)), fresh
+
+    return _memo(choices).call(key, state.memory, compute)
 
 
 class IommuMachine(RuleBasedStateMachine):
@@ -312,9 +436,13 @@ class IommuMachine(RuleBasedStateMachine):
         self.ghosts: dict[tuple[str, int], Request] = {}  # (cache, slot) -> the request it was filled from
         self.changed: tuple[Request, ...] = ()  # requests whose translation the latest change may alter
         self.moves: list[Any] = []  # every move stepped, in order: a failure's trace
+        self.ghost_requests: tuple[Request, ...] = ()  # the ghosts' requests, each once, in a fixed order
+        self._processor_moves: tuple[Any, tuple[Any, ...]] = (None, ())
+        self._may_change: tuple[Any, int, bool] = (None, 0, False)
+        self._asked: tuple[Any, ...] = (None,) * 4  # what the invariant last held for
 
-    def _step(self, move: Any) -> Any:
-        self.state, outputs = step(INT, self.state, move, choices=self.choices)
+    def _step(self, move: Any, given: Any = None) -> Any:
+        self.state, outputs = step(INT, self.state, move, choices=self.choices, given=given)
         self.moves.append(move)
         return outputs
 
@@ -332,12 +460,18 @@ class IommuMachine(RuleBasedStateMachine):
         return sw.semaphore(self.state, LAYOUT) == self.last_wait_value
 
     def may_change(self) -> bool:
-        """Fewer than ``max_outstanding`` changes outstanding, and room in the ring for another."""
+        """Fewer than ``max_outstanding`` changes outstanding, and room in the ring for another (worked
+        out once per state, as :meth:`processor_moves` is)."""
+        known = self._may_change
+        if known[0] is self.state and known[1] == self.last_wait_value:
+            return known[2]
         regs = self.state.regs
         used = (ring_offset(INT, regs, "cmd_tail") - ring_offset(INT, regs, "cmd_head")) % LAYOUT.ring_bytes
         free = LAYOUT.ring_bytes // COMMAND_BYTES - 1 - used // COMMAND_BYTES
         outstanding = self.last_wait_value - sw.semaphore(self.state, LAYOUT)
-        return outstanding < self.max_outstanding and free >= self.commands_per_change
+        answer = outstanding < self.max_outstanding and free >= self.commands_per_change
+        self._may_change = (self.state, self.last_wait_value, answer)
+        return answer
 
     def ats_devices_in(self, domain: int) -> list[int]:
         return [d for d in DEVICES if d == ATS_DEVICE and domain_of(self.state.memory, d) == domain]
@@ -405,7 +539,7 @@ class IommuMachine(RuleBasedStateMachine):
         amount through the pool, or clear the entry (rotation None)."""
         domain = data.draw(self.domains(), label="domain")
         base = data.draw(self.favoured(DIRECTORY_BASES, lambda b, r: directory_of(r.address) == b), label="base")
-        rotation = data.draw(st.none() | st.integers(0, len(POOL) - 1), label="rotation")
+        rotation = data.draw(ROTATIONS, label="rotation")
         root = DOMAIN_ROOTS[domain]
         memory = dict(self.state.memory)
         memory[entry_address(memory, root, base, 2)] = 0
@@ -477,7 +611,7 @@ class IommuMachine(RuleBasedStateMachine):
         pasid = data.draw(self.pasids(), label="pasid")
         base = data.draw(self.favoured(DIRECTORY_BASES, lambda b, r: r.has_pasid and directory_of(r.address) == b),
                          label="base")
-        rotation = data.draw(st.none() | st.integers(0, len(POOL) - 1), label="rotation")
+        rotation = data.draw(ROTATIONS, label="rotation")
         root = guest_root(self.state.memory, pasid)
         at = guest_entry_address(self.state.memory, root, base, 2) if root is not None else None
         if at is None:
@@ -493,7 +627,7 @@ class IommuMachine(RuleBasedStateMachine):
         """Point a PASID's GCR3 entry to a newly built guest table (rotated by a drawn amount) or clear
         it (rotation None): INVALIDATE_IOMMU_PAGES of all the PASID's pages with PDE = 1."""
         pasid = data.draw(self.pasids(), label="pasid")
-        rotation = data.draw(st.none() | st.integers(0, len(POOL) - 1), label="rotation")
+        rotation = data.draw(ROTATIONS, label="rotation")
         memory = dict(self.state.memory)
         entry = sw.gcr3_entry_address(GCR3_TABLE, pasid)
         if rotation is None:
@@ -510,10 +644,14 @@ class IommuMachine(RuleBasedStateMachine):
         regs = self.state.regs
         return ring_offset(INT, regs, "cmd_head") != ring_offset(INT, regs, "cmd_tail")
 
-    def processor_moves(self) -> list[ProcessCommand | Retire]:
-        """What the command processor can do now: take the next command, retire an in-flight one."""
-        take = [ProcessCommand()] if self.command_pending() else []
-        return take + [Retire(i) for i, q in enumerate(self.state.in_flight) if q.valid]
+    def processor_moves(self) -> tuple[ProcessCommand | Retire, ...]:
+        """What the command processor can do now: take the next command, retire an in-flight one
+        (worked out once per state: Hypothesis asks before choosing each rule)."""
+        if self._processor_moves[0] is not self.state:
+            take = (ProcessCommand(),) if self.command_pending() else ()
+            self._processor_moves = (self.state, take + tuple(RETIRES[i] for i, q in enumerate(self.state.in_flight)
+                                                              if q.valid))
+        return self._processor_moves[1]
 
     @precondition(lambda self: self.processor_moves())
     @rule(data=st.data(), count=st.integers(1, PROCESSOR_BURST))
@@ -525,7 +663,7 @@ class IommuMachine(RuleBasedStateMachine):
             moves = self.processor_moves()
             if not moves:
                 return
-            move = data.draw(favoured(moves, lambda m: isinstance(m, ProcessCommand)), label="move")
+            move = data.draw(_favoured(moves, tuple(m for m in moves if isinstance(m, ProcessCommand))), label="move")
             self._step(move)
 
     @precondition(lambda self: self.processor_moves())
@@ -549,41 +687,45 @@ class IommuMachine(RuleBasedStateMachine):
         for move in moves:
             self._fill(move)
 
-    @rule(move=st.one_of(FILLS, FILLS, FILLS, EVICTS))
+    @rule(move=CACHE_MOVES)
     def cache(self, move: Fill | Evict) -> None:
-        """The hardware fills a slot from a walk of current memory or (a quarter of the time) evicts one."""
+        """The hardware fills a slot from a walk of current memory or (once in seven) evicts one."""
         if isinstance(move, Fill):
             self._fill(move)
         else:
             self._step(move)
-            self.ghosts.pop((move.cache, move.slot), None)
+            self._ghost(move.cache, move.slot, None)
 
     def _fill(self, move: Fill) -> None:
-        self._step(move)
-        self.ghosts[move.cache, move.slot] = move.request
+        self._step(move, given=filled_by(self.state, move, self.choices))
+        self._ghost(move.cache, move.slot, move.request)
+
+    def _ghost(self, cache: str, slot: int, request: Request | None) -> None:
+        """Slot ``slot`` of ``cache`` was filled from ``request`` (``None``: evicted)."""
+        if request is None:
+            self.ghosts.pop((cache, slot), None)
+        else:
+            self.ghosts[cache, slot] = request
+        self.ghost_requests = tuple(sorted(set(self.ghosts.values()), key=repr))
 
     # -- devices -----------------------------------------------------------------------------------
 
-    def requests(self, devices: Sequence[int]) -> st.SearchStrategy[Request]:
+    def requests(self, devices: tuple[int, ...]) -> st.SearchStrategy[Request]:
         """Requests of ``devices``: to an address the latest change concerns, one a slot was filled
         from, or any (each equally likely when there are such; reads or writes)."""
-        ghosts = sorted({r for r in self.ghosts.values()}, key=repr)
-        return _requests_near(tuple(devices), tuple(
-            tuple(dataclasses.replace(r, ats=False) for r in known if r.device_id in devices)
-            for known in (self.changed, ghosts)))
+        return _requests_near(devices, self.changed, self.ghost_requests)
 
-    def slots(self, cache: str, request: Request, candidates: Sequence[int | None]) -> st.SearchStrategy[int | None]:
-        """One of ``candidates`` (slot indices, ``None`` for memory); half the time a slot filled from a
-        request that slot could serve (same device for the DTE cache, same page or directory range)."""
-        def covers(slot: int | None) -> bool:
-            ghost = self.ghosts.get((cache, slot)) if slot is not None else None
-            return ghost is not None and SERVES[cache](ghost, request)
-        return favoured(candidates, covers)
+    def slots(self, cache: str, request: Request, candidates: tuple[int | None, ...]) -> Favoured:
+        """``candidates`` (slot indices, ``None`` for memory) and those :func:`favoured` favours: the
+        slots filled from a request that slot could serve (same device for the DTE cache, same page or
+        directory range)."""
+        serves, ghosts = SERVES[cache], self.ghosts
+        return candidates, tuple(i for i in candidates if i is not None and (ghost := ghosts.get((cache, i)))
+                                 is not None and serves(ghost, request))
 
-    def memory_or_valid_slot(self, cache: str, request: Request) -> st.SearchStrategy[int | None]:
+    def memory_or_valid_slot(self, cache: str, request: Request) -> Favoured:
         """Memory or a valid slot of ``cache`` (an invalid slot serves as memory does)."""
-        valid = [i for i, s in enumerate(self.state.caches.slots(cache)) if s.valid]
-        return self.slots(cache, request, [None, *valid])
+        return self.slots(cache, request, self.valid_slots(cache))
 
     @rule(data=st.data(), count=st.integers(1, DEVICE_BURST))
     def dma(self, data: st.DataObject, count: int) -> None:
@@ -591,16 +733,16 @@ class IommuMachine(RuleBasedStateMachine):
         for _ in range(count):
             request = data.draw(self.requests(ALL_DEVICES), label="request")
             caches = SERVING[request.device_id == GUEST_DEVICE]
-            choice = _serve_choices(tuple((c, self.memory_or_valid_slot(c, request)) for c in caches))
+            choice = _serve_choices(caches, tuple(self.memory_or_valid_slot(c, request) for c in caches))
             self.access(Dma(request, data.draw(choice, label="choice")))
 
     @rule(data=st.data(), count=st.integers(1, DEVICE_BURST))
     def translated_dma(self, data: st.DataObject, count: int) -> None:
         """``count`` accesses of the ATS device through its own IOTLB."""
         for _ in range(count):
-            request = data.draw(self.requests([ATS_DEVICE]), label="request")
-            slot = data.draw(self.slots("device_iotlb", request, range(SLOTS)), label="slot")
-            dte_slot = data.draw(self.memory_or_valid_slot("dte", request), label="dte slot")
+            request = data.draw(self.requests((ATS_DEVICE,)), label="request")
+            slots = (self.slots("device_iotlb", request, SLOTS_DRAWN), self.memory_or_valid_slot("dte", request))
+            slot, dte_slot = data.draw(_combined(slots), label="slot, dte slot")
             self.access(TranslatedDma(request, slot, dte_slot))
 
     def access(self, move: Dma | TranslatedDma) -> None:
@@ -610,7 +752,7 @@ class IommuMachine(RuleBasedStateMachine):
         if self.settled():
             for alternative in self.alternatives(move):
                 self.check(alternative)
-        self._step(move)
+        self._step(move, given=served_and_fresh(self.state, move, self.choices)[0])
 
     @invariant()
     def cached_requests_fresh(self) -> None:
@@ -619,39 +761,53 @@ class IommuMachine(RuleBasedStateMachine):
         any time."""
         if not self.settled():
             return
-        for (cache, slot), ghost in sorted(self.ghosts.items(), key=repr):
-            if not self.state.caches.slots(cache)[slot].valid:
-                continue
-            for write in (False, True):
-                request = dataclasses.replace(ghost, write=write)
-                if cache == "device_iotlb":
-                    self.check(TranslatedDma(request, slot))
-                else:
-                    self.check(Dma(dataclasses.replace(request, ats=False), ServeChoice(**{cache: slot})))
+        state = self.state
+        asked = (state.memory, state.caches, state.regs.dev_tab_bar, self.ghost_requests)
+        if all(a is b for a, b in zip(asked, self._asked)):  # nothing it depends on changed since it held
+            return
+        for (cache, slot), ghost in sorted(self.ghosts.items()):
+            if getattr(state.caches, cache)[slot].valid:
+                for move in ghost_accesses(cache, slot, ghost):
+                    self.check(move)
+        self._asked = asked
 
     def check(self, move: Dma | TranslatedDma) -> None:
         """``move``, tried without being taken, agrees with the fresh walk (else StaleTranslation)."""
-        fresh = translate(INT, self.state.memory, self.state.regs.dev_tab_bar, move.request)
-        served = step(INT, self.state, move, choices=self.choices)[1].dma
-        if not agrees(INT, served, fresh):
+        served, same, fresh = served_and_fresh(self.state, move, self.choices)
+        if not same:
             raise StaleTranslation(
                 f"{move}: served ok={served.ok} spa={served.spa:#x}, the fresh walk gives "
                 f"ok={fresh.ok} spa={fresh.spa:#x} (no software change outstanding)",
                 move=move, moves=tuple(self.moves), choices=self.choices)
 
-    def valid_slots(self, cache: str) -> list[int | None]:
+    def valid_slots(self, cache: str) -> tuple[int | None, ...]:
         """``None`` (read memory) and each valid slot of ``cache``."""
-        return [None, *(i for i, s in enumerate(self.state.caches.slots(cache)) if s.valid)]
+        return (None, *(i for i, s in enumerate(getattr(self.state.caches, cache)) if s.valid))
 
     def alternatives(self, move: Dma | TranslatedDma) -> Iterable[Dma | TranslatedDma]:
         """``move`` served in each way the hardware may serve it (each choice of valid slots)."""
         if isinstance(move, TranslatedDma):
-            for slot, dte in product(range(SLOTS), self.valid_slots("dte")):
-                yield dataclasses.replace(move, slot=slot, dte_slot=dte)
+            for slot, dte in product(SLOTS_DRAWN, self.valid_slots("dte")):
+                yield TranslatedDma(move.request, slot, dte, move.data)
             return
         caches = SERVING[move.request.device_id == GUEST_DEVICE]
         for slots in product(*(self.valid_slots(c) for c in caches)):
-            yield dataclasses.replace(move, choice=ServeChoice(**dict(zip(caches, slots))))
+            yield Dma(move.request, serve_choice(caches, slots), move.data)
+
+
+@functools.lru_cache(maxsize=4096)
+def ghost_accesses(cache: str, slot: int, ghost: Request) -> tuple[Dma | TranslatedDma, ...]:
+    """A read and a write to the address ``slot`` of ``cache`` was filled from, served from that slot."""
+    requests = [dataclasses.replace(ghost, write=write) for write in (False, True)]
+    if cache == "device_iotlb":
+        return tuple(TranslatedDma(r, slot) for r in requests)
+    return tuple(Dma(dataclasses.replace(r, ats=False), serve_choice((cache,), (slot,))) for r in requests)
+
+
+@functools.lru_cache(maxsize=None)
+def serve_choice(caches: tuple[str, ...], slots: tuple[int | None, ...]) -> ServeChoice:
+    """The choice of ``slots`` of ``caches`` (made once per combination: alternatives are many)."""
+    return ServeChoice(**dict(zip(caches, slots)))
 
 
 class AttachDetachMachine(IommuMachine):
@@ -684,10 +840,17 @@ class AttachDetachMachine(IommuMachine):
     def prefetch(self, data: st.DataObject) -> None:
         """The hardware fills a slot from a request the latest change concerns: it may walk right after
         a change, e.g. read a DTE that was just rewritten, before or after its invalidation."""
-        request = data.draw(st.sampled_from(self.changed), label="request")
-        cache = data.draw(st.sampled_from(SERVING[request.device_id == GUEST_DEVICE]), label="cache")
-        steps = {"pde": st.integers(0, MODE - 2), "guest_pde": st.integers(0, GUEST_LEVELS - 2)}.get(cache, st.just(0))
-        self._fill(Fill(cache, data.draw(SLOT, label="slot"), request, data.draw(steps, label="step")))
+        self._fill(data.draw(_prefetches(self.changed), label="fill"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _prefetches(changed: tuple[Request, ...]) -> st.SearchStrategy[Fill]:
+    """A fill from one of ``changed`` (each equally likely), of a cache serving its device (each equally
+    likely), into any slot, at any directory step."""
+    return st.sampled_from(balanced(
+        balanced(tuple(Fill(cache, slot, r, step) for slot in SLOTS_DRAWN for step in DIRECTORY_STEPS.get(cache, (0,)))
+                 for cache in SERVING[r.device_id == GUEST_DEVICE])
+        for r in changed))
 
 
 @functools.lru_cache(maxsize=None)
@@ -732,4 +895,4 @@ def failure_trace(failure: StaleTranslation) -> Trace:
 
 
 __all__ = ["IommuMachine", "AttachDetachMachine", "StaleTranslation", "failure_trace", "machine", "run_machine",
-           "platform", "STEP_COUNT"]
+           "platform", "forget", "STEP_COUNT"]

@@ -174,6 +174,9 @@ class FieldView:
 
     def __getitem__(self, name: str) -> Any:
         s, b = self._structure, self._backend
+        bits = s._plain_bits.get(name)  # type: ignore[attr-defined]
+        if bits is not None:  # a field (not a composite) read before: its bits, found once
+            return b.extract(self._bits, *bits)
         comp = s.composite(name)
         if comp is not None:
             width = max(s.field(f).width + at for f, at in comp.parts)
@@ -185,6 +188,7 @@ class FieldView:
         f = s.field(name)
         if f is None:
             raise KeyError(f"{s.name} has no field {name!r}")
+        s._plain_bits[name] = (f.hi, f.lo)  # type: ignore[attr-defined]
         return b.extract(self._bits, f.hi, f.lo)
 
     def __getattr__(self, pyname: str) -> Any:
@@ -246,6 +250,7 @@ class Structure:
         object.__setattr__(self, "_encoded", {})  # Python-int encodings already made (``encode``)
         object.__setattr__(self, "_found", {})  # field names already resolved (``_find``)
         object.__setattr__(self, "_found_composites", {})
+        object.__setattr__(self, "_plain_bits", {})  # names read as plain fields -> (hi, lo) (``FieldView``)
         object.__setattr__(self, "_composite_index",
                            {k: c for c in self.composites for k in (c.name.lower(), c.pyname)})
         for c in self.composites:

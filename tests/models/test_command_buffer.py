@@ -245,3 +245,14 @@ def test_int_and_z3_agree(cmds, head, evt_tail, evt_gap, control, stat, efr):
             (ei.processed, ei.illegal, ei.store, ei.interrupt)
         if ei.store:
             assert concrete(ez.store_address) == ei.store_address
+
+
+def test_the_remembered_command_check_is_the_check():
+    """On Python ints ``check_command`` remembers its answer per command value and context: the same
+    answer as checking every rule again (the same function on the same arguments)."""
+    from amdvi.models.command_buffer import _check_command
+    commands = [COMPLETION_WAIT.encode({"S": 1, "Store Address": 0x1000 >> 3, "Store Data": 7}),
+                COMPLETION_WAIT.encode({"S": 1, "Store Address": 0x1000 >> 3}) | (1 << 52), 1, 0]  # reserved bit 52
+    for bits in commands * 2:  # the second round is answered from memory
+        assert check_command(INT, bits) == _check_command(INT, bits, None)
+    assert check_command(INT, commands[1]) and not check_command(INT, commands[0])

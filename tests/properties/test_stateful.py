@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from amdvi.models.iommu import Dma, Fill, TranslatedDma
+from amdvi.models.dma import ServeChoice
 from amdvi.properties import stateful
 from amdvi.properties.presets import ATTACH_DETACH_MACHINE, IOMMU_MACHINE, PRESETS, caught_by
 from amdvi.properties.stateful import StaleTranslation, run_machine
@@ -195,3 +196,49 @@ def test_every_dte_shape_is_drawn_and_some_do_not_translate():
     assert {stateful.translates(d) for d in shapes} == {True, False}
     rules = {name for name, f in vars(stateful.AttachDetachMachine).items() if hasattr(f, "hypothesis_stateful_rule")}
     assert rules == {"rewrite_dte", "prefetch"}
+
+
+# -- the draws: one value of a tuple per choice, weighted as the composite strategies were --------
+
+
+def test_balanced_groups_are_equally_likely_and_uniform_within():
+    values = stateful.balanced([("a",), ("b", "c"), (), ("d", "e", "f")])
+    counts = {v: values.count(v) for v in set(values)}
+    assert counts["a"] == 2 * counts["b"] == 3 * counts["d"]
+    assert counts["b"] == counts["c"] and counts["d"] == counts["e"] == counts["f"]
+    big = stateful.balanced([tuple(range(7)), tuple(range(100, 111)), tuple(range(200, 213))])  # lcm too large
+    assert len(big) <= 2 * stateful.MAX_OPTIONS and set(big) == set(range(7)) | set(range(100, 111)) | set(range(200, 213))
+
+
+def test_favoured_values_are_drawn_half_the_time():
+    values = stateful._favoured_values((1, 2, 3, 4, 5), (2,))  # half the time 2, half any of the five
+    assert sum(v == 2 for v in values) / len(values) == pytest.approx(0.5 + 0.5 / 5)
+    assert stateful._favoured_values((1, 2, 3), ()) == (1, 2, 3)
+
+
+def test_the_draws_cover_every_move_the_composite_strategies_made():
+    fills = {(f.cache, f.slot, f.request, f.step) for f in stateful.FILLS}
+    for cache in stateful.FILLED_CACHES:
+        devices = {"pde": stateful.DEVICES, "guest_pde": (stateful.GUEST_DEVICE,), "gcr3": (stateful.GUEST_DEVICE,),
+                   "device_iotlb": (stateful.ATS_DEVICE,)}.get(cache, stateful.ALL_DEVICES)
+        ats = cache == "device_iotlb"
+        for device in devices:
+            for request in stateful.device_requests(device, ats=ats):
+                for step in stateful.DIRECTORY_STEPS.get(cache, (0,)):
+                    assert (cache, 0, request, step) in fills
+    branches = stateful.CACHE_MOVES.element_strategies  # each equally likely: a cache's fills, or an eviction
+    assert [set(b.elements) for b in branches].count(set(stateful.EVICTS)) == 1 and len(branches) == 7
+    assert set().union(*(b.elements for b in branches)) == set(stateful.FILLS) | set(stateful.EVICTS)
+    # requests: any request of the devices, and each group near a change or a slot, in both directions
+    near = Request(stateful.PLAIN_DEVICE, 0x5010, ats=True)
+    drawn = set(stateful._requests_near(stateful.ALL_DEVICES, (near,), ()).elements)
+    assert set(stateful.any_request(stateful.ALL_DEVICES)) <= drawn
+    assert {Request(stateful.PLAIN_DEVICE, 0x5010, write=w) for w in (False, True)} <= drawn
+    # every tuple drawn from is short enough for Hypothesis to draw its index uniformly
+    for values in (drawn, stateful.FILLS, *(b.elements for b in branches),
+                   stateful._requests_near(stateful.ALL_DEVICES, tuple(stateful.any_request((0x10,))[:10]),
+                                           tuple(stateful.device_requests(0x12)[:6])).elements):
+        assert len(values) <= stateful.MAX_OPTIONS
+    # the slots serving an access: every combination of memory and a valid slot per cache
+    choices = set(stateful._serve_choices(("dte", "iotlb"), (((None, 0), (0,)), ((None, 0), ()))).elements)
+    assert choices == {ServeChoice(dte=d, iotlb=i) for d in (None, 0) for i in (None, 0)}

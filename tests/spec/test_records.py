@@ -111,3 +111,25 @@ def test_memories_merge_as_memories():
     f = Z3.memory_function("f")
     chosen = merge(Z3, c, Z3.write64(f, Z3.const(8, 64), Z3.const(1, 64)), f)
     assert z3.is_expr(Z3.read64(chosen, Z3.const(8, 64)))
+
+
+# -- replace: dataclasses.replace made directly for plain records ----------------------------------
+
+
+@given(walk_results(), st.booleans(), st.integers(0, mask(64)))
+def test_replace_is_dataclasses_replace(result, ok, spa):
+    from amdvi.spec.records import replace
+    got, want = replace(result, ok=ok, spa=spa), dataclasses.replace(result, ok=ok, spa=spa)
+    assert got == want and type(got) is type(want) and vars(got) == vars(want)
+    assert vars(result)["ok"] is result.ok  # the original is unchanged
+
+
+def test_replace_drops_a_remembered_hash_and_refuses_unknown_fields():
+    from amdvi.models.caches import TlbSlot
+    from amdvi.spec.records import replace
+    slot = TlbSlot(valid=True, owner=5, page=0x4000, spa=0x8000_0000)
+    hash(slot)  # remembered in the instance
+    evicted = replace(slot, valid=False)
+    assert hash(evicted) == hash(dataclasses.replace(slot, valid=False)) != hash(slot)
+    with pytest.raises(TypeError):
+        replace(slot, colour=1)
