@@ -56,12 +56,15 @@ class ProveTask:
 
 @dataclass(frozen=True)
 class MachineTask:
-    """One Hypothesis state machine (``presets.IOMMU_MACHINE`` or ``ATTACH_DETACH_MACHINE``) under hardware
-    choices, derandomized with its default budget: the same examples wherever it runs."""
+    """One Hypothesis state machine (a machine name of ``properties.presets``) under hardware choices, with
+    the same examples wherever it runs (derandomized, or the vIOMMU machine's fixed seed) and its default
+    budget (``examples``: None). Caught means the machine's own property exception, never another failure:
+    :class:`~amdvi.properties.stateful.StaleTranslation` for the IOMMU machines,
+    :class:`~amdvi.frontend.viommu_machine.ViommuViolation` for the vIOMMU machine."""
 
     machine: str
     choices: tuple[str, ...] = ()
-    examples: int = 100
+    examples: int | None = None
 
     @property
     def title(self) -> str:
@@ -72,17 +75,27 @@ class MachineTask:
 
         from hypothesis.errors import HypothesisDeprecationWarning
 
-        from amdvi.properties import stateful
+        from amdvi.properties import presets, stateful
         from amdvi.spec.choices import Hardware
 
-        base = {cls.__name__: cls for cls in (stateful.IommuMachine, stateful.AttachDetachMachine)}[self.machine]
+        hardware = Hardware().assign(self.choices)
         with warnings.catch_warnings():
             # on a Dask worker, the worker's own threads use the random module while Hypothesis draws, and
-            # Hypothesis takes that for a strategy using it (the draws are Hypothesis's own, derandomized)
+            # Hypothesis takes that for a strategy using it (the draws are Hypothesis's own, seeded)
             warnings.simplefilter("ignore", HypothesisDeprecationWarning)
-            failure = stateful.run_machine(machine_class=stateful.machine(Hardware().assign(self.choices), base),
-                                           max_examples=self.examples, derandomize=True, shrink=False)
-        return {"caught": isinstance(failure, stateful.StaleTranslation),
+            if self.machine == presets.VIOMMU_MACHINE:
+                from amdvi.frontend import viommu_machine
+
+                budget = viommu_machine.budget(**({} if self.examples is None else {"max_examples": self.examples}))
+                failure = viommu_machine.run(viommu_machine.scenario(hardware), budget)
+                caught = isinstance(failure, viommu_machine.ViommuViolation)
+            else:
+                base = {cls.__name__: cls for cls in (stateful.IommuMachine, stateful.AttachDetachMachine)}[self.machine]
+                failure = stateful.run_machine(machine_class=stateful.machine(hardware, base),
+                                               max_examples=100 if self.examples is None else self.examples,
+                                               derandomize=True, shrink=False)
+                caught = isinstance(failure, stateful.StaleTranslation)
+        return {"caught": caught,
                 "failure": None if failure is None else f"{type(failure).__name__}: {str(failure).splitlines()[0]}"}
 
     def summary(self, result: dict[str, Any]) -> str:

@@ -17,7 +17,9 @@ from amdvi.models.amd_driver.choices import Driver
 from amdvi.spec.choices import FAULT, Hardware, cli_name
 
 _EVERY_CHANGE = ("v1-entry-invalidation", "v2-entry-invalidation", "gcr3-entry-invalidation", "dte-invalidation")
-IOMMU_MACHINE, ATTACH_DETACH_MACHINE = "IommuMachine", "AttachDetachMachine"
+IOMMU_MACHINE, ATTACH_DETACH_MACHINE = "IommuMachine", "AttachDetachMachine"  # properties.stateful
+VIOMMU_MACHINE = "ViommuMachine"  # frontend.viommu_machine: a HW-vIOMMU guest and its VMM
+_ONE_GUEST = "the vIOMMU machine has one guest: a command reaching another guest's domains or devices shows nowhere"
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Preset:
     name: str
     choices: Hardware
     refuted_by: tuple[str, ...]  # ``amdvi prove`` properties (properties.catalog.PROPERTIES)
-    caught_by: tuple[str, ...] = ()  # state machines (properties.stateful) that catch it in their budget
+    caught_by: tuple[str, ...] = ()  # state machines (the names above) that catch it in their default budget
     note: str = ""  # why a checker one might expect is not listed
     driver: Driver = Driver()  # the driver model's choices (a driver fault's preset)
 
@@ -64,9 +66,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             "the machine's tables are two levels deep, where no level can be skipped"),
     _preset("guest-pde-hit-ignores-pasid", ("fresh-slots-serve-fresh",), (IOMMU_MACHINE,)),
     _preset("viommu-domain-map-shared", ("viommu-command-isolation", "viommu-invalidation-scope",
-                                         "viommu-map-write-isolation")),
-    _preset("viommu-device-id-untranslated", ("viommu-command-isolation", "viommu-invalidation-scope")),
-    _preset("viommu-guest-event-log-untranslated", ("viommu-guest-event-isolation",)),
+                                         "viommu-map-write-isolation"), (), _ONE_GUEST),
+    _preset("viommu-device-id-untranslated", ("viommu-command-isolation", "viommu-invalidation-scope"), (),
+            _ONE_GUEST + "; its commands naming its DeviceID miss only its DTE, which the VMM rewrites and flushes"),
+    _preset("viommu-guest-event-log-untranslated", ("viommu-guest-event-isolation",), (VIOMMU_MACHINE,)),
     _driver_preset("parent-flush-misses-hdomids", ("viommu-stage2-reaches-every-guest",)),
     _driver_preset("nested-shares-parent-domain-id", ("viommu-stage2-reaches-every-guest",)),
 )}

@@ -2,9 +2,11 @@
 
 A property is believed only when it fails on a broken model; ``properties/presets.py`` registers, for
 each broken model, the ``amdvi prove`` properties that must refute it and the Hypothesis state machines
-that must catch it (derandomized, their default budget of 100 examples). Each pair is an independent
-task, so ``--jobs`` / ``--scheduler`` spread the matrix over processes or machines. Exit 0 when every
-broken model is refuted or caught by every checker it names, 1 when one escapes, 2 on bad input.
+that must catch it (the same examples on every run, each machine's default budget: 100 examples for the
+IOMMU machines, ``viommu_machine.EXAMPLES`` for the HW-vIOMMU one; caught means the machine's own property
+exception, not any failure). Each pair is an independent task, so ``--jobs`` / ``--scheduler`` spread the
+matrix over processes or machines. Exit 0 when every broken model is refuted or caught by every checker it
+names, 1 when one escapes, 2 on bad input.
 """
 
 from __future__ import annotations

@@ -126,13 +126,19 @@ def test_bounded_model_checking_on_the_cluster_is_the_serial_search(capsys, sche
 
 
 def test_the_mutant_matrix_on_the_cluster_is_the_serial_one(capsys, scheduler):
-    argv = ["mutants", "--preset", "completion-wait-early"]
+    from amdvi.properties.presets import VIOMMU_MACHINE, caught_by
+
+    viommu = caught_by(VIOMMU_MACHINE)
+    argv = ["mutants", "--preset", "completion-wait-early", *(a for p in viommu for a in ("--preset", p))]
     serial = run_json(capsys, *argv)
     parallel = run_json(capsys, *argv, "--scheduler", scheduler)
     assert serial[0] == parallel[0] == 0
     cells = [(r["preset"], r["checker"], r["found"]) for r in serial[1]["rows"]]
     assert cells == [(r["preset"], r["checker"], r["found"]) for r in parallel[1]["rows"]]
     assert ("completion-wait-early", "IommuMachine", "caught") in cells  # a Hypothesis run, too
+    assert viommu and all((p, VIOMMU_MACHINE, "caught") in cells for p in viommu)  # on a Dask worker too
+    # by the vIOMMU machine's own violation, not by another failure
+    assert all(r["detail"].startswith("ViommuViolation: ") for r in parallel[1]["rows"] if r["checker"] == VIOMMU_MACHINE)
 
 
 def test_the_mutant_matrix_fails_when_a_broken_model_escapes(capsys, monkeypatch):
@@ -147,6 +153,22 @@ def test_the_mutant_matrix_fails_when_a_broken_model_escapes(capsys, monkeypatch
     assert report["rows"] == [{"preset": "completion-wait-early", "kind": "property",
                                "checker": "viommu-map-write-isolation", "expected": "refuted", "found": "proved",
                                "as_expected": False, "detail": ""}]
+
+
+def test_a_broken_model_escaping_the_viommu_machine_fails_the_matrix(capsys, monkeypatch):
+    """The vIOMMU machine named for a preset it does not catch (one guest: a shared DomainID map shows
+    nowhere): it passes, and the matrix says so (a small budget: passing takes the whole of it)."""
+    from amdvi.frontend import viommu_machine
+    from amdvi.properties import presets
+
+    wrong = dataclasses.replace(presets.PRESETS["viommu-domain-map-shared"], refuted_by=(),
+                                caught_by=(presets.VIOMMU_MACHINE,))
+    monkeypatch.setitem(presets.PRESETS, "viommu-domain-map-shared", wrong)
+    monkeypatch.setattr(viommu_machine, "EXAMPLES", 2)
+    code, report = run_json(capsys, "mutants", "--preset", "viommu-domain-map-shared")
+    assert code == 1 and not report["all_caught"]
+    assert report["rows"] == [{"preset": "viommu-domain-map-shared", "kind": "machine", "checker": "ViommuMachine",
+                               "expected": "caught", "found": "escaped", "as_expected": False, "detail": ""}]
 
 
 def test_jobs_starts_a_local_cluster_with_the_serial_verdicts(capsys):
