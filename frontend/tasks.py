@@ -8,6 +8,7 @@ behind a refutation stay in the worker (the trace and its replay, plain data, co
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, replace
 from typing import Any
@@ -151,16 +152,24 @@ class BmcNodesTask:
         return f"depth {depth}: {len(self.paths)} node{'s' if len(self.paths) != 1 else ''}"
 
     def run(self) -> Any:
-        from amdvi.frontend.commands import check
         from amdvi.properties import sequence_bmc
 
-        seq = check.bounded_sequence(None if self.document is None else json.loads(self.document), self.source,
-                                     self.choices)
-        bounds = getattr(seq, "bounds", None) or sequence_bmc.Bounds()
-        return sequence_bmc.expand_paths(sequence_bmc.tree(seq.scenario, bounds, properties=self.properties),
+        return sequence_bmc.expand_paths(_bmc_tree(self.source, self.document, self.choices, self.properties),
                                          self.paths)
 
     def summary(self, result: Any) -> str:
         kids = [c for node in result for c in node]
         found = [c[2][0] for c in kids if c[2] is not None]
         return f"{len(kids)} sequences, " + (f"{found[0]} refuted" if found else "hold")
+
+
+@functools.lru_cache(maxsize=4)
+def _bmc_tree(source: str, document: str | None, choices: tuple[str, ...], properties: tuple[str, ...]) -> Any:
+    """The search tree of a scenario, built once per worker process: every chunk of every depth a worker
+    expands starts from it (the serial search builds it once too)."""
+    from amdvi.frontend.commands import check
+    from amdvi.properties import sequence_bmc
+
+    seq = check.bounded_sequence(None if document is None else json.loads(document), source, choices)
+    bounds = getattr(seq, "bounds", None) or sequence_bmc.Bounds()
+    return sequence_bmc.tree(seq.scenario, bounds, properties=properties)
