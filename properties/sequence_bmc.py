@@ -199,14 +199,20 @@ def children(t: Tree, node: sequence_check.Execution, node_windows: Any, *, keep
 
 def expand_paths(t: Tree, paths: Sequence[tuple[int, ...]]) -> list[list[Child]]:
     """The children of each node named by its path (replayed from the root: plain data, so the nodes of
-    one depth can be expanded in other processes); stops after the first violation."""
+    one depth can be expanded in other processes); stops after the first violation. Nodes of one call
+    that share a prefix share its replay, as the nodes of a search in one process share their ancestors
+    (and with them what the checkers worked out there)."""
     out: list[list[Child]] = []
+    replayed: dict[tuple[int, ...], tuple[Any, Any]] = {(): (t.root, t.windows)}
     for path in paths:
-        node, windows = t.root, t.windows
-        for i in path:
-            made = _step(node, windows, t.actions[i])
-            assert made is not None, f"path {path}: step {i} cannot be carried out"
-            node, windows, _ = made
+        depth = max(k for k in range(len(path) + 1) if path[:k] in replayed)
+        node, windows = replayed[path[:depth]]
+        for k in range(depth, len(path)):
+            made = _step(node, windows, t.actions[path[k]])
+            assert made is not None, f"path {path}: step {path[k]} cannot be carried out"
+            node, windows, since = made
+            _check(node, windows, t.properties, since)  # what the search in one process did at this node
+            replayed[path[:k + 1]] = (node, windows)
         out.append(children(t, node, windows, keep=False))
         if out[-1] and out[-1][-1][2] is not None:
             break
