@@ -188,6 +188,12 @@ def _save_first_trace(outcomes: list[Any], path: Path) -> None:
     from amdvi.frontend.trace import describe
 
     with_trace = [o for o in outcomes if o.trace is not None]
+    if not with_trace:
+        failing = [o.result.name for o in outcomes if o.result.status != "proved"]
+        why = (f"{', '.join(failing)} gave no IOMMU trace (its counterexample is in the report: the HW-vIOMMU proofs"
+               "' in words, a driver half's as its calls)" if failing else "every property holds")
+        Console(stderr=True, highlight=False).print(f"note: no trace written to {path}: {why}", markup=False)
+        return
     if with_trace:
         try:
             write_atomically(path, trace_format.dumps(trace_format.to_json(with_trace[0].trace, with_trace[0].replay,

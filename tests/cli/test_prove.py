@@ -84,3 +84,13 @@ def test_the_json_report_times_each_slot_step_as_its_own_obligation(capsys):
         "gcr3-entry/guest_pde/v2/0", "gcr3-entry/guest_pde/v2/1", "gcr3-entry/guest_pde/v2/2"]
     assert "gcr3-entry/gcr3/v2/0" in names and all(p["status"] == "proved" for p in prop["parts"])
     assert prop["seconds"] >= sum(p["seconds"] for p in prop["parts"]) - 0.01 * len(names)
+
+
+def test_trace_out_without_a_trace_says_why_and_writes_nothing(capsys, tmp_path):
+    trace_file = tmp_path / "trace.json"
+    code, _, err = run(capsys, "prove", "--property", "viommu-stage2-reaches-every-guest", "--preset",
+                       "parent-flush-misses-hdomids", "--trace-out", str(trace_file))
+    assert code == 1 and not trace_file.exists()
+    assert "no trace written" in err and "driver half's as its calls" in " ".join(err.split())
+    code, _, err = run(capsys, "prove", "--property", "completion-wait-ordering", "--trace-out", str(trace_file))
+    assert code == 0 and not trace_file.exists() and "every property holds" in err
