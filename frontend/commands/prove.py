@@ -192,7 +192,7 @@ def _save_first_trace(outcomes: list[Any], path: Path) -> None:
         failing = [o.result.name for o in outcomes if o.result.status != "proved"]
         why = (f"{', '.join(failing)} gave no IOMMU trace (its counterexample is in the report: the HW-vIOMMU proofs"
                "' in words, a driver half's as its calls)" if failing else "every property holds")
-        Console(stderr=True, highlight=False).print(f"note: no trace written to {path}: {why}", markup=False)
+        Console(stderr=True, highlight=False).print(f"note: no trace written to {path}: {why}", markup=False, soft_wrap=True)
         return
     if with_trace:
         try:
