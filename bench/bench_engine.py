@@ -12,6 +12,7 @@ Measured in one process, on this machine:
   engine, so the two rates are close), and of a machine with the same rules and draws and no work
   (``ceiling_machine.py``): what Hypothesis itself allows here;
 * a long replay: the built-in sequence library as ``amdvi check`` executes and checks it, both ways;
+  and a trace of 2000 DMAs as ``amdvi replay`` runs it, per step against the staged and ceiling walks;
 * where the time goes (cProfile, top functions by own time) for the machine and the replay, both ways.
 
 Run from this folder: ``../.venv/bin/python bench_engine.py [--seconds 3] [--examples 20]``.
@@ -118,6 +119,35 @@ def replay() -> dict:
     return {"sequences": len(sequence_library.ENTRIES), "points": points, "seconds": round(seconds, 2)}
 
 
+def long_trace_replay(steps: int = 2000) -> dict:
+    """A trace of ``steps`` DMAs replayed as ``amdvi replay`` does (``counterexample.replay``: each DMA is
+    served through the caches and shown beside a fresh walk), per DMA step against the staged walk and
+    the hand-written ceiling walk of the same image, measured here: how far a long replay is from the
+    two walks each of its steps needs."""
+    import dataclasses
+
+    from amdvi.models.moves import Dma
+    from amdvi.properties.counterexample import REGS, Trace, replay as replay_trace
+
+    out = {}
+    for name, (mem, req) in images().items():
+        if name not in CEILINGS:
+            continue
+        trace = Trace("long replay", dict(mem), tuple(Dma(req) for _ in range(steps)), waits=False,
+                      regs=dataclasses.replace(REGS, dev_tab_bar=BAR))
+        replay_trace(trace)  # the staged paths compiled
+        start = time.perf_counter()
+        replay_trace(trace)
+        step = (time.perf_counter() - start) / steps
+        walk = 1 / rate(lambda: translate(INT, mem, BAR, req), 1.0)
+        ceiling = 1 / rate(lambda: CEILINGS[name](mem, BAR, req.device_id, req.address, req.write), 1.0)
+        out[name] = {"steps": steps, "us_per_dma_step": round(step * 1e6, 2), "us_per_staged_walk": round(walk * 1e6, 2),
+                     "us_per_ceiling_walk": round(ceiling * 1e6, 2),
+                     "step_over_two_ceiling_walks": round(step / (2 * ceiling), 2),
+                     "two_staged_walks_share": round(2 * walk / step, 2)}
+    return out
+
+
 def profile(fn, top: int = 8) -> list[dict]:
     """The ``top`` functions by own time, with their share of the run."""
     pr = cProfile.Profile()
@@ -152,6 +182,9 @@ def main() -> int:
     args = ap.parse_args()
 
     results: dict = {"walks_per_second": walks(args.seconds)}
+    # early, while the process is small: later measurements leave a large heap that slows every step
+    results["long_trace_replay"] = long_trace_replay()
+    print("long trace replay", results["long_trace_replay"], flush=True)
     ceiling = steady_steps(args.examples, CeilingMachine)
     print("hypothesis ceiling", ceiling, flush=True)
     m = both_ways(lambda: steady_steps(args.examples))
