@@ -242,8 +242,10 @@ def trace_of(evidence: Any, model: z3.ModelRef) -> Trace:
 
 def _queued_wait(trace: Trace, state: IommuState, move: Any) -> tuple[int, int] | None:
     """(store address, data) when ``move`` completed a COMPLETION_WAIT with S = 1 in the command ring."""
+    if not isinstance(move, CpuWrite) or move.address % 16 != 8:
+        return None  # (before decoding the ring's registers: most moves of a long trace are DMAs)
     base, size = trace.ring
-    if not isinstance(move, CpuWrite) or move.address % 16 != 8 or not base <= move.address - 8 < base + size:
+    if not base <= move.address - 8 < base + size:
         return None
     bits = state.memory.get(move.address - 8, 0) | move.value << 64
     wait = COMPLETION_WAIT.view(bits)
