@@ -79,13 +79,15 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
           choice: ServeChoice = ServeChoice(), *, context: Any = None, choices: Hardware = SPEC) -> DmaResult:
     """An untranslated request through the IOMMU, using the chosen cache slots where they match."""
     r = request
-    memory_dte, _, _ = read_dte(b, memory, dev_tab_bar, r.device_id)
-    dte = memory_dte
-    if choice.dte is not None:
-        s = caches.dte[choice.dte]
-        dte = b.ite(_hit("dte", b, s, r, None, None, choices), s.dte, memory_dte, width=256)
-
-    plain = translate(b, memory, dev_tab_bar, r, context=context, choices=choices, cached=CachedStart(dte=dte))
+    if choice == ServeChoice():  # no slot chosen: the walk reads the DTE itself (the same DTE, the same walk)
+        dte = None
+        plain = translate(b, memory, dev_tab_bar, r, context=context, choices=choices)
+    else:
+        dte, _, _ = read_dte(b, memory, dev_tab_bar, r.device_id)
+        if choice.dte is not None:
+            s = caches.dte[choice.dte]
+            dte = b.ite(_hit("dte", b, s, r, None, None, choices), s.dte, dte, width=256)
+        plain = translate(b, memory, dev_tab_bar, r, context=context, choices=choices, cached=CachedStart(dte=dte))
     walk = plain
     if choice.gcr3 is not None:
         g = caches.gcr3[choice.gcr3]
