@@ -75,11 +75,14 @@ def _hit(name: str, b: Any, slot: Any, request: Request, dte: Any, walk: Outcome
     return CACHES_BY_NAME[name].hit(b, slot, request, dte, walk, choices)
 
 
+NO_SLOTS = ServeChoice()  # the hardware reads memory for every part
+
+
 def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Request,
-          choice: ServeChoice = ServeChoice(), *, context: Any = None, choices: Hardware = SPEC) -> DmaResult:
+          choice: ServeChoice = NO_SLOTS, *, context: Any = None, choices: Hardware = SPEC) -> DmaResult:
     """An untranslated request through the IOMMU, using the chosen cache slots where they match."""
     r = request
-    if choice == ServeChoice():  # no slot chosen: the walk reads the DTE itself (the same DTE, the same walk)
+    if choice is NO_SLOTS or choice == NO_SLOTS:  # no slot chosen: the walk reads the DTE itself (the same DTE, the same walk)
         dte = None
         plain = translate(b, memory, dev_tab_bar, r, context=context, choices=choices)
     else:

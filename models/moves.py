@@ -27,7 +27,7 @@ from amdvi.spec.mmio import RING_WIDTH
 from amdvi.spec.records import field_widths, is_record
 from amdvi.spec.translation import Request
 
-from .dma import ServeChoice
+from .dma import NO_SLOTS, ServeChoice
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Dma:
     FIELD_WIDTHS: ClassVar[Mapping[str, int]] = {"data": 64}
 
     request: Request
-    choice: ServeChoice = ServeChoice()
+    choice: ServeChoice = NO_SLOTS
     data: Any = 0  # the word a write stores
 
 

@@ -15,6 +15,8 @@ it was found under and the violation it claims (:data:`VIOLATIONS`). ``amdvi rep
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -35,6 +37,7 @@ from amdvi.spec.walk_types import GUEST
 
 from .invalidation import LAYOUT, REGS, Query, _apply
 from .isolation import IsolationQuery
+from .remembered_access import Answers
 from .serving import ServingQuery
 
 SEMAPHORE_VALUE = 1
@@ -255,18 +258,47 @@ def _queued_wait(trace: Trace, state: IommuState, move: Any) -> tuple[int, int] 
     return wait["Store Address"] << COMPLETION_WAIT.field("Store Address").unit_shift, wait["Store Data"]
 
 
+@contextlib.contextmanager
+def _no_cycle_collection():
+    """The cyclic garbage collector paused: a replay allocates records it keeps (each step's states and
+    walks, for the person reading the trace) and makes no cycles, so the collector would only walk
+    the growing heap again and again (a quarter of a long replay's time). Restored on the way out."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def replay(trace: Trace, *, choices: Hardware | None = None) -> Replay:
     """Run ``trace`` on Python ints under ``choices`` (default: the trace's own). With
     ``retire_at_once``, after each ProcessCommand that accepts an invalidation the hardware carries it
-    out (Retire) before going on; the last move must be a DMA."""
-    choices = trace.choices if choices is None else choices
+    out (Retire) before going on; the last move must be a DMA. Each access's served result and fresh
+    walk are remembered by the words of memory they read (``remembered_access``), so a long trace
+    asking again what it asked costs those reads."""
+    with _no_cycle_collection():
+        return _replay(trace, trace.choices if choices is None else choices)
+
+
+def _replay(trace: Trace, choices: Hardware) -> Replay:
     state = trace.initial_state()
     states, steps, wait = [state], [], None
+    answers = Answers(choices, compiled=True)  # a long trace asks the same walks again over the same words
+
+    def access(state: IommuState, move: Any) -> tuple[IommuState, Outputs, Outcome]:
+        served, _, fresh = answers.served_and_fresh(state, move)
+        state, out = step(INT, state, move, choices=choices, given=served)
+        return state, out, fresh
+
     for move in trace.moves[:-1]:
         before = state
-        fresh = (translate(INT, state.memory, state.regs.dev_tab_bar, move.request)
-                 if isinstance(move, (Dma, TranslatedDma)) else None)
-        state, out = step(INT, state, move, choices=choices)
+        if isinstance(move, (Dma, TranslatedDma)):
+            state, out, fresh = access(state, move)
+        else:
+            state, out = step(INT, state, move, choices=choices)
+            fresh = None
         retired = []
         if trace.retire_at_once and isinstance(move, ProcessCommand):
             while in_flight_count(state):
@@ -282,8 +314,7 @@ def replay(trace: Trace, *, choices: Hardware | None = None) -> Replay:
                       f"not {wait[1]:#x}, so software is still waiting")
     last = trace.moves[-1]
     before = state
-    fresh = translate(INT, state.memory, state.regs.dev_tab_bar, last.request)
-    state, out = step(INT, state, last, choices=choices)
+    state, out, fresh = access(state, last)
     steps.append(Step(last, before, state, out, (), fresh))
     states.append(state)
     served = out.dma

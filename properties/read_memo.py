@@ -61,8 +61,12 @@ class ReadMemo:
     where each value of it leads) or a :class:`_Leaf`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, from_second_ask: bool = False) -> None:
+        """``from_second_ask``: a key's first :meth:`call` computes over memory as it is, without
+        recording (a caller whose questions mostly come once, such as a DMA stream in a long replay,
+        pays nothing for them); the result is remembered from its second ask on."""
         self._roots: dict[Hashable, Any] = {}
+        self._asked_once: set[Hashable] | None = set() if from_second_ask else None
         self.hits = self.misses = 0
 
     def __len__(self) -> int:
@@ -74,6 +78,13 @@ class ReadMemo:
 
         ``key`` must name everything else the result depends on (the function and its arguments).
         """
+        once = self._asked_once
+        if once is not None and key not in once and key not in self._roots:
+            if len(once) > len(self._roots) + (1 << 16):  # keys never asked again: start counting afresh
+                once.clear()
+            once.add(key)
+            self.misses += 1
+            return compute(memory)
         return self.call_reading(key, memory, compute, [])
 
     def call_reading(self, key: Hashable, memory: Mapping[int, int], compute: Callable[[Mapping[int, int]], Any],

@@ -53,20 +53,18 @@ from amdvi.models import protocol, software as sw
 from amdvi.models.caches import CACHE_NAMES, Caches
 from amdvi.models.dma import DmaResult, ServeChoice
 from amdvi.models.iommu import (IN_FLIGHT, CpuWrite, Dma, Evict, Fill, IommuState, ProcessCommand, Retire,
-                                TranslatedDma, dma_result, filled, step)
+                                TranslatedDma, step)
 from amdvi.models.registers import ring_offset
-from amdvi.spec import staged
 from amdvi.spec.bitvec import INT
 from amdvi.spec.commands import COMMAND_BYTES, covering_block
 from amdvi.spec.device_table import DTE
 from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.choices import SPEC, Hardware, hardware
 from amdvi.spec.levels import level_shift
-from amdvi.spec.translation import Request, translate
+from amdvi.spec.translation import Request
 
-from .coherence import agrees
+from . import remembered_access
 from .counterexample import DIFFERS, Trace
-from .read_memo import ReadMemo
 
 LAYOUT = sw.Layout()
 MODE = 3  # v1 table levels
@@ -344,78 +342,18 @@ SERVES: dict[str, Callable[[Request, Request], bool]] = {
 # -- the machine ----------------------------------------------------------------------------------------
 
 
-_CHOICE_FIELDS = tuple(f.name for f in dataclasses.fields(ServeChoice))
-_MEMOS: dict[Hardware, ReadMemo] = {}
-MEMO_KEYS = 1 << 15  # distinct checks remembered per choices before the memo starts afresh
-
-
-def read_slots(move: Dma | TranslatedDma) -> tuple[tuple[str, int], ...]:
-    """The (cache, slot) pairs a device access may be served from: those its move names."""
-    if isinstance(move, TranslatedDma):
-        return (("device_iotlb", move.slot),) + ((("dte", move.dte_slot),) if move.dte_slot is not None else ())
-    choice = move.choice
-    return tuple((name, i) for name in _CHOICE_FIELDS if (i := getattr(choice, name)) is not None)
-
-
-def forget() -> None:
-    """Drop every remembered answer (a benchmark that compares runs starts each from the same point)."""
-    _MEMOS.clear()
-
-
-def _memo(choices: Hardware) -> ReadMemo:
-    """The machine's memo under ``choices`` (started afresh past :data:`MEMO_KEYS` questions)."""
-    memo = _MEMOS.get(choices)
-    if memo is None or len(memo) > MEMO_KEYS:
-        memo = _MEMOS[choices] = ReadMemo()
-    return memo
-
-
 def filled_by(state: IommuState, move: Fill, choices: Hardware) -> Any:
-    """The slot ``move`` puts in place on ``state`` (the model's :func:`~amdvi.models.iommu.filled`),
-    remembered as :func:`served_and_fresh` remembers accesses (the fill reads no cache slot)."""
-    regs = state.regs
-
-    def compute(memory: Any) -> Any:
-        with staged.use_reference():
-            return filled(INT, IommuState(memory=memory, regs=regs, caches=state.caches), move.cache, move.request,
-                          move.step, choices=choices)
-
-    return _memo(choices).call((Fill, move.cache, move.request, move.step, regs.dev_tab_bar), state.memory, compute)
-
-
-def fresh_walk(memory: Any, dev_tab_bar: int, request: Request) -> Any:
-    """The fresh walk of ``request`` (the specification's, whatever the hardware choices), remembered
-    by the words it read; ``memory`` may be a memo's recording memory, which then records them too."""
-
-    def compute(m: Any) -> Any:
-        with staged.use_reference():
-            return translate(INT, m, dev_tab_bar, request)
-
-    return _memo(SPEC).call(("fresh", request, dev_tab_bar), memory, compute)
+    """The slot ``move`` puts in place on ``state``, remembered (``remembered_access``)."""
+    return remembered_access.shared(choices).filled(state, move)
 
 
 def served_and_fresh(state: IommuState, move: Dma | TranslatedDma, choices: Hardware) -> tuple[DmaResult, bool, Any]:
-    """``(served, agrees, fresh)`` for ``move`` tried on ``state``: the model's
-    :func:`~amdvi.models.iommu.dma_result`, whether it agrees with the fresh walk, and the fresh walk.
+    """``(served, agrees, fresh)`` for ``move`` tried on ``state``, remembered by the words of memory it
+    read (``remembered_access``): the invariant asks the same questions after nearly every rule."""
+    return remembered_access.shared(choices).served_and_fresh(state, move)
 
-    Remembered by the words of memory it read (:class:`ReadMemo`), the request, the slots it may use
-    and the device table base: the machine asks the same question after nearly every rule (its
-    invariant) while the words and slots it depends on stay the same. A miss computes it over caches
-    holding only those slots (any other slot is ``None``, so a lookup outside them would fail loudly)."""
-    pairs = read_slots(move)
-    caches, regs = state.caches, state.regs
-    slots = tuple(getattr(caches, name)[i] for name, i in pairs)
-    key = (move.__class__, move.request, pairs, slots, regs.dev_tab_bar)
 
-    def compute(memory: Any) -> tuple[DmaResult, bool, Any]:
-        only = Caches(**{name: tuple(s if (name, i) in pairs else None for i, s in enumerate(caches.slots(name)))
-                         for name in CACHE_NAMES})
-        with staged.use_reference():
-            served = dma_result(INT, IommuState(memory=memory, regs=regs, caches=only), move, choices=choices)
-        fresh = fresh_walk(memory, regs.dev_tab_bar, move.request)  # shared by the ways of serving it
-        return served, bool(agrees(INT, served, fresh)), fresh
-
-    return _memo(choices).call(key, state.memory, compute)
+forget = remembered_access.forget
 
 
 class IommuMachine(RuleBasedStateMachine):

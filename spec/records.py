@@ -49,7 +49,7 @@ def remember_hash(record_type: type) -> type:
     return record_type
 
 
-_PLAIN: dict[type, tuple[str, ...] | None] = {}  # record type -> its field names, if replace() may copy it
+_PLAIN: dict[type, frozenset[str] | None] = {}  # record type -> its field names, if replace() may copy it
 
 
 def replace(record: Any, **changes: Any) -> Any:
@@ -63,11 +63,12 @@ def replace(record: Any, **changes: Any) -> Any:
         fields = tuple(f.name for f in dataclasses.fields(cls))
         takes = tuple(inspect.signature(cls.__init__).parameters)[1:]  # what __init__ takes (init-only too)
         plain = takes == fields and not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__")
-        names = _PLAIN[cls] = fields if plain else None
-    if names is None or any(k not in names for k in changes):
+        names = _PLAIN[cls] = frozenset(fields) if plain else None
+    if names is None or not changes.keys() <= names:
         return dataclasses.replace(record, **changes)
     current = record.__dict__
-    values = {n: current[n] for n in names}
+    # the fields alone (a remembered hash, or anything else kept in __dict__, is not copied)
+    values = current.copy() if len(current) == len(names) else {n: current[n] for n in names}
     values.update(changes)
     out = object.__new__(cls)
     object.__setattr__(out, "__dict__", values)

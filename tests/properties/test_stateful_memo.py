@@ -1,4 +1,4 @@
-"""The state machine's remembered answers (``stateful.served_and_fresh``, ``filled_by``, ``fresh_walk``)
+"""The state machine's remembered answers (``stateful.served_and_fresh``, ``filled_by``: ``remembered_access``)
 against the model itself, on the states of a seeded random run: every access served, every fill and
 the fresh walk are what the model gives without the memo (on the reference engine), and a step given
 the remembered part is the plain step. A memo that does not follow the words it read is caught."""
@@ -10,7 +10,7 @@ import random
 import pytest
 
 from amdvi.models.iommu import Dma, Fill, TranslatedDma, dma_result, filled, step
-from amdvi.properties import stateful
+from amdvi.properties import remembered_access, stateful
 from amdvi.properties.read_memo import ReadMemo
 from amdvi.spec import staged
 from amdvi.spec.bitvec import INT
@@ -67,7 +67,7 @@ def _mismatches(rounds: int, seed: int = 3) -> list[str]:
 def test_remembered_answers_are_the_models():
     stateful.forget()
     assert _mismatches(60) == []
-    memo = stateful._MEMOS[SPEC]
+    memo = remembered_access.shared(SPEC).memo
     assert memo.hits > memo.misses > 0  # the run asked again what it had asked (the memo was used)
 
 

@@ -1,0 +1,135 @@
+"""The IOMMU model's answers to device accesses and fills, remembered by the words of memory they read.
+
+A device access (``models.iommu.dma_result``), a fill (``models.iommu.filled``) and the fresh walk
+are pure functions of memory and a few other arguments, so :class:`ReadMemo` keeps them: asked again
+where the words they read hold the same values, the answer costs those reads and a look-up, not a
+walk. Two checkers ask the same questions many times: the state machines (their invariant after
+nearly every rule) and a long replay (the same requests over tables that mostly stay put). A miss
+runs the model itself, on the reference engine (a machine's short runs meet many path shapes once:
+compiling each would cost more than it saves) or on the compiled walks (a long replay meets few
+shapes many times). ``iommu.step(given=...)`` takes the remembered part, so no rule is restated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+from amdvi.models.caches import CACHE_NAMES, Caches
+from amdvi.models.dma import DmaResult, ServeChoice
+from amdvi.models.iommu import Dma, Fill, IommuState, TranslatedDma, dma_result, filled
+from amdvi.spec import staged
+from amdvi.spec.bitvec import INT
+from amdvi.spec.choices import SPEC, Hardware, hardware
+from amdvi.spec.translation import Request, translate
+
+from .coherence import agrees
+from .read_memo import ReadMemo
+
+MEMO_KEYS = 1 << 15  # distinct questions remembered before the memo starts afresh (a machine's long runs)
+_CHOICE_FIELDS = tuple(f.name for f in dataclasses.fields(ServeChoice))
+
+
+def read_slots(move: Dma | TranslatedDma) -> tuple[tuple[str, int], ...]:
+    """The (cache, slot) pairs a device access may be served from: those its move names."""
+    if isinstance(move, TranslatedDma):
+        return (("device_iotlb", move.slot),) + ((("dte", move.dte_slot),) if move.dte_slot is not None else ())
+    choice = move.choice
+    return tuple((name, i) for name in _CHOICE_FIELDS if (i := getattr(choice, name)) is not None)
+
+
+class Answers:
+    """Remembered answers under one set of hardware ``choices``. ``compiled``: for a long replay, a miss
+    runs the compiled walks rather than the reference engine (the same results, ``spec.staged``) and
+    a question is remembered from its second ask (a stream of new addresses pays no recording)."""
+
+    def __init__(self, choices: Hardware, *, compiled: bool = False) -> None:
+        self.choices, self.compiled = choices, compiled
+        self.memo = self._new_memo()
+        self._blank: tuple[Any, Any] = (None, None)
+        # under the specification's own choices, a walk from no slot is the fresh walk's very call
+        self.plain_walk_is_fresh = hardware(choices) == SPEC
+
+    def _new_memo(self) -> ReadMemo:
+        return ReadMemo(from_second_ask=self.compiled)
+
+    def _engine(self) -> Any:
+        return contextlib.nullcontext() if self.compiled else staged.use_reference()
+
+    def _memo(self) -> ReadMemo:
+        if len(self.memo) > MEMO_KEYS:
+            self.memo = self._new_memo()
+        return self.memo
+
+    def fresh(self, memory: Any, dev_tab_bar: int, request: Request) -> Any:
+        """The fresh walk of ``request`` (the specification's, whatever the hardware choices); ``memory``
+        may be a memo's recording memory, which then records the words it read too."""
+
+        def compute(m: Any) -> Any:
+            with self._engine():
+                return translate(INT, m, dev_tab_bar, request)
+
+        return self._memo().call(("fresh", request, dev_tab_bar), memory, compute)
+
+    def served_and_fresh(self, state: IommuState, move: Dma | TranslatedDma) -> tuple[DmaResult, bool, Any]:
+        """``(served, agrees, fresh)`` for ``move`` tried on ``state``: the model's ``dma_result``,
+        whether it agrees with the fresh walk, and the fresh walk. Keyed by the request, the slots the
+        move may use (and their contents) and the device table base; a miss computes it over caches
+        holding only those slots (any other is ``None``, so a look-up outside them fails loudly)."""
+        pairs = read_slots(move)
+        caches, regs = state.caches, state.regs
+        slots = tuple(getattr(caches, name)[i] for name, i in pairs)
+        key = (move.__class__, move.request, pairs, slots, regs.dev_tab_bar)
+
+        def compute(memory: Any) -> tuple[DmaResult, bool, Any]:
+            only = self._only(caches, pairs)
+            with self._engine():
+                served = dma_result(INT, IommuState(memory=memory, regs=regs, caches=only), move,
+                                    choices=self.choices)
+            if not pairs and self.plain_walk_is_fresh and move.__class__ is Dma:
+                # served from no slot under the specification's choices: dma_result's walk is
+                # translate(memory, base, request), the call the fresh walk makes
+                fresh = served.outcome
+            else:
+                fresh = self.fresh(memory, regs.dev_tab_bar, move.request)  # shared by the ways of serving it
+            return served, bool(agrees(INT, served, fresh)), fresh
+
+        return self._memo().call(key, state.memory, compute)
+
+    def _only(self, caches: Caches, pairs: tuple[tuple[str, int], ...]) -> Caches:
+        """``caches`` holding only the slots ``pairs`` names (the others ``None``); with none named,
+        the blank caches of this geometry, kept while the caches stay the same object."""
+        if pairs:
+            return Caches(**{name: tuple(s if (name, i) in pairs else None for i, s in enumerate(getattr(caches, name)))
+                             for name in CACHE_NAMES})
+        if self._blank[0] is not caches:
+            self._blank = (caches, Caches(**{name: (None,) * len(getattr(caches, name)) for name in CACHE_NAMES}))
+        return self._blank[1]
+
+    def filled(self, state: IommuState, move: Fill) -> Any:
+        """The slot ``move`` puts in place on ``state`` (the model's ``filled``; a fill reads no slot)."""
+        regs = state.regs
+
+        def compute(memory: Any) -> Any:
+            with self._engine():
+                return filled(INT, IommuState(memory=memory, regs=regs, caches=state.caches), move.cache,
+                              move.request, move.step, choices=self.choices)
+
+        return self._memo().call((Fill, move.cache, move.request, move.step, regs.dev_tab_bar), state.memory, compute)
+
+
+_SHARED: dict[Hardware, Answers] = {}  # the state machines' answers, per choices, kept across runs
+
+
+def shared(choices: Hardware) -> Answers:
+    """The answers the state machines share under ``choices`` (reference engine on a miss)."""
+    answers = _SHARED.get(choices)
+    if answers is None:
+        answers = _SHARED[choices] = Answers(choices)
+    return answers
+
+
+def forget() -> None:
+    """Drop every shared answer (a benchmark that compares runs starts each from the same point)."""
+    _SHARED.clear()
