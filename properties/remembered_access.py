@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any
 
 from amdvi.models.caches import CACHE_NAMES, Caches
-from amdvi.models.dma import DmaResult, ServeChoice
+from amdvi.models.dma import NO_SLOTS, DmaResult, ServeChoice
 from amdvi.models.iommu import Dma, Fill, IommuState, TranslatedDma, dma_result, filled
 from amdvi.spec import staged
 from amdvi.spec.bitvec import INT
@@ -36,6 +36,8 @@ def read_slots(move: Dma | TranslatedDma) -> tuple[tuple[str, int], ...]:
     if isinstance(move, TranslatedDma):
         return (("device_iotlb", move.slot),) + ((("dte", move.dte_slot),) if move.dte_slot is not None else ())
     choice = move.choice
+    if choice is NO_SLOTS:
+        return ()
     return tuple((name, i) for name in _CHOICE_FIELDS if (i := getattr(choice, name)) is not None)
 
 

@@ -18,8 +18,8 @@ compiled into functions whose guards branch to the paths seen so far and return 
 new one; where a guard has met several values (several DTEs, say) each value's subtree is a function of its
 own behind a dictionary, so adding a path recompiles only the code it goes through. The reference answers
 a miss; an input that misses at the same place ``HOT`` times is traced: its path is added, recompiled, and
-the compiled answer checked against the trace's own ``INT`` answer. Configurations past the size limits
-run the reference.
+the compiled answer checked against the trace's own ``INT`` answer. A configuration whose traces do not
+pay back (``PAYBACK``) traces less eagerly. Configurations past the size limits run the reference.
 
 ``AMDVI_ENGINE=reference`` (or :func:`use_reference`) runs the reference everywhere, for differential
 tests and debugging. Nothing here restates a rule of 48882: the rules are in ``translation`` and below.
@@ -37,6 +37,13 @@ from typing import Any, Callable, Iterator, Mapping
 from .bitvec import INT, mask
 
 HOT = 4  # a path is traced when an input misses at the same place (guard and value) this many times
+# answers a configuration's compiled code must give between two traces for tracing to stay that eager: a
+# trace costs about as much as 60 reference runs, so where paths are met a few times each and never again
+# (a differential campaign's random DTEs) the configuration waits for hotter ones, doubling the misses a
+# trace needs, and halving them again once traces pay. At most HOT x MAX_BACKOFF = 64 misses, about what
+# the trace costs: a path that turns out hot then costs at most twice what tracing it at once would have
+PAYBACK = 64
+MAX_BACKOFF = 16
 MAX_PATHS = 512  # paths per configuration before its misses run the reference
 MAX_FUNCTIONS = 4096  # static configurations kept before the cache starts afresh
 MAX_DEPTH = 60  # nesting of the generated code (Python allows about 100)
@@ -588,6 +595,9 @@ class StagedFunction:
         self.sites = 0
         self.lines = 0  # generated so far (a bound on compile time)
         self.heat: dict[tuple[int, Any], int] = {}  # misses per (site, value) not traced yet
+        self.answered = 0  # calls the compiled code answered
+        self.answered_at_trace = 0  # ... when the latest path was traced
+        self.backoff = 1  # a trace needs HOT x backoff misses at one place
         self._names: dict[int, str] = {}
         self.compiled: Callable[..., Any] = lambda *args: MISS
         self.source = ""
@@ -802,17 +812,24 @@ class Stager:
                 fn = self._function(key, static)
         out = fn.compiled(memory, *inputs)
         if out.__class__ is not Miss:
+            fn.answered += 1
             return out
         if fn.full:
             return reference()
         where = (out.site, out.value)
         seen = fn.heat.get(where, 0) + 1
-        if seen < HOT:  # met once: the reference answers; traced if it comes back
+        if seen >= HOT * fn.backoff and fn.paths:  # a trace is due: did the latest one pay back?
+            if fn.answered - fn.answered_at_trace < PAYBACK:
+                fn.backoff = min(2 * fn.backoff, MAX_BACKOFF)
+            else:
+                fn.backoff = max(fn.backoff // 2, 1)
+        if seen < HOT * fn.backoff:  # met once: the reference answers; traced if it comes back
             if len(fn.heat) > 1 << 14:
                 fn.heat.clear()
             fn.heat[where] = seen
             return reference()
         fn.heat.pop(where, None)
+        fn.answered_at_trace = fn.answered
         with self._lock:
             return self._miss(fn, static, memory, inputs, reference)
 

@@ -23,8 +23,10 @@ ADDRESS = 0x000F_FFFF_FFFF_F000
 
 @pytest.fixture(autouse=True)
 def fresh_engine(monkeypatch):
-    """Each test starts with no compiled paths and the staged engine on, tracing every new path at once."""
+    """Each test starts with no compiled paths and the staged engine on, tracing every new path at once
+    (never backing off, whatever the paths traced earlier answered)."""
     monkeypatch.setattr(staged, "HOT", 1)
+    monkeypatch.setattr(staged, "PAYBACK", 0)
     STAGER.reset()
     staged.use(True)
     yield
@@ -121,6 +123,49 @@ def test_paths_are_compiled_once_and_reused():
     (fn,) = STAGER.functions.values()
     assert "_get(" in fn.source and fn.paths >= 1
 
+
+
+def _with_domain(mem, device, domain):
+    """The image with another DomainID in ``device``'s DTE (bench_translation's device table at 0x100000;
+    DomainID is DTE bits 79:64, the low half of word 1): the DTE is specialised on, so a path of its own."""
+    m = dict(mem)
+    at = 0x100000 + device * 32 + 8
+    m[at] = (m[at] & ~0xFFFF) | domain
+    return m
+
+
+def _asked(images_asked, times):
+    """Translate each image ``times`` times, each answer the reference's; the configuration's function."""
+    for mem, bar, request in images_asked:
+        for _ in range(times):
+            assert staged.same(translate(INT, mem, bar, request), reference(mem, bar, request))
+    (fn,) = STAGER.functions.values()
+    return fn
+
+
+def test_a_configuration_whose_traces_do_not_pay_back_stops_tracing(monkeypatch):
+    """Paths met a few times each and never again (a differential campaign's random DTEs): after the first
+    trace the configuration waits for hotter paths rather than tracing each."""
+    monkeypatch.setattr(staged, "PAYBACK", 64)
+    bar, images = _image()
+    mem, request = images["v1_4level"]
+    traces = STAGER.traces
+    fn = _asked([(_with_domain(mem, request.device_id, 100 + k), bar, request) for k in range(40)], 3)
+    assert STAGER.traces - traces <= 2 and fn.backoff > 1
+
+
+def test_traces_that_pay_back_make_tracing_eager_again(monkeypatch):
+    """After one-off paths, paths asked hundreds of times: each is still traced (at most HOT x MAX_BACKOFF
+    misses in), and as their compiled answers pay back, new paths are traced at once again."""
+    monkeypatch.setattr(staged, "PAYBACK", 64)
+    monkeypatch.setattr(staged, "HOT", 4)
+    bar, images = _image()
+    mem, request = images["v1_4level"]
+    fn = _asked([(_with_domain(mem, request.device_id, 100 + k), bar, request) for k in range(20)], 40)
+    assert fn.backoff == staged.MAX_BACKOFF  # paths asked 40 times: none pays back a trace
+    traces = STAGER.traces
+    fn = _asked([(_with_domain(mem, request.device_id, 200 + k), bar, request) for k in range(8)], 200)
+    assert STAGER.traces - traces == 8 and fn.backoff == 1
 
 def test_the_reference_switch_runs_no_compiled_code():
     bar, images = _image()
