@@ -75,19 +75,27 @@ class Registers:
         word = b.deposit(getattr(self, name), f.hi, f.lo, value, REGISTER_WIDTH)
         return self.replace(**{name: word})
 
+    def field_value(self, b: Any, name: str, field: str) -> Any:
+        """The raw value of one (plain) field of register ``name``: what ``view(b, name)[field]`` reads,
+        without building a view (the command processor reads a few at every step)."""
+        f = REGISTER_STRUCTURES[name].field(field)
+        if f is None:
+            raise KeyError(f"{name} has no field {field!r}")
+        return f.read(getattr(self, name), b)
+
     def set_flag_when(self, b: Any, name: str, field: str, cond: Any) -> "Registers":
         """A copy whose one-bit ``field`` is set where ``cond`` holds and kept otherwise."""
-        old = self.view(b, name)[field]
+        old = self.field_value(b, name, field)
         return self.with_field(b, name, field, b.ite(cond, b.const(1, 1), old, 1))
 
     def clear_flag_when(self, b: Any, name: str, field: str, cond: Any) -> "Registers":
         """A copy whose one-bit ``field`` is cleared where ``cond`` holds and kept otherwise."""
-        old = self.view(b, name)[field]
+        old = self.field_value(b, name, field)
         return self.with_field(b, name, field, b.ite(cond, b.const(0, 1), old, 1))
 
     def flag(self, b: Any, name: str, field: str) -> Any:
         """Backend boolean: the one-bit ``field`` of register ``name`` is 1."""
-        return b.eq(self.view(b, name)[field], 1)
+        return b.eq(self.field_value(b, name, field), 1)
 
 
 def field_address(b: Any, structure: Structure, view: FieldView, field: str, width: int = REGISTER_WIDTH) -> Any:

@@ -18,6 +18,7 @@ No PPR log ring is declared: spec/mmio.py has PPR_LOG_BAR but no PPR log head or
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from amdvi.spec.bitvec import WORD_WIDTH
@@ -50,9 +51,14 @@ class Ring:
 
     def structure(self, register: str) -> Structure:
         """The Structure of one of this ring's registers."""
+        return self._structures[register]
+
+    @cached_property
+    def _structures(self) -> dict[str, Structure]:
+        """Each of the ring's registers' Structure (looked up at every pointer read: found once)."""
         given = {self.base_register: self.base_structure, self.head_register: self.head_structure,
-                 self.tail_register: self.tail_structure}[register]
-        return given if given is not None else REGISTER_STRUCTURES[register]
+                 self.tail_register: self.tail_structure}
+        return {r: s if s is not None else REGISTER_STRUCTURES[r] for r, s in given.items()}
 
 
 def ring_of(name: str, base_register: str, head_register: str, tail_register: str, *, entry_bytes: int = ENTRY_BYTES,
@@ -74,7 +80,7 @@ EVENT_LOG = ring_of("event log", "evt_log_bar", "evt_head", "evt_tail", entry_by
 
 
 def _field(b: Any, regs: Any, ring: Ring, register: str, field: str) -> Any:
-    return ring.structure(register).view(getattr(regs, register), b)[field]
+    return ring.structure(register).field(field).read(getattr(regs, register), b)
 
 
 def _scaled(b: Any, ring: Ring, register: str, field: str, raw: Any, width: int) -> Any:

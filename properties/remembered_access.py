@@ -1,4 +1,5 @@
-"""The IOMMU model's answers to device accesses and fills, remembered by the words of memory they read.
+"""The IOMMU model's answers to device accesses, fills and command steps, remembered by the words of
+memory they read.
 
 A device access (``models.iommu.dma_result``), a fill (``models.iommu.filled``) and the fresh walk
 are pure functions of memory and a few other arguments, so :class:`ReadMemo` keeps them: asked again
@@ -7,18 +8,22 @@ walk. Two checkers ask the same questions many times: the state machines (their 
 nearly every rule) and a long replay (the same requests over tables that mostly stay put). A miss
 runs the model itself, on the reference engine (a machine's short runs meet many path shapes once:
 compiling each would cost more than it saves) or on the compiled walks (a long replay meets few
-shapes many times). ``iommu.step(given=...)`` takes the remembered part, so no rule is restated.
+shapes many times). ``iommu.step(given=...)`` takes the remembered part, so no rule is restated. A
+command processor's step (ProcessCommand, Retire) is remembered by the parts of the state it reads and
+the command's words (:meth:`Answers.stepped`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 from amdvi.models.caches import CACHE_NAMES, Caches
 from amdvi.models.dma import NO_SLOTS, DmaResult, ServeChoice
-from amdvi.models.iommu import Dma, Fill, IommuState, TranslatedDma, dma_result, filled
+from amdvi.models.command_buffer import fetch_command
+from amdvi.models.iommu import (Dma, Fill, IommuState, ProcessCommand, Retire, TranslatedDma, dma_result, filled,
+                               step)
 from amdvi.spec import staged
 from amdvi.spec.bitvec import INT
 from amdvi.spec.choices import SPEC, Hardware, hardware
@@ -39,6 +44,43 @@ def read_slots(move: Dma | TranslatedDma) -> tuple[tuple[str, int], ...]:
     if choice is NO_SLOTS:
         return ()
     return tuple((name, i) for name in _CHOICE_FIELDS if (i := getattr(choice, name)) is not None)
+
+
+# the parts of the state besides memory that a remembered move reads and changes (see stepped)
+STEP_PARTS: dict[type, tuple[str, ...]] = {ProcessCommand: ("regs", "in_flight"), Retire: ("caches", "in_flight")}
+
+
+class _Noting(Mapping[int, int]):
+    """``memory`` read word by word (``get``), each word read kept in ``words``."""
+
+    def __init__(self, memory: Mapping[int, int]) -> None:
+        self.memory, self.words = memory, {}
+
+    def get(self, address: int, default: Any = None) -> Any:  # noqa: D401 - the Mapping API
+        value = self.words[address] = self.memory.get(address, default)
+        return value
+
+    def __getitem__(self, address: int) -> int:
+        return self.get(address)
+
+    def __iter__(self):
+        raise TypeError("read word by word")
+
+    def __len__(self) -> int:
+        return len(self.memory)
+
+
+class _OnlyWords(dict):
+    """A memory holding only ``words``: reading any other word is an error, not a 0 (so a remembered
+    step that read more than it is keyed by fails loudly). Copied (as a write copies), it is a dict."""
+
+    def get(self, address: int, default: Any = None) -> Any:
+        if address not in self:
+            raise LookupError(f"a remembered step read {address:#x}, not one of the words it is keyed by")
+        return dict.get(self, address)
+
+    def __getitem__(self, address: int) -> int:
+        return self.get(address)
 
 
 class Answers:
@@ -119,6 +161,33 @@ class Answers:
                               move.request, move.step, choices=self.choices)
 
         return self._memo().call((Fill, move.cache, move.request, move.step, regs.dev_tab_bar), state.memory, compute)
+
+    def stepped(self, state: IommuState, move: ProcessCommand | Retire) -> tuple[IommuState, Any]:
+        """``step(INT, state, move, choices=self.choices)`` for a command-processor move, remembered by what it
+        reads: the parts of the state :data:`STEP_PARTS` names and, for a ProcessCommand, the words of the
+        command at the head (as ``fetch_command`` reads them). A miss steps a state holding only those
+        (any other part ``None``, memory only those words), so a step that read more would fail loudly,
+        and keeps what changed: those parts and the words written (a COMPLETION_WAIT's store, an event
+        record). A run takes the same few commands at the same registers again and again, and a command
+        step costs about 50 us on Python ints (a remembered one 6)."""
+        parts = STEP_PARTS[move.__class__]
+        known = tuple(getattr(state, p) for p in parts)
+
+        def compute(memory: Any) -> tuple[dict[int, int], tuple[Any, ...], Any]:
+            seen = _Noting(memory)
+            if isinstance(move, ProcessCommand):
+                fetch_command(INT, seen, state.regs)
+            words = _OnlyWords(seen.words)
+            bare = IommuState(memory=words, regs=None, caches=None, in_flight=None).replace(**dict(zip(parts, known)))
+            after, outputs = step(INT, bare, move, choices=self.choices)
+            if any(getattr(after, p) is not getattr(bare, p) for p in ("regs", "caches", "in_flight") if p not in parts):
+                raise ValueError(f"a {move.__class__.__name__} changed a part of the state it is not keyed by")
+            written = {a: v for a, v in after.memory.items() if a not in words or dict.get(words, a) != v}
+            return written, tuple(getattr(after, p) for p in parts), outputs
+
+        written, changed, outputs = self._memo().call((move, *known), state.memory, compute)
+        memory = {**state.memory, **written} if written else state.memory
+        return state.replace(memory=memory, **dict(zip(parts, changed))), outputs
 
 
 _SHARED: dict[Hardware, Answers] = {}  # the state machines' answers, per choices, kept across runs

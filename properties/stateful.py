@@ -22,7 +22,8 @@ every choice of valid slots is tried (the model is pure: trying is a call, not a
 rule an invariant tries, for each valid slot, a read and a write to the address the slot was filled
 from, served from that slot: a device may make that access at any moment. The answers are remembered
 by the words of memory they read (:func:`served_and_fresh`): the invariant asks the same questions
-after nearly every rule. Each broken model
+after nearly every rule (and asks a slot's again only when that slot or memory changed). The command
+processor's steps are remembered by what they read too (:func:`stepped`). Each broken model
 whose preset names this machine (``presets.caught_by``) breaks the property, and the machine finds an interleaving that shows it within its
 default budget (100 examples of at most ``STEP_COUNT`` rules, derandomized in CI).
 
@@ -44,7 +45,7 @@ import math
 from itertools import combinations_with_replacement, product
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
                                  run_state_machine_as_test)
@@ -62,6 +63,14 @@ from amdvi.spec.guest_page_table import GCR3_ENTRY
 from amdvi.spec.choices import SPEC, Hardware, hardware
 from amdvi.spec.levels import level_shift
 from amdvi.spec.translation import Request
+
+try:
+    from hypothesis.control import should_note
+except ImportError:  # an older Hypothesis: note only in the final (reported) run
+    from hypothesis.control import current_build_context
+
+    def should_note() -> bool:
+        return current_build_context().is_final
 
 from . import remembered_access
 from .counterexample import DIFFERS, Trace
@@ -164,7 +173,7 @@ def shaped_dte(shape: str, domain: int, *, ats: bool) -> int:
 
 def stores(before: dict[int, int], after: dict[int, int]) -> list[CpuWrite]:
     """The CPU stores that turn memory ``before`` into ``after``."""
-    return [CpuWrite(a, v) for a, v in sorted(after.items()) if before.get(a, 0) != v]
+    return [CpuWrite(a, after[a]) for a in sorted(a for a, v in after.items() if before.get(a, 0) != v)]
 
 
 def page_of(address: int) -> int:
@@ -223,6 +232,24 @@ def platform() -> tuple[IommuState, int]:
 MAX_OPTIONS = 256  # Hypothesis draws an index below about this uniformly (larger ones lean to small)
 
 
+def draw(data: st.DataObject, strategy: st.SearchStrategy[T], label: str) -> T:
+    """``data.draw(strategy, label=label)``: the same choice, drawn by the test case's own draw.
+
+    ``DataObject.draw`` wraps every draw in checks meant for user strategies (it validates the
+    strategy, and copies and compares the whole state of the global random generator before and after
+    it, in case the strategy used it): 27 of its 35 us here, where a rule step draws about twice from
+    fixed tuples. The drawn values, and so the exploration, are the same; a failing example's report
+    notes each draw as ``data.draw`` does."""
+    conjecture = getattr(data, "conjecture_data", None)
+    if conjecture is None:  # a Hypothesis without it: its public draw
+        return data.draw(strategy, label=label)
+    value = conjecture.draw(strategy)
+    data.count += 1
+    if should_note():
+        note(f"Draw {data.count} ({label}): {value!r}")
+    return value
+
+
 def balanced(groups: Iterable[Iterable[T]]) -> tuple[T, ...]:
     """The values of the non-empty ``groups``, each group (about) equally likely and its values
     uniformly: every group repeated to a common length, their least common multiple when the whole
@@ -276,6 +303,8 @@ EVICTS = tuple(Evict(cache, slot) for cache in FILLED_CACHES for slot in SLOTS_D
 CACHE_MOVES = st.one_of(*[st.sampled_from(fills(cache)) for cache in FILLED_CACHES], st.sampled_from(EVICTS))
 WARM_UP = st.tuples(*(st.sampled_from(fills(cache, (i,))) for cache in FILLED_CACHES for i in range(SLOTS)))
 ROTATIONS = st.sampled_from(balanced([(None,), range(len(POOL))]))  # a new table's rotation, or None: cleared
+# built once: a strategy object is validated on its first draw
+SPAS, WRITABLE, SHAPES = st.sampled_from(POOL), st.booleans(), st.sampled_from(DTE_SHAPES)
 
 
 def favoured(values: Sequence[T], near: Callable[[T], bool]) -> st.SearchStrategy[T]:
@@ -356,6 +385,14 @@ def served_and_fresh(state: IommuState, move: Dma | TranslatedDma, choices: Hard
 forget = remembered_access.forget
 
 
+STEP_PARTS = remembered_access.STEP_PARTS
+
+
+def stepped(state: IommuState, move: ProcessCommand | Retire, choices: Hardware) -> tuple[IommuState, Any]:
+    """``step`` for a command-processor move, remembered by what it reads (``remembered_access``)."""
+    return remembered_access.shared(choices).stepped(state, move)
+
+
 class IommuMachine(RuleBasedStateMachine):
     """Software, hardware and devices taking turns on one :class:`IommuState` (see the module docstring).
     ``choices`` (the hardware's readings and faults) is bound by :func:`machine`.
@@ -378,9 +415,13 @@ class IommuMachine(RuleBasedStateMachine):
         self._processor_moves: tuple[Any, tuple[Any, ...]] = (None, ())
         self._may_change: tuple[Any, int, bool] = (None, 0, False)
         self._asked: tuple[Any, ...] = (None,) * 4  # what the invariant last held for
+        self._held: dict[tuple[str, int], tuple[Any, ...]] = {}  # (cache, slot) -> what its accesses last held for
 
     def _step(self, move: Any, given: Any = None) -> Any:
-        self.state, outputs = step(INT, self.state, move, choices=self.choices, given=given)
+        if move.__class__ in STEP_PARTS:
+            self.state, outputs = stepped(self.state, move, self.choices)
+        else:
+            self.state, outputs = step(INT, self.state, move, choices=self.choices, given=given)
         self.moves.append(move)
         return outputs
 
@@ -452,10 +493,10 @@ class IommuMachine(RuleBasedStateMachine):
 
     def map_page(self, data: st.DataObject) -> None:
         """Map a page (or remap it, if mapped); a missing level-1 table is allocated."""
-        domain = data.draw(self.domains(), label="domain")
-        page = data.draw(self.favoured(PAGES, lambda p, r: page_of(r.address) == p), label="page")
-        spa = data.draw(st.sampled_from(POOL), label="spa")
-        writable = data.draw(st.booleans(), label="writable")
+        domain = draw(data, self.domains(), "domain")
+        page = draw(data, self.favoured(PAGES, lambda p, r: page_of(r.address) == p), "page")
+        spa = draw(data, SPAS, "spa")
+        writable = draw(data, WRITABLE, "writable")
         m = sw.v1_map(self.state.memory, DOMAIN_ROOTS[domain], MODE, page, spa, self.next_free, writable=writable)
         self.next_free = m.next_free
         directory = any(self.state.memory.get(a, 0) != m.memory.get(a, 0) for a in m.directory_addresses)
@@ -463,8 +504,8 @@ class IommuMachine(RuleBasedStateMachine):
 
     def unmap_pages(self, data: st.DataObject) -> None:
         """Clear the PTEs of a run of pages: one invalidation for the whole range (S = 1 if several)."""
-        domain = data.draw(self.domains(), label="domain")
-        run = data.draw(self.favoured(PAGE_RUNS, lambda run, r: page_of(r.address) in run), label="pages")
+        domain = draw(data, self.domains(), "domain")
+        run = draw(data, self.favoured(PAGE_RUNS, lambda run, r: page_of(r.address) in run), "pages")
         memory = dict(self.state.memory)
         for page in run:
             leaf = entry_address(memory, DOMAIN_ROOTS[domain], page, 1)
@@ -475,9 +516,9 @@ class IommuMachine(RuleBasedStateMachine):
     def replace_directory(self, data: st.DataObject) -> None:
         """Point a level-2 entry to a new level-1 table mapping each of its pages rotated by a drawn
         amount through the pool, or clear the entry (rotation None)."""
-        domain = data.draw(self.domains(), label="domain")
-        base = data.draw(self.favoured(DIRECTORY_BASES, lambda b, r: directory_of(r.address) == b), label="base")
-        rotation = data.draw(ROTATIONS, label="rotation")
+        domain = draw(data, self.domains(), "domain")
+        base = draw(data, self.favoured(DIRECTORY_BASES, lambda b, r: directory_of(r.address) == b), "base")
+        rotation = draw(data, ROTATIONS, "rotation")
         root = DOMAIN_ROOTS[domain]
         memory = dict(self.state.memory)
         memory[entry_address(memory, root, base, 2)] = 0
@@ -490,7 +531,7 @@ class IommuMachine(RuleBasedStateMachine):
     def move_device(self, data: st.DataObject) -> None:
         """Rewrite a device's DTE for the other domain: invalidate the DTE, the whole new domain and
         (ATS) the device's IOTLB."""
-        device = data.draw(self.favoured(DEVICES, lambda d, r: r.device_id == d), label="device")
+        device = draw(data, self.favoured(DEVICES, lambda d, r: r.device_id == d), "device")
         old = domain_of(self.state.memory, device)
         new = next(d for d in DOMAINS if d != old)
         dte = sw.v1_dte(new, DOMAIN_ROOTS[new], MODE, ats=device == ATS_DEVICE)
@@ -518,13 +559,13 @@ class IommuMachine(RuleBasedStateMachine):
 
     def map_guest_page(self, data: st.DataObject) -> None:
         """Map (or remap) a guest page of a PASID; missing guest tables are allocated."""
-        pasid = data.draw(self.pasids(), label="pasid")
+        pasid = draw(data, self.pasids(), "pasid")
         root = guest_root(self.state.memory, pasid)
         if root is None:  # the PASID has no guest table now
             return
-        page = data.draw(self.favoured(GUEST_PAGES, lambda p, r: r.has_pasid and page_of(r.address) == p), label="gva")
-        spa = data.draw(st.sampled_from(POOL), label="spa")
-        writable = data.draw(st.booleans(), label="writable")
+        page = draw(data, self.favoured(GUEST_PAGES, lambda p, r: r.has_pasid and page_of(r.address) == p), "gva")
+        spa = draw(data, SPAS, "spa")
+        writable = draw(data, WRITABLE, "writable")
         m = sw.v2_map(self.state.memory, root, page, spa, self.next_free, writable=writable, levels=GUEST_LEVELS)
         self.next_free = m.next_free
         directory = any(self.state.memory.get(a, 0) != m.memory.get(a, 0) for a in m.directory_addresses)
@@ -532,9 +573,8 @@ class IommuMachine(RuleBasedStateMachine):
 
     def unmap_guest_pages(self, data: st.DataObject) -> None:
         """Clear the guest PTEs of a run of GVAs of a PASID: one range invalidation."""
-        pasid = data.draw(self.pasids(), label="pasid")
-        run = data.draw(self.favoured(GUEST_RUNS, lambda run, r: r.has_pasid and page_of(r.address) in run),
-                        label="gvas")
+        pasid = draw(data, self.pasids(), "pasid")
+        run = draw(data, self.favoured(GUEST_RUNS, lambda run, r: r.has_pasid and page_of(r.address) in run), "gvas")
         root = guest_root(self.state.memory, pasid)
         memory = dict(self.state.memory)
         for page in run:
@@ -546,10 +586,10 @@ class IommuMachine(RuleBasedStateMachine):
     def replace_guest_directory(self, data: st.DataObject) -> None:
         """Point a PASID's level-2 guest entry to a new level-1 table (its pages rotated through the
         pool by a drawn amount), or clear it (rotation None)."""
-        pasid = data.draw(self.pasids(), label="pasid")
-        base = data.draw(self.favoured(DIRECTORY_BASES, lambda b, r: r.has_pasid and directory_of(r.address) == b),
-                         label="base")
-        rotation = data.draw(ROTATIONS, label="rotation")
+        pasid = draw(data, self.pasids(), "pasid")
+        base = draw(data, self.favoured(DIRECTORY_BASES, lambda b, r: r.has_pasid and directory_of(r.address) == b),
+                    "base")
+        rotation = draw(data, ROTATIONS, "rotation")
         root = guest_root(self.state.memory, pasid)
         at = guest_entry_address(self.state.memory, root, base, 2) if root is not None else None
         if at is None:
@@ -564,8 +604,8 @@ class IommuMachine(RuleBasedStateMachine):
     def switch_guest_table(self, data: st.DataObject) -> None:
         """Point a PASID's GCR3 entry to a newly built guest table (rotated by a drawn amount) or clear
         it (rotation None): INVALIDATE_IOMMU_PAGES of all the PASID's pages with PDE = 1."""
-        pasid = data.draw(self.pasids(), label="pasid")
-        rotation = data.draw(ROTATIONS, label="rotation")
+        pasid = draw(data, self.pasids(), "pasid")
+        rotation = draw(data, ROTATIONS, "rotation")
         memory = dict(self.state.memory)
         entry = sw.gcr3_entry_address(GCR3_TABLE, pasid)
         if rotation is None:
@@ -601,7 +641,7 @@ class IommuMachine(RuleBasedStateMachine):
             moves = self.processor_moves()
             if not moves:
                 return
-            move = data.draw(_favoured(moves, tuple(m for m in moves if isinstance(m, ProcessCommand))), label="move")
+            move = draw(data, _favoured(moves, tuple(m for m in moves if isinstance(m, ProcessCommand))), "move")
             self._step(move)
 
     @precondition(lambda self: self.processor_moves())
@@ -644,7 +684,7 @@ class IommuMachine(RuleBasedStateMachine):
             self.ghosts.pop((cache, slot), None)
         else:
             self.ghosts[cache, slot] = request
-        self.ghost_requests = tuple(sorted(set(self.ghosts.values()), key=repr))
+        self.ghost_requests = tuple(sorted(set(self.ghosts.values()), key=_repr))
 
     # -- devices -----------------------------------------------------------------------------------
 
@@ -669,18 +709,18 @@ class IommuMachine(RuleBasedStateMachine):
     def dma(self, data: st.DataObject, count: int) -> None:
         """``count`` untranslated accesses, each served from a choice of cache slots."""
         for _ in range(count):
-            request = data.draw(self.requests(ALL_DEVICES), label="request")
+            request = draw(data, self.requests(ALL_DEVICES), "request")
             caches = SERVING[request.device_id == GUEST_DEVICE]
             choice = _serve_choices(caches, tuple(self.memory_or_valid_slot(c, request) for c in caches))
-            self.access(Dma(request, data.draw(choice, label="choice")))
+            self.access(Dma(request, draw(data, choice, "choice")))
 
     @rule(data=st.data(), count=st.integers(1, DEVICE_BURST))
     def translated_dma(self, data: st.DataObject, count: int) -> None:
         """``count`` accesses of the ATS device through its own IOTLB."""
         for _ in range(count):
-            request = data.draw(self.requests((ATS_DEVICE,)), label="request")
+            request = draw(data, self.requests((ATS_DEVICE,)), "request")
             slots = (self.slots("device_iotlb", request, SLOTS_DRAWN), self.memory_or_valid_slot("dte", request))
-            slot, dte_slot = data.draw(_combined(slots), label="slot, dte slot")
+            slot, dte_slot = draw(data, _combined(slots), "slot, dte slot")
             self.access(TranslatedDma(request, slot, dte_slot))
 
     def access(self, move: Dma | TranslatedDma) -> None:
@@ -703,10 +743,19 @@ class IommuMachine(RuleBasedStateMachine):
         asked = (state.memory, state.caches, state.regs.dev_tab_bar, self.ghost_requests)
         if all(a is b for a, b in zip(asked, self._asked)):  # nothing it depends on changed since it held
             return
+        memory, bar, held = state.memory, state.regs.dev_tab_bar, self._held
         for (cache, slot), ghost in sorted(self.ghosts.items()):
-            if getattr(state.caches, cache)[slot].valid:
-                for move in ghost_accesses(cache, slot, ghost):
-                    self.check(move)
+            entry = getattr(state.caches, cache)[slot]
+            if not entry.valid:
+                continue
+            # the two answers depend on the slot, memory and the device table base only: asked of the
+            # same ones (the very objects: memory and slots are never changed in place), they held
+            last = held.get((cache, slot))
+            if last is not None and last[0] is entry and last[1] is memory and last[2] == bar and last[3] == ghost:
+                continue
+            for move in ghost_accesses(cache, slot, ghost):
+                self.check(move)
+            held[cache, slot] = (entry, memory, bar, ghost)
         self._asked = asked
 
     def check(self, move: Dma | TranslatedDma) -> None:
@@ -731,6 +780,12 @@ class IommuMachine(RuleBasedStateMachine):
         caches = SERVING[move.request.device_id == GUEST_DEVICE]
         for slots in product(*(self.valid_slots(c) for c in caches)):
             yield Dma(move.request, serve_choice(caches, slots), move.data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _repr(request: Request) -> str:
+    """``repr(request)``, the order of the ghosts' requests (made once per request: every fill sorts them)."""
+    return repr(request)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -761,9 +816,9 @@ class AttachDetachMachine(IommuMachine):
     def rewrite_dte(self, data: st.DataObject) -> None:
         """Give a device a new DTE of a drawn shape (:data:`DTE_SHAPES`) and domain, then invalidate the
         DTE, every domain whose translations it had or gets, and (ATS) the device's IOTLB."""
-        device = data.draw(self.favoured(DEVICES, lambda d, r: r.device_id == d), label="device")
-        shape = data.draw(st.sampled_from(DTE_SHAPES), label="shape")
-        domain = data.draw(self.domains(), label="domain")
+        device = draw(data, self.favoured(DEVICES, lambda d, r: r.device_id == d), "device")
+        shape = draw(data, SHAPES, "shape")
+        domain = draw(data, self.domains(), "domain")
         old = dte_of(self.state.memory, device)
         dte = shaped_dte(shape, domain, ats=device == ATS_DEVICE)
         old_domain = DTE.view(old)["DomainID"] if translates(old) else None
@@ -778,7 +833,7 @@ class AttachDetachMachine(IommuMachine):
     def prefetch(self, data: st.DataObject) -> None:
         """The hardware fills a slot from a request the latest change concerns: it may walk right after
         a change, e.g. read a DTE that was just rewritten, before or after its invalidation."""
-        self._fill(data.draw(_prefetches(self.changed), label="fill"))
+        self._fill(draw(data, _prefetches(self.changed), "fill"))
 
 
 @functools.lru_cache(maxsize=4096)
