@@ -173,9 +173,9 @@ def filled(b: Any, state: IommuState, cache: str, request: Request, step: int = 
 def _dma_store(b: Any, state: IommuState, result: DmaResult, request: Request, data: Any) -> Any:
     """Memory after the access: a successful write stores ``data`` at the (8-byte aligned) address."""
     store = b.all_of(result.ok, request.write)
-    aligned = b.band(result.spa, b.bnot(b.const(7, 64), 64))
     if b.known_false(store):
         return state.memory
+    aligned = b.band(result.spa, b.bnot(b.const(7, 64), 64))
     return b.ite(store, b.write64(state.memory, aligned, data), state.memory)
 
 
@@ -213,6 +213,8 @@ def _access(b: Any, state: IommuState, result: DmaResult, move: Dma | Translated
     """A device access served as ``result``: a write stores its data, a fault is logged."""
     memory = _dma_store(b, state, result, move.request, move.data)
     memory, regs = log_event(b, memory, state.regs, result.event, when=result.logged, choices=choices)
+    if memory is state.memory and regs is state.regs:  # a read that logged nothing: the state stays
+        return state, Outputs(dma=result)
     return state.replace(memory=memory, regs=regs), Outputs(dma=result)
 
 
