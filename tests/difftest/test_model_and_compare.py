@@ -245,3 +245,62 @@ def test_event_records_from_qemu_are_compared_with_the_models():
     assert [(m.observable, ks) for m, ks in v.classified] == [("event-unexpected", ())]
     _, v = verdict([])  # 7.2: nothing written, which the known list explains
     assert [(m.observable, [k.id for k in ks]) for m, ks in v.classified] == [("event-missing", ["event-log-dead"])]
+
+
+# -- two shapes a 10,000-case campaign met once QEMU's recorded answers were classified (seed 0) --------
+
+def _case_of(memory, steps, devices=1):
+    from amdvi.difftest.case import from_json
+    return from_json({"kind": "amdvi-qemu-case", "version": 1, "title": "t", "devices": devices, "ring_start": "0x0",
+                      "memory": {hex(a): hex(v) for a, v in memory.items()}, "steps": steps})
+
+
+def _dma_step(device, address, access):
+    return {"op": "dma", "device": device, "address": hex(address), "access": access}
+
+
+def _qemu(case, results):
+    """QEMU 7.2's results: the model's walk except at ``results`` (step -> DmaSeen), no event."""
+    exp = model_side.expect(case)
+    obs = ideal(case, exp)
+    obs.events = []
+    obs.dmas.update(results)
+    return case, exp, obs
+
+
+# case 1397: a Mode 0 write to 0x20000049fda840 (bit 53 set, beyond RAM), then a read of 0x49fdaa58 by the
+# same device 00:04.0 (DeviceID 0x20): QEMU's IOTLB key of both is frame | 0x20 << 36, so the read is
+# served by the write's entry, at 0x20000049fdaa58, where nothing is (it reads 0)
+PASSTHROUGH_DTE = {0x100400: 0x6000000000000003}
+
+
+def test_an_aliased_iotlb_entry_that_leads_beyond_ram_is_known():
+    first = 0x20000049FDA840
+    recorded = _qemu(_case_of(PASSTHROUGH_DTE, [_dma_step(1, first, "write"), _dma_step(1, 0x49FDAA58, "read")],
+                              devices=2), {0: DmaSeen(0, True, landed=None), 1: DmaSeen(1, False, value=0)})
+    assert _names(*recorded) == [(1, ("iotlb-key-aliasing",))]
+    assert _names(*recorded, entries=_without("iotlb-key-aliasing")) == [(1, ())]
+    # bit 52 instead: the keys differ (0x10000049fda | 0x20 << 36), nothing explains the aborted read
+    other = _qemu(_case_of(PASSTHROUGH_DTE, [_dma_step(1, 0x10000049FDA840, "write"), _dma_step(1, 0x49FDAA58, "read")],
+                           devices=2), {0: DmaSeen(0, True, landed=None), 1: DmaSeen(1, False, value=0)})
+    assert _names(*other) == [(1, ())]
+
+
+# case 3673: the DTE grants only IW, the 4 GiB Next Level 7 leaf only IR; a write faults (both walks refuse
+# it), software makes the leaf writable without an invalidation, the write again: QEMU's IOTLB kept the
+# leaf's own permissions (IR) from the first walk and faults on them; the model walks again
+WRITE_ONLY_DTE, READ_ONLY_GIANT = 0x4000000000200403, 0x200000000BFFFE01
+
+
+@pytest.mark.parametrize("leaf, explained", [
+    (READ_ONLY_GIANT, ("cached-permission-fault", "cached-permissions-from-leaf")),
+    (READ_ONLY_GIANT & ~(1 << 61), ()),  # a leaf granting nothing: no cached permission to fault on
+])
+def test_a_cached_fault_on_the_leafs_own_permissions_is_known_by_both(leaf, explained):
+    memory = {0x100300: WRITE_ONLY_DTE, 0x200000: leaf}
+    steps = [_dma_step(0, 0, "write"), {"op": "store", "address": "0x200000", "value": hex(leaf | 1 << 62)},
+             _dma_step(0, 0, "write")]
+    recorded = _qemu(_case_of(memory, steps), {0: DmaSeen(0, True, landed=None), 2: DmaSeen(2, True, landed=None)})
+    assert dict(_names(*recorded))[2] == explained
+    if explained:
+        assert dict(_names(*recorded, entries=_without("cached-permissions-from-leaf")))[2] == ()
