@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Mapping
 from amdvi.spec.device_table import DTE
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.guest_translation import GuestResume
-from amdvi.spec.records import merge
+from amdvi.spec.records import fast_init, merge
 from amdvi.spec.translation import CachedStart, Outcome, Request, read_dte, translate
 from amdvi.spec.walk_types import DIMENSION_WIDTH, NO_FAULT, SHIFT_WIDTH, low_mask
 
@@ -45,6 +45,7 @@ if tuple(f.name for f in dataclasses.fields(ServeChoice)) != _LOOKED_UP:
     raise TypeError(f"ServeChoice's fields must be the looked-up caches of the registry: {', '.join(_LOOKED_UP)}")
 
 
+@fast_init
 @dataclass(frozen=True)
 class DmaResult:
     """Where the access went (``ok``: to ``spa``), and what the IOMMU logged instead."""

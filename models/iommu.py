@@ -31,7 +31,7 @@ from amdvi.spec.commands import (
     INVALIDATE_IOMMU_PAGES, INVALIDATE_IOTLB_PAGES, OPCODE_HI, OPCODE_LO,
 )
 from amdvi.spec.choices import SPEC, Hardware, hardware
-from amdvi.spec.records import merge, replace as replace_record
+from amdvi.spec.records import fast_init, merge, replace as replace_record
 from amdvi.spec.translation import Outcome, Request, read_dte, translate
 
 from . import rings
@@ -59,6 +59,7 @@ class InFlight:
     command: Any = 0
 
 
+@fast_init
 @dataclass(frozen=True)
 class IommuState:
     memory: Any
@@ -73,6 +74,7 @@ class IommuState:
 # -- inputs: the moves (``models.moves``) ------------------------------------------------------
 
 
+@fast_init
 @dataclass(frozen=True)
 class Outputs:
     effect: Effect | None = None  # ProcessCommand: what the command processor did

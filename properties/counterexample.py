@@ -32,6 +32,7 @@ from amdvi.models.registers import Registers, base_address, ring_size
 from amdvi.spec.bitvec import INT, Z3
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.commands import COMPLETION_WAIT, OPCODE_HI, OPCODE_LO
+from amdvi.spec.records import fast_init
 from amdvi.spec.translation import Outcome, Request, translate
 from amdvi.spec.walk_types import GUEST
 
@@ -86,6 +87,7 @@ class Trace:
         return IommuState(memory=dict(self.memory), regs=self.regs, caches=Caches.empty(**self.cache_slots))
 
 
+@fast_init
 @dataclass(frozen=True)
 class Step:
     """One move of a replay: the states around it, what the model output, and (a DMA) the fresh walk."""

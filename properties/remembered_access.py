@@ -127,10 +127,12 @@ class Answers:
         key = (move.__class__, move.request, pairs, slots, regs.dev_tab_bar)
 
         def compute(memory: Any) -> tuple[DmaResult, bool, Any]:
-            only = self._only(caches, pairs)
+            if memory is state.memory and not pairs:  # a first ask (not remembered): the state as it is
+                asked = state
+            else:
+                asked = IommuState(memory=memory, regs=regs, caches=self._only(caches, pairs))
             with self._engine():
-                served = dma_result(INT, IommuState(memory=memory, regs=regs, caches=only), move,
-                                    choices=self.choices)
+                served = dma_result(INT, asked, move, choices=self.choices)
             if not pairs and self.plain_walk_is_fresh and move.__class__ is Dma:
                 # served from no slot under the specification's choices: dma_result's walk is
                 # translate(memory, base, request), the call the fresh walk makes

@@ -133,3 +133,53 @@ def test_replace_drops_a_remembered_hash_and_refuses_unknown_fields():
     assert hash(evicted) == hash(dataclasses.replace(slot, valid=False)) != hash(slot)
     with pytest.raises(TypeError):
         replace(slot, colour=1)
+
+
+# -- fast_init: the same records, made without object.__setattr__ per field -------------------------------
+
+def test_fast_init_makes_the_dataclasses_own_records():
+    import dataclasses as dc
+    import inspect
+
+    from amdvi.spec.records import fast_init, replace
+
+    def declare():
+        @dc.dataclass(frozen=True)
+        class Sample:
+            a: int
+            b: int = 2
+            c: list = dc.field(default_factory=lambda: [1, 2])
+        return Sample
+
+    plain, fast = declare(), fast_init(declare())
+    assert inspect.signature(fast.__init__).parameters.keys() == inspect.signature(plain.__init__).parameters.keys()
+    for args, kw in (((1,), {}), ((1, 5), {}), ((1,), {"c": [9]}), ((), {"a": 3, "b": 4, "c": []})):
+        got, want = fast(*args, **kw), plain(*args, **kw)
+        assert dc.asdict(got) == dc.asdict(want) and vars(got) == vars(want)
+    assert fast(1).c is not fast(1).c  # the factory runs per instance
+    with pytest.raises(dc.FrozenInstanceError):
+        fast(1).a = 2
+    with pytest.raises(TypeError):
+        fast()  # a field without a default must be given
+    assert replace(fast(1), b=7) == fast(1, 7)
+
+
+def test_fast_init_refuses_what_it_cannot_make():
+    import dataclasses as dc
+
+    from amdvi.spec.records import fast_init
+
+    @dc.dataclass(frozen=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self):
+            assert self.a >= 0
+
+    @dc.dataclass
+    class Mutable:
+        a: int
+
+    for cls in (Checked, Mutable):
+        with pytest.raises(TypeError, match="fast_init"):
+            fast_init(cls)
