@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from amdvi.frontend import sequence_library, sequence_trace
 from amdvi.models import software as sw
@@ -67,7 +68,7 @@ def check_one(entry: sequence_library.Entry) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/check.json")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "check.json"))
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--budget", type=float, default=60.0, help="stop deepening after a depth this slow")
     args = parser.parse_args()

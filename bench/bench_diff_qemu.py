@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from amdvi.difftest import campaign, compare, known, model_side, qemu_side
 from amdvi.difftest.machine import Machine, find_binary, version
@@ -60,7 +61,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--sample", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="results/diff_qemu.json")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "diff_qemu.json"))
     args = p.parse_args()
     binary = find_binary()
     if binary is None:

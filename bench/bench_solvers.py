@@ -140,7 +140,7 @@ def summary(queries: list[dict[str, Any]], walk: float, timeout: float, names: l
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default="results/solvers.json")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "solvers.json"))
     parser.add_argument("--timeout", type=float, default=120.0, help="time limit per query per solver, seconds")
     parser.add_argument("--property", action="append", help="only this property (repeatable; default: amdvi prove's)")
     parser.add_argument("--no-choice", action="store_true", help="do not rewrite properties/solver_choice.json")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from record import write_results  # bench/record.py: these scripts run from this folder
 
@@ -39,7 +40,7 @@ PROOFS = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default="results/viommu.json")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "viommu.json"))
     parser.add_argument("--repeat", type=int, default=3, help="runs per point (the median is kept)")
     args = parser.parse_args()
     walk = walk_seconds()
