@@ -22,7 +22,7 @@ from amdvi.spec.bitvec import INT
 from amdvi.spec.choices import SPEC, Hardware
 from amdvi.spec.translation import Request, translate
 
-from test_stateful_memo import REQUESTS, _random_change  # noqa: E402 (tests/properties is on the path)
+from test_stateful_memo import REQUESTS, _random_change, blind_to_memory  # tests/properties is on the path
 
 
 def _long_trace(rounds: int = 40, seed: int = 5) -> Trace:
@@ -70,14 +70,7 @@ def test_a_long_replay_is_the_plain_models():
 
 
 def test_a_replay_memo_blind_to_memory_is_caught(monkeypatch):
-    kept = {}
-
-    def forgetful(self, key, memory, compute):  # keyed by the arguments only: blind to table changes
-        if key not in kept:
-            kept[key] = compute(memory)
-        return kept[key]
-
-    monkeypatch.setattr(ReadMemo, "call", forgetful)
+    blind_to_memory(monkeypatch)
     assert _differences(_long_trace())
 
 

@@ -72,15 +72,20 @@ def test_remembered_answers_are_the_models():
     assert memo.hits > memo.misses > 0  # the run asked again what it had asked (the memo was used)
 
 
-def test_a_memo_that_ignores_memory_is_caught(monkeypatch):
+def blind_to_memory(monkeypatch) -> None:
+    """Every ReadMemo keyed by the arguments only: blind to memory changes (the broken memo a test must catch)."""
     kept = {}
 
-    def forgetful(self, key, memory, compute):  # keyed by the arguments only: blind to memory changes
+    def forgetful(self, key, memory, compute):
         if key not in kept:
             kept[key] = compute(memory)
         return kept[key]
 
     monkeypatch.setattr(ReadMemo, "call", forgetful)
+
+
+def test_a_memo_that_ignores_memory_is_caught(monkeypatch):
+    blind_to_memory(monkeypatch)
     stateful.forget()
     assert _mismatches(60)
     stateful.forget()
