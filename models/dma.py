@@ -83,7 +83,7 @@ def serve(b: Any, memory: Any, dev_tab_bar: Any, caches: Caches, request: Reques
           choice: ServeChoice = NO_SLOTS, *, context: Any = None, choices: Hardware = SPEC) -> DmaResult:
     """An untranslated request through the IOMMU, using the chosen cache slots where they match."""
     r = request
-    if choice is NO_SLOTS or choice == NO_SLOTS:  # no slot chosen: the walk reads the DTE itself (the same DTE, the same walk)
+    if choice is NO_SLOTS or choice == NO_SLOTS:  # no slot chosen: the walk reads the DTE itself
         dte = None
         plain = translate(b, memory, dev_tab_bar, r, context=context, choices=choices)
     else:

@@ -58,10 +58,8 @@ def fast_init(record_type: type) -> type:
     slow, and the models make several records per step (an access's result, the outputs, the state).
     The same parameters, defaults and default factories; instances stay frozen (assignment raises)."""
     fields = dataclasses.fields(record_type)
-    if (hasattr(record_type, "__post_init__") or "__slots__" in vars(record_type)
-            or not record_type.__dataclass_params__.frozen  # type: ignore[attr-defined]
-            or any(not f.init or f.kw_only for f in fields)
-            or tuple(inspect.signature(record_type.__init__).parameters)[1:] != tuple(f.name for f in fields)):
+    if (_plain_fields(record_type) is None or not record_type.__dataclass_params__.frozen  # type: ignore[attr-defined]
+            or any(not f.init or f.kw_only for f in fields)):
         raise TypeError(f"{record_type.__name__}: fast_init takes a plain frozen dataclass (every field set by "
                         "__init__, positional, no __post_init__, no slots)")
     env: dict[str, Any] = {"_NOT_GIVEN": _NOT_GIVEN}
@@ -88,6 +86,16 @@ def fast_init(record_type: type) -> type:
     return record_type
 
 
+def _plain_fields(cls: type) -> tuple[str, ...] | None:
+    """The field names of a plain record type (every field set by ``__init__`` as it is given, no
+    init-only variables, no ``__post_init__``, no slots: nothing for ``__init__`` to check or compute),
+    or None."""
+    fields = tuple(f.name for f in dataclasses.fields(cls))
+    takes = tuple(inspect.signature(cls.__init__).parameters)[1:]  # what __init__ takes (init-only too)
+    plain = takes == fields and not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__")
+    return fields if plain else None
+
+
 _PLAIN: dict[type, frozenset[str] | None] = {}  # record type -> its field names, if replace() may copy it
 
 
@@ -99,10 +107,8 @@ def replace(record: Any, **changes: Any) -> Any:
     cls = record.__class__
     names = _PLAIN.get(cls, False)
     if names is False:
-        fields = tuple(f.name for f in dataclasses.fields(cls))
-        takes = tuple(inspect.signature(cls.__init__).parameters)[1:]  # what __init__ takes (init-only too)
-        plain = takes == fields and not hasattr(cls, "__post_init__") and not hasattr(cls, "__slots__")
-        names = _PLAIN[cls] = frozenset(fields) if plain else None
+        fields = _plain_fields(cls)
+        names = _PLAIN[cls] = None if fields is None else frozenset(fields)
     if names is None or not changes.keys() <= names:
         return dataclasses.replace(record, **changes)
     current = record.__dict__
